@@ -1,0 +1,121 @@
+"""Audio input: read any file soundfile can decode, downmix, resample to 16 kHz (soxr).
+
+Every failure is an :class:`AudioError` whose message names the file and the problem, so that
+batch tools can print one line per bad file and move on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import typing as tp
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+HOP = 160  # samples per output frame (10 ms at 16 kHz)
+#: Shortest input the encoder accepts, after resampling: 25 ms (400 samples). The first conv
+#: block has kernel 20 at stride 10 on a 160x-pooled grid; anything shorter than a few frames
+#: carries no usable context, and reflection padding needs more samples than the pad width.
+MIN_SAMPLES = 400
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".au", ".opus", ".sph")
+
+
+class AudioError(ValueError):
+    """A file that cannot be used as audio; ``str(err)`` is ``"<path>: <problem>"``."""
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+def num_frames(num_samples: int) -> int:
+    """Frames the encoder emits for ``num_samples`` samples: ``ceil(T / 160)``."""
+    return math.ceil(num_samples / HOP)
+
+
+def resample(wav: np.ndarray, sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Resample a mono ``[T]`` float array with soxr (high quality)."""
+    if sr == target_sr:
+        return wav
+    import soxr
+
+    return np.asarray(soxr.resample(wav, sr, target_sr, quality="HQ"), dtype=np.float32)
+
+
+def check_waveform(wav: np.ndarray, path: str | os.PathLike[str], min_samples: int = 0) -> None:
+    """Raise :class:`AudioError` for empty, non-finite or too-short waveforms."""
+    if wav.size == 0:
+        raise AudioError(path, "empty audio (0 samples)")
+    if not np.all(np.isfinite(wav)):
+        raise AudioError(path, "audio contains NaN or Inf samples")
+    if wav.shape[-1] < min_samples:
+        raise AudioError(
+            path,
+            f"too short: {wav.shape[-1]} samples at 16 kHz, the minimum is {min_samples} "
+            f"({1000 * min_samples / SAMPLE_RATE:.0f} ms)",
+        )
+
+
+def load_audio(
+    path: str | os.PathLike[str],
+    sample_rate: int = SAMPLE_RATE,
+    min_samples: int = 0,
+) -> np.ndarray:
+    """Read ``path`` as mono float32 ``[T]`` at ``sample_rate`` Hz.
+
+    Multi-channel audio is averaged to mono; other rates are resampled with soxr.
+    Raises :class:`AudioError` (naming the file) for a missing, unreadable, empty, non-finite or
+    too-short file (``min_samples`` counted after resampling).
+    """
+    import soundfile as sf
+
+    p = Path(path)
+    if not p.exists():
+        raise AudioError(path, "no such file")
+    if p.is_dir():
+        raise AudioError(path, "is a directory, not an audio file")
+    try:
+        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises several types (LibsndfileError, RuntimeError)
+        raise AudioError(path, f"cannot decode audio ({type(exc).__name__}: {exc})") from None
+    wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    check_waveform(wav, path)
+    wav = resample(np.ascontiguousarray(wav, dtype=np.float32), int(sr), sample_rate)
+    check_waveform(wav, path, min_samples)
+    return wav
+
+
+def audio_info(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(frames, sample_rate)`` of a file without decoding it (raises :class:`AudioError`)."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:
+        raise AudioError(path, f"cannot read audio header ({type(exc).__name__}: {exc})") from None
+    return int(info.frames), int(info.samplerate)
+
+
+def find_audio_files(root: str | os.PathLike[str]) -> list[Path]:
+    """All audio files under ``root`` (recursive, sorted, by extension)."""
+    root = Path(root)
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+
+
+def write_atomic(path: str | os.PathLike[str], write: tp.Callable[[str], None]) -> None:
+    """Write a file atomically: ``write(tmp_path)`` then rename over ``path``.
+
+    A crash mid-write leaves the old file (or none), never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

@@ -1,0 +1,36 @@
+"""Shared fixtures: the real-speech bundle (skipped cleanly when absent) and synthetic audio."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+SPEECH_DIR = Path(os.environ.get("PASE_SPEECH_DIR", Path(__file__).resolve().parents[1] / ".." / "shared" / "speech")).resolve()
+
+
+@pytest.fixture(autouse=True)
+def _fast_torch() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def speech_dir() -> Path:
+    """``../shared/speech`` (or ``$PASE_SPEECH_DIR``); skips the test when absent."""
+    if not (SPEECH_DIR / "README.md").exists():
+        pytest.skip(f"real speech bundle not found at {SPEECH_DIR}")
+    return SPEECH_DIR
+
+
+def synth_speechlike(seconds: float = 1.0, sr: int = 16000, seed: int = 0) -> np.ndarray:
+    """A voiced-ish test signal: harmonic tone with a gliding F0 plus a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    f0 = 120 + 30 * np.sin(2 * np.pi * 1.5 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    wav = sum(np.sin(k * phase) / k for k in range(1, 12))
+    wav = 0.3 * wav / np.max(np.abs(wav)) + 0.01 * rng.standard_normal(t.size)
+    return wav.astype(np.float32)
