@@ -1,0 +1,369 @@
+"""The PASE / PASE+ encoder: raw 16 kHz waveform in, one feature vector every 10 ms out.
+
+    wav [B, T] -> SincConv(64) + BN + PReLU -> 7 x (Conv1d + BN + PReLU)  (total stride 160)
+              -> QRNN(512) -> W: 1x1 conv to 256 -> + dense skips -> BatchNorm (no affine)
+
+Dense skips (PASE+): the outputs of the sinc block and of conv blocks 1-6 are mean-pooled to the
+output rate and projected to 256 by bias-free 1x1 convs, then summed with W's output.
+
+Frames: the input is zero-padded to a multiple of 160 samples, so an input of ``T`` samples gives
+``ceil(T / 160)`` frames and every skip pools exactly (factors 160, 16, 8, 8, 4, 4, 2). The
+original reflect-padded the raw length instead, which gives ``T // 160`` frames (+1 when
+``T mod 160 >= 151``) and mis-pools the sinc skip by up to ~6 frames over 10 s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing as tp
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pase.audio import HOP, MIN_SAMPLES
+from pase.qrnn import QRNN
+from pase.sincnet import SincConv
+
+RNNType = tp.Literal["qrnn", "lstm", "gru", "none"]
+
+
+@dataclasses.dataclass
+class EncoderConfig:
+    """Architecture of a PASE encoder. Defaults are PASE+ (``EncoderConfig.pase_plus()``)."""
+
+    sample_rate: int = 16000
+    #: SincConv: number of band-pass filters, kernel size, minimum low cut and band width (Hz).
+    sinc_channels: int = 64
+    sinc_kernel: int = 251
+    sinc_min_low_hz: float = 50.0
+    sinc_min_band_hz: float = 50.0
+    #: The 7 conv blocks (Conv1d with bias -> BatchNorm -> PReLU).
+    channels: tuple[int, ...] = (64, 128, 128, 256, 256, 512, 512)
+    kernels: tuple[int, ...] = (20, 11, 11, 11, 11, 11, 11)
+    strides: tuple[int, ...] = (10, 2, 1, 2, 1, 2, 2)
+    #: Recurrent layer on the last block: "qrnn" (PASE+), "lstm", "gru" or "none" (PASE v1).
+    rnn: RNNType = "qrnn"
+    rnn_hidden: int = 512
+    #: "scan" (fast, default) or "loop" (reference); same function.
+    qrnn_impl: tp.Literal["loop", "scan"] = "scan"
+    #: Output dimension (W: 1x1 conv from the last layer).
+    embedding_dim: int = 256
+    #: Dense skips from the sinc block and blocks 1..6, summed after W.
+    dense_skips: bool = True
+    #: Initial slope of every encoder PReLU (the original used 0, not PyTorch's 0.25).
+    prelu_init: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(self.channels)
+        self.kernels = tuple(self.kernels)
+        self.strides = tuple(self.strides)
+        if not len(self.channels) == len(self.kernels) == len(self.strides):
+            raise ValueError("channels, kernels and strides must have the same length")
+        if self.rnn not in ("qrnn", "lstm", "gru", "none"):
+            raise ValueError(f"rnn must be one of qrnn, lstm, gru, none; got {self.rnn!r}")
+        if math.prod(self.strides) != HOP:
+            raise ValueError(f"the conv strides must multiply to {HOP} (10 ms), got {self.strides}")
+
+    @classmethod
+    def pase_plus(cls) -> EncoderConfig:
+        """PASE+ (Ravanelli et al. 2020): QRNN, dense skips, 256-d. 7,832,896 parameters."""
+        return cls()
+
+    @classmethod
+    def pase(cls) -> EncoderConfig:
+        """PASE v1 (Pascual et al. 2019): no recurrence, no skips, 100-d. 5,818,020 parameters."""
+        return cls(rnn="none", dense_skips=False, embedding_dim=100)
+
+    @classmethod
+    def from_preset(cls, name: str) -> EncoderConfig:
+        presets: dict[str, tp.Callable[[], EncoderConfig]] = {
+            "pase+": cls.pase_plus,
+            "pase_plus": cls.pase_plus,
+            "pase": cls.pase,
+        }
+        if name not in presets:
+            raise ValueError(f"unknown encoder preset {name!r}; choose from 'pase+', 'pase'")
+        return presets[name]()
+
+    def to_dict(self) -> dict[str, tp.Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, tp.Any]) -> EncoderConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown EncoderConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+
+class ConvBlock(nn.Module):
+    """Conv1d (bias) -> BatchNorm -> PReLU, with the original's reflect padding."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, prelu_init: float) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(cin, cout, kernel, stride=stride)
+        self.norm = nn.BatchNorm1d(cout)
+        self.act = nn.PReLU(cout, init=prelu_init)
+        # Stride-1 odd kernels pad k//2 on both sides; otherwise k//2 - 1 left and k//2 right, so
+        # a length divisible by the stride shrinks exactly by the stride.
+        if stride == 1 and kernel % 2 == 1:
+            self.pad = (kernel // 2, kernel // 2)
+        else:
+            self.pad = (kernel // 2 - 1, kernel // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.conv(F.pad(x, self.pad, mode="reflect"))))
+
+
+class SincBlock(nn.Module):
+    """SincConv -> BatchNorm -> PReLU (``blocks.0`` in the original layout)."""
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.conv = SincConv(
+            cfg.sinc_channels, cfg.sinc_kernel, cfg.sample_rate, cfg.sinc_min_low_hz, cfg.sinc_min_band_hz
+        )
+        self.norm = nn.BatchNorm1d(cfg.sinc_channels)
+        self.act = nn.PReLU(cfg.sinc_channels, init=cfg.prelu_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.conv(x)))
+
+
+class RNNLayer(nn.Module):
+    """The recurrent layer: QRNN, LSTM or GRU, ``[B, T, I] -> [B, T, H]`` with a carried state."""
+
+    def __init__(self, cfg: EncoderConfig, input_size: int) -> None:
+        super().__init__()
+        self.kind = cfg.rnn
+        self.rnn: nn.Module
+        if cfg.rnn == "qrnn":
+            self.rnn = QRNN(input_size, cfg.rnn_hidden, impl=cfg.qrnn_impl)
+        elif cfg.rnn == "lstm":
+            self.rnn = nn.LSTM(input_size, cfg.rnn_hidden, batch_first=True)
+        else:
+            self.rnn = nn.GRU(input_size, cfg.rnn_hidden, batch_first=True)
+
+    def forward(self, x: torch.Tensor, state: tp.Any = None) -> tuple[torch.Tensor, tp.Any]:
+        out, state = self.rnn(x, state)
+        return out, state
+
+
+class Encoder(nn.Module):
+    """PASE / PASE+ encoder.
+
+    ``encoder(wav: [B, T]) -> feats: [B, F, D]`` with ``F = ceil(T / 160)``; with ``lengths`` (the
+    valid samples of each padded item) it returns ``(feats, feat_lengths)``.
+    """
+
+    #: Frames of context each output frame depends on, each side (receptive field ~2370 samples).
+    receptive_frames = 8
+
+    def __init__(self, config: EncoderConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or EncoderConfig()
+        blocks: list[nn.Module] = [SincBlock(cfg)]
+        cin = cfg.sinc_channels
+        for cout, k, s in zip(cfg.channels, cfg.kernels, cfg.strides, strict=True):
+            blocks.append(ConvBlock(cin, cout, k, s, cfg.prelu_init))
+            cin = cout
+        self.blocks = nn.ModuleList(blocks)
+        self.rnn = RNNLayer(cfg, cin) if cfg.rnn != "none" else None
+        last = cfg.rnn_hidden if self.rnn is not None else cin
+        self.W = nn.Conv1d(last, cfg.embedding_dim, 1)
+        # Pooling factor of each skip source: the sinc block runs at the sample rate, block i at
+        # 1 / prod(strides[:i+1]); block 7 (already at the output rate) has no skip.
+        self.skip_pools: list[int] = []
+        skips = []
+        if cfg.dense_skips:
+            rate = HOP
+            for c, s in zip((cfg.sinc_channels, *cfg.channels[:-1]), (1, *cfg.strides[:-1]), strict=True):
+                rate //= s
+                self.skip_pools.append(rate)
+                # Bias-free projection, so pooling first and projecting second is the same
+                # function and saves the sinc-rate matmul (~12 % of the MACs).
+                skips.append(nn.Conv1d(c, cfg.embedding_dim, 1, bias=False))
+        self.denseskips = nn.ModuleList(skips)
+        self.norm_out = nn.BatchNorm1d(cfg.embedding_dim, affine=False)
+
+    # ----------------------------------------------------------------------------------------
+    # Construction and persistence
+    @classmethod
+    def from_config(cls, config: str | EncoderConfig | dict[str, tp.Any] = "pase+") -> Encoder:
+        """A randomly initialised encoder from a preset name (``"pase+"``, ``"pase"``) or config."""
+        if isinstance(config, str):
+            config = EncoderConfig.from_preset(config)
+        elif isinstance(config, dict):
+            config = EncoderConfig.from_dict(config)
+        return cls(config)
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_dir: str | Path = "pase+", map_location: str | torch.device = "cpu"
+    ) -> Encoder:
+        """Load weights saved by :meth:`save_pretrained`, or the packaged ``"pase+"`` weights."""
+        from pase.hub import load_pretrained
+
+        return load_pretrained(name_or_dir, map_location=map_location)
+
+    @classmethod
+    def from_original(cls, path: str | Path, map_location: str | torch.device = "cpu") -> Encoder:
+        """Load a checkpoint of the original PASE+ code (e.g. ``FE_e199.ckpt``)."""
+        from pase.hub import load_original
+
+        return load_original(path, map_location=map_location)
+
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float32) -> Path:
+        """Write ``model.safetensors`` + ``config.json`` (with the weights' SHA-256) to ``directory``."""
+        from pase.hub import save_pretrained
+
+        return save_pretrained(self, directory, dtype=dtype)
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.config.embedding_dim
+
+    @property
+    def num_layers(self) -> int:
+        """Number of hidden states :meth:`extract_features` returns."""
+        return len(self.denseskips) + 2
+
+    # ----------------------------------------------------------------------------------------
+    # Forward passes
+    def _check_input(self, wav: torch.Tensor) -> None:
+        if wav.dim() != 2:
+            raise ValueError(f"expected a waveform batch [B, T], got shape {tuple(wav.shape)}")
+        if wav.shape[-1] < MIN_SAMPLES:
+            raise ValueError(
+                f"input too short: {wav.shape[-1]} samples; the encoder needs at least {MIN_SAMPLES} "
+                f"samples ({1000 * MIN_SAMPLES // self.config.sample_rate} ms at 16 kHz)"
+            )
+
+    def _frontend(self, wav: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``wav: [B, T]`` (T a multiple of 160) -> (last block ``[B, C, F]``, projected skips ``[B, D, F]``)."""
+        x = wav[:, None]
+        skips = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i < len(self.denseskips):
+                pooled = F.avg_pool1d(x, self.skip_pools[i]) if self.skip_pools[i] > 1 else x
+                skips.append(self.denseskips[i](pooled))
+        return x, skips
+
+    def _head(
+        self, x: torch.Tensor, skips: list[torch.Tensor], state: tp.Any = None
+    ) -> tuple[list[torch.Tensor], tp.Any]:
+        """Last block ``[B, C, F]`` -> [W output, final output] (each ``[B, D, F]``) and the RNN state."""
+        if self.rnn is not None:
+            h, state = self.rnn(x.transpose(1, 2), state)
+            x = h.transpose(1, 2).to(x.dtype)
+        w = self.W(x)
+        out = w
+        for s in skips:
+            out = out + s
+        return [w, self.norm_out(out)], state
+
+    @staticmethod
+    def _pad_to_hop(wav: torch.Tensor) -> torch.Tensor:
+        rem = wav.shape[-1] % HOP
+        return F.pad(wav, (0, HOP - rem)) if rem else wav
+
+    def encode(self, wav: torch.Tensor) -> torch.Tensor:
+        """``wav: [B, T] -> [B, D, F]`` channels first (what workers consume during training)."""
+        self._check_input(wav)
+        x, skips = self._frontend(self._pad_to_hop(wav))
+        return self._head(x, skips)[0][-1]
+
+    def hidden_states(self, wav: torch.Tensor) -> list[torch.Tensor]:
+        """``wav: [B, T]`` -> the hidden states, each ``[B, D, F]`` (channels first)."""
+        self._check_input(wav)
+        x, skips = self._frontend(self._pad_to_hop(wav))
+        return skips + self._head(x, skips)[0]
+
+    @staticmethod
+    def feat_lengths(lengths: torch.Tensor) -> torch.Tensor:
+        """Valid frames for ``lengths`` valid samples: ``ceil(lengths / 160)``."""
+        return torch.div(lengths + HOP - 1, HOP, rounding_mode="floor")
+
+    def _mask(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flen = self.feat_lengths(lengths.to(feats.device))
+        keep = torch.arange(feats.shape[1], device=feats.device)[None] < flen[:, None]
+        return feats * keep[..., None].to(feats.dtype), flen
+
+    @tp.overload
+    def forward(self, wav: torch.Tensor, lengths: None = None) -> torch.Tensor: ...
+
+    @tp.overload
+    def forward(self, wav: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def forward(
+        self, wav: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``wav: [B, T] -> feats: [B, F, D]``; with ``lengths: [B]`` -> ``(feats, feat_lengths)``.
+
+        Frames past an item's ``feat_lengths`` are zeroed. A padded item's valid frames equal its
+        unpadded features except the last ~8 (the receptive field reaching into the padding).
+        """
+        feats = self.encode(wav).transpose(1, 2)
+        if lengths is None:
+            return feats
+        return self._mask(feats, lengths)
+
+    def extract_features(
+        self, wav: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> list[torch.Tensor] | tuple[list[torch.Tensor], torch.Tensor]:
+        """All hidden states, each ``[B, F, D]``: the 7 pooled skips (sinc block first), W's output,
+        the final output (9 for PASE+, as s3prl expects; 2 for PASE v1, which has no skips).
+        With ``lengths``, returns ``(states, feat_lengths)``."""
+        states = [h.transpose(1, 2) for h in self.hidden_states(wav)]
+        if lengths is None:
+            return states
+        masked = [self._mask(s, lengths) for s in states]
+        return [m[0] for m in masked], masked[0][1]
+
+    @torch.no_grad()
+    def infer_long(
+        self,
+        wav: torch.Tensor,
+        layers: tp.Literal["final", "all"] = "final",
+        window_seconds: float = 30.0,
+    ) -> torch.Tensor:
+        """Features of one long waveform in bounded memory (eval mode).
+
+        ``wav: [T]`` -> ``[F, D]`` (``layers="final"``) or ``[L, F, D]`` (``"all"``, L hidden states).
+        The input is cut into windows of ``window_seconds``; each window's convolutions see
+        ``2 * receptive_frames`` frames of real signal on both sides (context frames are dropped),
+        and the recurrent state is carried from window to window, so the result equals whole-file
+        processing up to float rounding. Peak memory is set by the window, not the file.
+        """
+        if self.training:
+            raise RuntimeError("infer_long needs eval mode: call encoder.eval() first")
+        if wav.dim() != 1:
+            raise ValueError(f"infer_long expects one waveform [T], got shape {tuple(wav.shape)}")
+        self._check_input(wav[None])
+        padded = self._pad_to_hop(wav[None])[0]
+        n_frames = padded.shape[0] // HOP
+        win = max(1, int(window_seconds * self.config.sample_rate) // HOP)
+        ctx = 2 * self.receptive_frames
+        out_chunks: list[torch.Tensor] = []
+        state: tp.Any = None
+        for a in range(0, n_frames, win):
+            b = min(a + win, n_frames)
+            lo, hi = max(0, a - ctx), min(n_frames, b + ctx)
+            if hi - lo < 3:  # reflect padding needs a few frames; widen the tiny last window left
+                lo = max(0, hi - 3)
+            x, skips = self._frontend(padded[lo * HOP : hi * HOP][None])
+            keep = slice(a - lo, b - lo)
+            x = x[..., keep]
+            skips = [s[..., keep] for s in skips]
+            head, state = self._head(x, skips, state)
+            states = skips + head
+            if layers == "final":
+                out_chunks.append(states[-1][0].T)
+            else:
+                out_chunks.append(torch.stack([s[0].T for s in states]))
+        return torch.cat(out_chunks, dim=-2)
