@@ -59,8 +59,6 @@ from pase.audio import (
 )
 
 if tp.TYPE_CHECKING:
-    import torch
-
     from pase.encoder import Encoder
 
 Format = tp.Literal["npy", "safetensors"]
@@ -244,45 +242,32 @@ def encode_batch(
 ) -> list[np.ndarray]:
     """Features of 16 kHz mono waveforms (``wavs[i]: [T_i]``), each ``[F_i, D]`` or ``[L, F_i, D]``.
 
-    One waveform longer than ``long_seconds`` is streamed with ``infer_long``; one shorter runs
-    as ``[1, T]`` without padding; several are zero-padded into ``[B, T_max]`` and run with
-    ``lengths=``, then each is cut to its own frame count.
+    One waveform longer than ``long_seconds`` is streamed with ``infer_long``; otherwise the
+    waveforms are zero-padded into ``[B, T_max]`` (no padding for one), run with ``lengths=``,
+    and each is cut to its own frame count.
     """
     import torch
 
     device = next(encoder.parameters()).device
     with torch.inference_mode():
-        if len(wavs) == 1:
+        if len(wavs) == 1 and len(wavs[0]) > long_seconds * SAMPLE_RATE:
             wav = torch.from_numpy(wavs[0]).to(device)
-            if len(wavs[0]) > long_seconds * SAMPLE_RATE:
-                kwargs = {} if window_seconds is None else {"window_seconds": window_seconds}
-                return [encoder.infer_long(wav, layers=layers, **kwargs).float().cpu().numpy()]
-            feats = _forward(encoder, wav[None], None, layers)[0]
-            return [feats[0].float().cpu().numpy()]
+            kwargs = {} if window_seconds is None else {"window_seconds": window_seconds}
+            return [encoder.infer_long(wav, layers=layers, **kwargs).float().cpu().numpy()]
         x = torch.zeros(len(wavs), max(len(w) for w in wavs))
         for i, w in enumerate(wavs):
             x[i, : len(w)] = torch.from_numpy(w)
-        lengths = torch.tensor([len(w) for w in wavs], dtype=torch.long)
-        feats, frames = _forward(encoder, x.to(device), lengths.to(device), layers)
-        assert frames is not None
-        return [feats[i, ..., : int(frames[i]), :].float().cpu().numpy() for i in range(len(wavs))]
-
-
-def _forward(
-    encoder: Encoder, x: torch.Tensor, lengths: torch.Tensor | None, layers: Layers
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``x: [B, T]`` -> (``[B, F, D]``, or ``[B, L, F, D]`` for all layers; frames ``[B]``)."""
-    import torch
-
-    if layers == "final":
-        if lengths is None:
-            return encoder(x), None
-        feats, frames = encoder(x, lengths=lengths)
-        return feats, frames
-    if lengths is None:
-        return torch.stack(list(encoder.extract_features(x)), dim=1), None
-    states, frames = encoder.extract_features(x, lengths=lengths)
-    return torch.stack(list(states), dim=1), frames
+        lengths = torch.tensor([len(w) for w in wavs], dtype=torch.long, device=device)
+        x = x.to(device)
+        if layers == "final":
+            feats, frames = encoder(x, lengths=lengths)
+        else:
+            states, frames = tp.cast(
+                tuple[list[torch.Tensor], torch.Tensor],
+                encoder.extract_features(x, lengths=lengths),
+            )
+            feats = torch.stack(states, dim=1)  # [B, L, F, D]
+        return [feats[i, ..., : int(n), :].float().cpu().numpy() for i, n in enumerate(frames)]
 
 
 def save_features(path: Path, feats: np.ndarray, fmt: Format, layers: Layers, source: Path) -> None:

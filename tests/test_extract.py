@@ -1,0 +1,234 @@
+"""``pase extract`` and :func:`pase.extract.extract_files` on generated files in ``tmp_path``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import synth_speechlike
+
+from pase.audio import load_audio, num_frames
+from pase.cli import main
+from pase.encoder import Encoder
+from pase.extract import extract_files, load_encoder
+
+ROOT = Path(__file__).resolve().parents[1]
+RANDOM = ["--random-init", "--seed", "0", "--no-progress"]
+GOOD = {"a.flac": "a.npy", "sub/b.wav": "sub/b.npy", "sub/deeper/c.wav": "sub/deeper/c.npy"}
+BAD = ("empty.wav", "text.wav", "nan.wav", "short.wav")
+
+
+def make_tree(root: Path) -> Path:
+    """Good files (16 kHz FLAC, 8 kHz WAV, stereo 44.1 kHz, in subfolders) and bad ones."""
+    (root / "sub" / "deeper").mkdir(parents=True)
+    sf.write(root / "a.flac", synth_speechlike(1.0, 16000, seed=1), 16000)
+    sf.write(root / "sub" / "b.wav", synth_speechlike(0.7, 8000, seed=2), 8000)
+    stereo = np.stack(
+        [synth_speechlike(0.6, 44100, seed=3), synth_speechlike(0.6, 44100, seed=4)], 1
+    )
+    sf.write(root / "sub" / "deeper" / "c.wav", stereo, 44100)
+    (root / "empty.wav").write_bytes(b"")
+    (root / "text.wav").write_text("this is not audio\n")
+    nan = synth_speechlike(0.5, 16000, seed=5)
+    nan[100] = np.nan
+    sf.write(root / "nan.wav", nan, 16000, subtype="FLOAT")
+    sf.write(root / "short.wav", np.zeros(40, np.float32), 16000)
+    return root
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    return make_tree(tmp_path / "in")
+
+
+@pytest.fixture(scope="module")
+def encoder() -> Encoder:
+    return load_encoder("pase+", "cpu", random_init=True, seed=0)
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str]:
+    rc = main(["extract", *map(str, args)])
+    captured = capsys.readouterr()
+    return rc, captured.out + captured.err
+
+
+def index_lines(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+
+
+def test_folder_good_and_bad_files(tree: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    rc, text = run(capsys, tree, "--out", out, *RANDOM)
+    assert rc != 0
+    assert "Traceback" not in text
+    assert "extracted 3, skipped 0, failed 4" in text
+    for src, dst in GOOD.items():
+        feats = np.load(out / dst)
+        assert feats.dtype == np.float32
+        assert feats.shape == (num_frames(len(load_audio(tree / src))), 256)
+        assert np.isfinite(feats).all()
+    lines = text.splitlines()
+    for name in BAD:
+        assert sum(str(tree / name) in line for line in lines) == 1, name
+        assert not (out / name).with_suffix(".npy").exists()
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.npy")) == sorted(
+        GOOD.values()
+    )
+
+    records = {r["output"]: r for r in index_lines(out)}
+    assert set(records) == set(GOOD.values())
+    for src, dst in GOOD.items():
+        r = records[dst]
+        wav = load_audio(tree / src)
+        assert Path(r["input"]) == (tree / src).resolve()
+        assert r["frames"] == num_frames(len(wav)) == np.load(out / dst).shape[0]
+        assert r["seconds"] == pytest.approx(len(wav) / 16000)
+        assert r["dims"] == 256 and r["shape"] == [r["frames"], 256]
+
+
+def test_rerun_skips_existing_and_overwrite_redoes(tree: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    run(capsys, tree, "--out", out, *RANDOM)
+    first = {dst: (out / dst).stat().st_mtime_ns for dst in GOOD.values()}
+    (out / "a.npy").unlink()
+
+    rc, text = run(capsys, tree, "--out", out, *RANDOM)
+    assert "extracted 1, skipped 2, failed 4" in text and rc != 0
+    assert (out / "sub/b.npy").stat().st_mtime_ns == first["sub/b.npy"]
+    assert len(index_lines(out)) == 4
+
+    rc, text = run(capsys, tree, "--out", out, "--overwrite", *RANDOM)
+    assert "extracted 3, skipped 0, failed 4" in text
+    assert (out / "sub/b.npy").stat().st_mtime_ns != first["sub/b.npy"]
+    assert len(index_lines(out)) == 7
+
+
+def test_all_layers_npy_and_safetensors(tmp_path: Path, capsys) -> None:
+    from safetensors.numpy import load_file
+
+    wav_path = tmp_path / "x.wav"
+    sf.write(wav_path, synth_speechlike(0.8, 22050, seed=7), 22050)
+    frames = num_frames(len(load_audio(wav_path)))
+    assert run(capsys, wav_path, "--out", tmp_path / "f", *RANDOM)[0] == 0
+    assert run(capsys, wav_path, "--out", tmp_path / "n", "--layers", "all", *RANDOM)[0] == 0
+    rc, _ = run(
+        capsys,
+        wav_path,
+        "--out",
+        tmp_path / "s",
+        "--layers",
+        "all",
+        "--format",
+        "safetensors",
+        *RANDOM,
+    )
+    assert rc == 0
+
+    final = np.load(tmp_path / "f" / "x.npy")
+    stacked = np.load(tmp_path / "n" / "x.npy")
+    assert stacked.shape == (9, frames, 256)
+    np.testing.assert_allclose(stacked[-1], final, atol=1e-5)
+    tensors = load_file(tmp_path / "s" / "x.safetensors")
+    assert sorted(tensors) == sorted(f"layer_{i}" for i in range(9))
+    for i in range(9):
+        np.testing.assert_allclose(tensors[f"layer_{i}"], stacked[i], atol=1e-5)
+    assert index_lines(tmp_path / "s")[0]["shape"] == [9, frames, 256]
+
+
+def test_list_files(tree: Path, tmp_path: Path, capsys) -> None:
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "files.txt").write_text(
+        f"# good and missing\n../in/a.flac\n\n{tree / 'sub' / 'b.wav'}\n"
+    )
+    (lists / "more.lst").write_text("../in/sub/deeper/c.wav\nmissing.wav\n")
+    out = tmp_path / "out"
+    rc, text = run(capsys, f"@{lists / 'files.txt'}", lists / "more.lst", "--out", out, *RANDOM)
+    assert rc != 0 and "extracted 3, skipped 0, failed 1" in text
+    assert sorted(p.name for p in out.glob("*.npy")) == ["a.npy", "b.npy", "c.npy"]
+    missing = [line for line in text.splitlines() if "missing.wav" in line]
+    assert len(missing) == 1 and "no such file" in missing[0]
+
+
+def test_same_stem_from_two_file_inputs_fails_once(tmp_path: Path, capsys) -> None:
+    for d in ("x", "y"):
+        (tmp_path / d).mkdir()
+        sf.write(tmp_path / d / "s.wav", synth_speechlike(0.3, 16000, seed=8), 16000)
+    rc, text = run(
+        capsys, tmp_path / "x/s.wav", tmp_path / "y/s.wav", "--out", tmp_path / "o", *RANDOM
+    )
+    assert rc != 0 and "extracted 1, skipped 0, failed 1" in text
+    assert sum(str(tmp_path / "y/s.wav") in line for line in text.splitlines()) == 1
+
+
+def test_outputs_equal_encoder(tmp_path: Path, encoder: Encoder) -> None:
+    lengths = {"short.wav": 9000, "mid.wav": 12345, "long.wav": 16000}
+    for name, n in lengths.items():
+        sf.write(tmp_path / name, synth_speechlike(n / 16000, 16000, seed=n), 16000)
+    inputs = [tmp_path / name for name in lengths]
+
+    def reference(name: str) -> np.ndarray:
+        wav = torch.from_numpy(load_audio(tmp_path / name))[None]
+        with torch.inference_mode():
+            return encoder(wav)[0].numpy()
+
+    single = extract_files(inputs, tmp_path / "one", encoder, batch_size=1)
+    assert single.extracted == 3 and single.ok
+    for name in lengths:
+        np.testing.assert_allclose(
+            np.load(tmp_path / "one" / f"{Path(name).stem}.npy"), reference(name), atol=1e-5
+        )
+
+    # In a padded batch only the frames whose receptive field reaches the padding may differ.
+    batched = extract_files(inputs, tmp_path / "batch", encoder, batch_size=3)
+    assert batched.extracted == 3
+    edge = Encoder.receptive_frames + 1
+    for name in lengths:
+        got = np.load(tmp_path / "batch" / f"{Path(name).stem}.npy")
+        ref = reference(name)
+        assert got.shape == ref.shape
+        np.testing.assert_allclose(got[:-edge], ref[:-edge], atol=1e-4)
+
+    # Files over long_seconds are streamed in windows and still match whole-file features.
+    streamed = extract_files(
+        inputs, tmp_path / "long", encoder, long_seconds=0.5, window_seconds=0.3
+    )
+    assert streamed.extracted == 3
+    for name in lengths:
+        got = np.load(tmp_path / "long" / f"{Path(name).stem}.npy")
+        np.testing.assert_allclose(got, reference(name), atol=1e-4)
+
+
+def test_progress_bar_reports_rate_and_real_time(tmp_path: Path, encoder: Encoder, capsys) -> None:
+    sf.write(tmp_path / "p.wav", synth_speechlike(0.5, 16000, seed=9), 16000)
+    summary = extract_files([tmp_path / "p.wav"], tmp_path / "o", encoder, progress=True)
+    err = capsys.readouterr().err
+    assert summary.extracted == 1
+    assert "file/s" in err and "x real time" in err
+
+
+def test_model_that_cannot_load_is_one_line(tmp_path: Path, capsys) -> None:
+    rc, text = run(capsys, tmp_path, "--out", tmp_path / "o", "--model", tmp_path / "nope")
+    assert rc == 2 and "Traceback" not in text
+    assert len([line for line in text.splitlines() if "cannot load model" in line]) == 1
+
+
+def test_subprocess_has_no_traceback(tree: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pase", "extract", str(tree), "--out", str(tmp_path / "o"), *RANDOM],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "extracted 3, skipped 0, failed 4" in proc.stderr
