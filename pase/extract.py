@@ -116,9 +116,7 @@ def _read_list(list_path: Path) -> list[Path]:
     try:
         lines = list_path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise AudioError(
-            list_path, f"cannot read list file ({type(exc).__name__}: {exc})"
-        ) from None
+        raise AudioError(list_path, f"cannot read list file ({type(exc).__name__}: {exc})") from None
     entries = (line.strip() for line in lines)
     return [list_path.parent / e for e in entries if e and not e.startswith("#")]
 
@@ -145,9 +143,7 @@ def resolve_inputs(
         if previous is None:
             jobs[output] = Job(source, output)
         elif previous.source.resolve() != source.resolve():
-            problems.append(
-                (str(source), f"output {output} is already written for {previous.source}")
-            )
+            problems.append((str(source), f"output {output} is already written for {previous.source}"))
 
     def visit(path: Path, from_list: bool) -> None:
         if path.is_dir():
@@ -191,9 +187,7 @@ def load_encoder(
 
     if random_init:
         if model not in PRESETS:
-            raise ValueError(
-                f"--random-init needs a preset name ({', '.join(PRESETS)}), not {model!r}"
-            )
+            raise ValueError(f"--random-init needs a preset name ({', '.join(PRESETS)}), not {model!r}")
         torch.manual_seed(seed)
         encoder = Encoder.from_config(model)
     elif Path(model).is_file():
@@ -337,9 +331,7 @@ def extract_files(
     start = time.perf_counter()
     out = Path(out_dir)
     summary = ExtractSummary()
-    bar = tqdm(
-        total=0, unit="file", disable=not progress, dynamic_ncols=True, bar_format=BAR_FORMAT
-    )
+    bar = tqdm(total=0, unit="file", disable=not progress, dynamic_ncols=True, bar_format=BAR_FORMAT)
 
     def fail(path: str | os.PathLike[str], problem: str) -> None:
         summary.failed += 1
@@ -365,9 +357,7 @@ def extract_files(
         if not loaded:
             continue
         try:
-            feats = encode_batch(
-                encoder, [w for _, w in loaded], layers, long_seconds, window_seconds
-            )
+            feats = encode_batch(encoder, [w for _, w in loaded], layers, long_seconds, window_seconds)
         except (RuntimeError, ValueError) as exc:  # e.g. out of memory: report, keep going
             for job, _ in loaded:
                 fail(job.source, f"extraction failed ({type(exc).__name__}: {exc})")
@@ -420,7 +410,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         encoder = load_encoder(args.model, device, args.random_init, args.seed)
     except Exception as exc:  # any reason a model cannot load is one line for the user
-        hint = "" if args.random_init else " (--random-init runs an untrained encoder instead)"
+        hint = "" if args.random_init else " (or pass --random-init to test with an untrained one)"
         err(_one_line(f"pase extract: cannot load model {args.model!r}: {exc}{hint}"))
         return 2
     if args.random_init:

@@ -30,9 +30,7 @@ def make_tree(root: Path) -> Path:
     (root / "sub" / "deeper").mkdir(parents=True)
     sf.write(root / "a.flac", synth_speechlike(1.0, 16000, seed=1), 16000)
     sf.write(root / "sub" / "b.wav", synth_speechlike(0.7, 8000, seed=2), 8000)
-    stereo = np.stack(
-        [synth_speechlike(0.6, 44100, seed=3), synth_speechlike(0.6, 44100, seed=4)], 1
-    )
+    stereo = np.stack([synth_speechlike(0.6, 44100, seed=3), synth_speechlike(0.6, 44100, seed=4)], 1)
     sf.write(root / "sub" / "deeper" / "c.wav", stereo, 44100)
     (root / "empty.wav").write_bytes(b"")
     (root / "text.wav").write_text("this is not audio\n")
@@ -78,9 +76,7 @@ def test_folder_good_and_bad_files(tree: Path, tmp_path: Path, capsys) -> None:
     for name in BAD:
         assert sum(str(tree / name) in line for line in lines) == 1, name
         assert not (out / name).with_suffix(".npy").exists()
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.npy")) == sorted(
-        GOOD.values()
-    )
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.npy")) == sorted(GOOD.values())
 
     records = {r["output"]: r for r in index_lines(out)}
     assert set(records) == set(GOOD.values())
@@ -145,9 +141,7 @@ def test_all_layers_npy_and_safetensors(tmp_path: Path, capsys) -> None:
 def test_list_files(tree: Path, tmp_path: Path, capsys) -> None:
     lists = tmp_path / "lists"
     lists.mkdir()
-    (lists / "files.txt").write_text(
-        f"# good and missing\n../in/a.flac\n\n{tree / 'sub' / 'b.wav'}\n"
-    )
+    (lists / "files.txt").write_text(f"# good and missing\n../in/a.flac\n\n{tree / 'sub' / 'b.wav'}\n")
     (lists / "more.lst").write_text("../in/sub/deeper/c.wav\nmissing.wav\n")
     out = tmp_path / "out"
     rc, text = run(capsys, f"@{lists / 'files.txt'}", lists / "more.lst", "--out", out, *RANDOM)
@@ -161,9 +155,7 @@ def test_same_stem_from_two_file_inputs_fails_once(tmp_path: Path, capsys) -> No
     for d in ("x", "y"):
         (tmp_path / d).mkdir()
         sf.write(tmp_path / d / "s.wav", synth_speechlike(0.3, 16000, seed=8), 16000)
-    rc, text = run(
-        capsys, tmp_path / "x/s.wav", tmp_path / "y/s.wav", "--out", tmp_path / "o", *RANDOM
-    )
+    rc, text = run(capsys, tmp_path / "x/s.wav", tmp_path / "y/s.wav", "--out", tmp_path / "o", *RANDOM)
     assert rc != 0 and "extracted 1, skipped 0, failed 1" in text
     assert sum(str(tmp_path / "y/s.wav") in line for line in text.splitlines()) == 1
 
@@ -197,13 +189,30 @@ def test_outputs_equal_encoder(tmp_path: Path, encoder: Encoder) -> None:
         np.testing.assert_allclose(got[:-edge], ref[:-edge], atol=1e-4)
 
     # Files over long_seconds are streamed in windows and still match whole-file features.
-    streamed = extract_files(
-        inputs, tmp_path / "long", encoder, long_seconds=0.5, window_seconds=0.3
-    )
+    streamed = extract_files(inputs, tmp_path / "long", encoder, long_seconds=0.5, window_seconds=0.3)
     assert streamed.extracted == 3
     for name in lengths:
         got = np.load(tmp_path / "long" / f"{Path(name).stem}.npy")
         np.testing.assert_allclose(got, reference(name), atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["dir", "ckpt"])
+def test_model_from_directory_or_original_checkpoint(
+    tmp_path: Path, encoder: Encoder, kind: str, capsys
+) -> None:
+    from pase.hub import ours_to_original
+
+    if kind == "dir":
+        model = encoder.save_pretrained(tmp_path / "model")
+    else:
+        model = tmp_path / "FE_e199.ckpt"
+        torch.save(ours_to_original(encoder.state_dict()), model)
+    sf.write(tmp_path / "w.wav", synth_speechlike(1.0, 16000, seed=10), 16000)
+    rc, text = run(capsys, tmp_path / "w.wav", "--out", tmp_path / "o", "--model", model)
+    assert rc == 0 and "WARNING" not in text
+    with torch.inference_mode():
+        ref = encoder(torch.from_numpy(load_audio(tmp_path / "w.wav"))[None])[0].numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "o" / "w.npy"), ref, atol=1e-5)
 
 
 def test_progress_bar_reports_rate_and_real_time(tmp_path: Path, encoder: Encoder, capsys) -> None:
