@@ -11,4 +11,12 @@ from pase.encoder import Encoder, EncoderConfig
 
 __version__ = "0.1.0"
 
-__all__ = ["Encoder", "EncoderConfig", "AudioError", "load_audio", "MIN_SAMPLES", "SAMPLE_RATE", "__version__"]
+__all__ = [
+    "Encoder",
+    "EncoderConfig",
+    "AudioError",
+    "load_audio",
+    "MIN_SAMPLES",
+    "SAMPLE_RATE",
+    "__version__",
+]

@@ -105,7 +105,7 @@ def find_audio_files(root: str | os.PathLike[str]) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
 
 
-def write_atomic(path: str | os.PathLike[str], write: tp.Callable[[str], None]) -> None:
+def write_atomic(path: str | os.PathLike[str], write: tp.Callable[[str], object]) -> None:
     """Write a file atomically: ``write(tmp_path)`` then rename over ``path``.
 
     A crash mid-write leaves the old file (or none), never a truncated one.

@@ -26,9 +26,7 @@ COMMAND_MODULES = (
 def build_parser() -> argparse.ArgumentParser:
     from pase import __version__
 
-    parser = argparse.ArgumentParser(
-        prog="pase", description="PASE / PASE+ self-supervised speech encoders."
-    )
+    parser = argparse.ArgumentParser(prog="pase", description="PASE / PASE+ self-supervised speech encoders.")
     parser.add_argument("--version", action="version", version=f"pase {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:

@@ -244,7 +244,7 @@ class Encoder(nn.Module):
             )
 
     def _frontend(self, wav: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``wav: [B, T]`` (T a multiple of 160) -> (last block ``[B, C, F]``, projected skips ``[B, D, F]``)."""
+        """``wav: [B, T]`` (T a multiple of 160) -> (last block ``[B, C, F]``, skips ``[B, D, F]``)."""
         x = wav[:, None]
         skips = []
         for i, block in enumerate(self.blocks):

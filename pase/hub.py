@@ -40,7 +40,9 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def save_pretrained(encoder: Encoder, directory: str | os.PathLike[str], dtype: torch.dtype = torch.float32) -> Path:
+def save_pretrained(
+    encoder: Encoder, directory: str | os.PathLike[str], dtype: torch.dtype = torch.float32
+) -> Path:
     """Write ``directory/model.safetensors`` and ``directory/config.json`` atomically.
 
     ``dtype=torch.float16`` halves the file (the packaged weights are stored so); running
@@ -166,7 +168,9 @@ def _unwrap(obj: tp.Any, source: str) -> dict[str, torch.Tensor]:
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{source}: not a state dict (expected a flat dict of tensors or {{'state_dict': ...}})")
+        raise CheckpointError(
+            f"{source}: not a state dict (expected a flat dict of tensors or {{'state_dict': ...}})"
+        )
     # Checkpoints saved from a DataParallel/DDP wrapper carry a 'module.' prefix.
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
@@ -182,7 +186,9 @@ def load_original(path: str | os.PathLike[str], map_location: str | torch.device
     try:
         obj = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle/zip errors come in many types
-        raise CheckpointError(f"{source}: cannot read as a PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(
+            f"{source}: cannot read as a PyTorch checkpoint ({type(exc).__name__}: {exc})"
+        ) from None
     state = original_to_ours(_unwrap(obj, source))
     if "W.weight" not in state:
         raise CheckpointError(f"{source}: no 'W.weight' key; not a PASE encoder checkpoint")

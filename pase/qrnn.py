@@ -31,7 +31,10 @@ QRNNState = tuple[torch.Tensor, torch.Tensor]  # (c_last [B, H], x_last [B, I])
 
 
 def recurrence_loop(z: torch.Tensor, f: torch.Tensor, c0: torch.Tensor | None = None) -> torch.Tensor:
-    """Reference ``c_t = f_t z_t + (1 - f_t) c_{t-1}``. ``z, f: [B, T, H]``, ``c0: [B, H]`` -> ``c: [B, T, H]``."""
+    """Reference ``c_t = f_t z_t + (1 - f_t) c_{t-1}``.
+
+    ``z, f: [B, T, H]``, ``c0: [B, H]`` -> ``c: [B, T, H]``.
+    """
     c = torch.zeros_like(z[:, 0]) if c0 is None else c0
     out = []
     for t in range(z.shape[1]):
@@ -92,18 +95,14 @@ class QRNN(nn.Module):
     ``(c_last [B, H], x_last [B, I])`` lets a long input be processed window by window.
     """
 
-    def __init__(
-        self, input_size: int, hidden_size: int, impl: tp.Literal["loop", "scan"] = "scan"
-    ) -> None:
+    def __init__(self, input_size: int, hidden_size: int, impl: tp.Literal["loop", "scan"] = "scan") -> None:
         super().__init__()
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.impl = impl
         self.linear = nn.Linear(2 * input_size, 3 * hidden_size)
 
-    def forward(
-        self, x: torch.Tensor, state: QRNNState | None = None
-    ) -> tuple[torch.Tensor, QRNNState]:
+    def forward(self, x: torch.Tensor, state: QRNNState | None = None) -> tuple[torch.Tensor, QRNNState]:
         B, T, _ = x.shape
         x_prev0 = x.new_zeros(B, 1, self.input_size) if state is None else state[1][:, None].to(x.dtype)
         x_prev = torch.cat([x_prev0, x[:, :-1]], dim=1)

@@ -7,6 +7,7 @@ band width are learned (2 parameters per filter, 128 in all).
 from __future__ import annotations
 
 import math
+import typing as tp
 
 import torch
 import torch.nn.functional as F
@@ -81,8 +82,9 @@ class SincConv(nn.Module):
         """The current filterbank, ``[C, 1, kernel_size]``, each filter's centre tap equal to 1."""
         low, high = self.cutoffs()
         band = (high - low)[:, 0]
-        n_ = self.n_.to(low.dtype)
-        left = (torch.sin(high @ n_) - torch.sin(low @ n_)) / (n_ / 2) * self.window_.to(low.dtype)
+        n_ = tp.cast(torch.Tensor, self.n_).to(low.dtype)
+        window = tp.cast(torch.Tensor, self.window_).to(low.dtype)
+        left = (torch.sin(high @ n_) - torch.sin(low @ n_)) / (n_ / 2) * window
         centre = 2 * band.view(-1, 1)
         filt = torch.cat([left, centre, torch.flip(left, dims=[1])], dim=1) / (2 * band[:, None])
         return filt.view(self.out_channels, 1, self.kernel_size)

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-SPEECH_DIR = Path(os.environ.get("PASE_SPEECH_DIR", Path(__file__).resolve().parents[1] / ".." / "shared" / "speech")).resolve()
+SPEECH_DIR = Path(
+    os.environ.get("PASE_SPEECH_DIR", Path(__file__).resolve().parents[1] / ".." / "shared" / "speech")
+).resolve()
 
 
 @pytest.fixture(autouse=True)
