@@ -1,0 +1,191 @@
+"""Run one (task, feature set) evaluation, or a grid of them, and write the reports.
+
+Flow of :func:`evaluate`: extract (or load cached) features for every file, test files
+optionally distorted; pool (utterance tasks) or label frames (frame tasks); standardise with
+training statistics; train one probe per seed with early stopping on the validation part;
+score accuracy and macro-F1 on the test part.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import sys
+import time
+import typing as tp
+from pathlib import Path
+
+import numpy as np
+
+from pase.eval import probes
+from pase.eval.features import Distortion, FeatureCache, FeatureSet, extract_files, safe_name
+from pase.eval.report import Result, write_results, write_summary
+from pase.eval.tasks import Item, Task, frame_labels
+
+#: Frames either side of the centre frame that frame-level probes see (+-20 ms).
+FRAME_CONTEXT = 2
+#: Frame tasks have ~100x more examples than files: larger batches, fewer epochs.
+FRAME_PROBE = probes.ProbeConfig(batch_size=256, max_epochs=30, patience=4)
+#: Share of each class moved from train to valid when a manifest has no valid rows.
+VALID_FRACTION = 0.15
+
+
+def with_valid_split(task: Task, seed: int = 0) -> Task:
+    """``task`` itself if it has valid items, else a copy with a stratified part of train as valid.
+
+    Per label, ``VALID_FRACTION`` of the training files (at least one when the label has two
+    or more) are drawn with a fixed seed.
+    """
+    if task.split("valid"):
+        return task
+    rng = np.random.default_rng(seed)
+    moved: set[int] = set()
+    train_idx = [i for i, it in enumerate(task.items) if it.split == "train"]
+    for label in task.classes:
+        idx = [i for i in train_idx if task.items[i].label == label]
+        if len(idx) >= 2:
+            n = max(1, round(VALID_FRACTION * len(idx)))
+            moved.update(int(i) for i in rng.choice(idx, size=n, replace=False))
+    items = [dataclasses.replace(it, split="valid") if i in moved else it for i, it in enumerate(task.items)]
+    return dataclasses.replace(task, items=items)
+
+
+def _probe_data(
+    task: Task, items: list[Item], feats: list[np.ndarray], classes: dict[str, int]
+) -> probes.ProbeData:
+    if task.frame_level:
+        labels = [frame_labels(it, f.shape[1], classes) for it, f in zip(items, feats, strict=True)]
+        return probes.frame_data(feats, labels, FRAME_CONTEXT)
+    return probes.utterance_data(feats, [classes[it.label] for it in items])
+
+
+def evaluate(
+    task: Task,
+    features: FeatureSet,
+    cache: FeatureCache,
+    *,
+    probe: probes.ProbeKind = "mlp",
+    seeds: tp.Sequence[int] = (0, 1, 2),
+    distortion: Distortion | None = None,
+    layers: str = "final",
+) -> tuple[Result, np.ndarray]:
+    """Evaluate ``features`` on ``task``: the result record and the summed confusion matrix."""
+    start = time.time()
+    task = with_valid_split(task)
+    classes = task.class_index()
+    parts = {name: task.split(name) for name in ("train", "valid", "test")}
+    features.calibrate_on([it.path for it in parts["train"]])
+    pool = None if task.frame_level else probes.pool_utterance
+    data = {}
+    for name, items in parts.items():
+        feats = extract_files(
+            features,
+            [it.path for it in items],
+            cache,
+            distortion if name == "test" else None,
+            desc=f"{task.name} {features.name} {name}",
+            transform=pool,
+        )
+        data[name] = _probe_data(task, items, feats, classes)
+    probes.standardise(data["train"], data["valid"], data["test"])
+
+    config = dataclasses.replace(FRAME_PROBE if task.frame_level else probes.ProbeConfig(), kind=probe)
+    cm_total = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    per_seed: list[dict[str, tp.Any]] = []
+    for seed in seeds:
+        fit = probes.train_probe(data["train"], data["valid"], data["test"], len(classes), seed, config)
+        cm = probes.confusion_matrix(fit.labels, fit.predictions, len(classes))
+        cm_total += cm
+        per_seed.append({
+            "seed": seed,
+            "accuracy": probes.accuracy(cm),
+            "macro_f1": probes.macro_f1(cm),
+            "valid_accuracy": fit.valid_accuracy,
+            "epochs": fit.epochs,
+            "best_epoch": fit.best_epoch,
+            "layer_weights": fit.layer_weights,
+        })  # fmt: skip
+
+    def mean_std(key: str) -> tuple[float, float]:
+        values = [float(s[key]) for s in per_seed]
+        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+    acc, acc_std = mean_std("accuracy")
+    f1, f1_std = mean_std("macro_f1")
+    result: Result = {
+        "task": task.name,
+        "features": features.name,
+        "probe": probe,
+        "layers": layers,
+        "distort": distortion.spec if distortion else None,
+        "accuracy": acc,
+        "accuracy_std": acc_std,
+        "macro_f1": f1,
+        "macro_f1_std": f1_std,
+        "per_seed": per_seed,
+        "seeds": list(seeds),
+        "n_train": len(data["train"]),
+        "n_valid": len(data["valid"]),
+        "n_test": len(data["test"]),
+        "unit": "frames" if task.frame_level else "files",
+        "n_files": {name: len(items) for name, items in parts.items()},
+        "n_classes": len(classes),
+        "classes": task.classes,
+        "seconds": round(time.time() - start, 1),
+    }
+    return result, cm_total
+
+
+def run_grid(
+    tasks: tp.Sequence[tuple[str, tp.Callable[[], Task]]],
+    feature_sets: tp.Sequence[tuple[str, tp.Callable[[], FeatureSet]]],
+    out_dir: Path,
+    cache: FeatureCache,
+    *,
+    probe: probes.ProbeKind = "mlp",
+    seeds: tp.Sequence[int] = (0, 1, 2),
+    distortion: Distortion | None = None,
+    layers: str = "final",
+    log: tp.Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
+) -> tuple[list[Result], dict[str, str]]:
+    """Every (task, feature set) pair; one folder each, plus ``summary.*`` when there are several.
+
+    ``tasks`` and ``feature_sets`` are ``(name, factory)`` pairs, built lazily so that a failing
+    one (missing data, missing weights) is reported in ``errors`` and skipped. A single pair
+    writes straight into ``out_dir``; a grid into ``out_dir/<task>/<features>/``.
+    """
+    from pase.audio import AudioError
+    from pase.eval.features import FeatureError
+    from pase.eval.tasks import TaskError
+
+    single = len(tasks) == 1 and len(feature_sets) == 1
+    results: list[Result] = []
+    errors: dict[str, str] = {}
+    for task_name, make_task in tasks:
+        try:
+            task = make_task()
+        except (TaskError, AudioError) as exc:
+            errors.update({f"{task_name}/{feat_name}": str(exc) for feat_name, _ in feature_sets})
+            log(f"pase eval: {exc}")
+            continue
+        for feat_name, make_features in feature_sets:
+            try:
+                # a fresh feature set per task: random encoders re-estimate on each task's audio
+                features = make_features()
+                result, cm = evaluate(
+                    task, features, cache, probe=probe, seeds=seeds, distortion=distortion, layers=layers
+                )
+            except (TaskError, FeatureError, AudioError, ImportError) as exc:
+                errors[f"{task_name}/{feat_name}"] = str(exc)
+                log(f"pase eval: {task_name} / {feat_name}: {exc}")
+                continue
+            run_dir = out_dir if single else out_dir / task_name / safe_name(feat_name)
+            write_results(result, cm, run_dir)
+            results.append(result)
+            log(
+                f"{task_name:20s} {feat_name:14s} acc {result['accuracy']:.4f} ± "
+                f"{result['accuracy_std']:.4f}  F1 {result['macro_f1']:.4f}  ({result['seconds']:.0f} s)"
+            )
+    if not single:
+        write_summary(results, errors, out_dir)
+    return results, errors

@@ -1,0 +1,133 @@
+"""``pase eval``: the downstream benchmark from the command line.
+
+Examples::
+
+    pase eval --task fsdd-digit --features mfcc --out results/
+    pase eval --task all --features mfcc,fbank,random:pase+ --out grid/
+    pase eval --manifest tasks.csv --features runs/x/encoder --probe linear --out mine/
+    pase eval --task emodb-emotion --features mfcc,pase+ --distort noise:5dB --out noisy/
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import typing as tp
+from pathlib import Path
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    from pase.eval.tasks import BUILTIN_TASKS
+
+    p = subparsers.add_parser(
+        "eval",
+        help="benchmark feature sets (MFCC, FBANK, PASE encoders) on downstream tasks",
+        description="Train small probes on frozen features and report accuracy and macro-F1 "
+        "over several seeds. Features are cached, so reruns only retrain the probes.",
+    )
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--task",
+        help=f"a built-in task, a comma-separated list, or 'all' ({', '.join(BUILTIN_TASKS)})",
+    )
+    what.add_argument("--manifest", type=Path, help="CSV with columns path,label,split (train/valid/test)")
+    p.add_argument(
+        "--features",
+        default="mfcc",
+        help="comma-separated: mfcc, fbank, random:pase+, random:pase, pase+, a checkpoint "
+        "directory or an original .ckpt file (default: mfcc)",
+    )
+    p.add_argument("--probe", choices=("mlp", "linear"), default="mlp", help="probe (default: mlp)")
+    p.add_argument(
+        "--layers",
+        choices=("final", "all"),
+        default="final",
+        help="encoder output, or a learned weighted sum of all hidden states (default: final)",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="speech bundle (default: $PASE_SPEECH_DIR or ../shared/speech)",
+    )
+    p.add_argument("--out", type=Path, default=Path("pase-eval"), help="output folder (default: ./pase-eval)")
+    p.add_argument("--seeds", default="0,1,2", help="probe seeds, comma-separated (default: 0,1,2)")
+    p.add_argument("--device", default="cpu", help="device for feature extraction (default: cpu)")
+    p.add_argument("--distort", default=None, help="distort TEST audio, e.g. noise:5dB, reverb, clip")
+    p.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default: ~/.cache/pase/eval)")
+    p.set_defaults(func=_main)
+
+
+def _split_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _main(args: argparse.Namespace) -> int:
+    from pase.eval.benchmark import run_grid
+    from pase.eval.features import (
+        Distortion,
+        FeatureCache,
+        FeatureError,
+        FeatureSet,
+        default_cache_dir,
+        make_feature_set,
+    )
+    from pase.eval.tasks import BUILTIN_TASKS, Task, TaskError, builtin_task, default_data_dir, load_manifest
+
+    def fail(msg: str) -> int:
+        print(f"pase eval: {msg}", file=sys.stderr)
+        return 2
+
+    try:
+        seeds = [int(s) for s in _split_list(args.seeds)]
+    except ValueError:
+        return fail(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    if not seeds:
+        return fail("--seeds is empty")
+    feature_names = _split_list(args.features)
+    if not feature_names:
+        return fail("--features is empty")
+    data = Path(args.data) if args.data else default_data_dir()
+
+    tasks: list[tuple[str, tp.Callable[[], Task]]]
+    if args.manifest is not None:
+        try:
+            manifest_task = load_manifest(args.manifest)
+        except TaskError as exc:
+            return fail(str(exc))
+        tasks = [(manifest_task.name, lambda: manifest_task)]
+    else:
+        names = list(BUILTIN_TASKS) if args.task == "all" else _split_list(args.task)
+        unknown = [n for n in names if n not in BUILTIN_TASKS]
+        if unknown or not names:
+            choices = ", ".join(BUILTIN_TASKS)
+            return fail(f"unknown task {', '.join(unknown) or '(none)'}; choose from all, {choices}")
+        tasks = [(n, lambda n=n: builtin_task(n, data)) for n in names]  # type: ignore[misc]
+
+    def feature_factory(name: str) -> tp.Callable[[], FeatureSet]:
+        return lambda: make_feature_set(name, args.layers, args.device)
+
+    try:
+        # fail fast on "--layers all" with a spectral feature set, before any extraction
+        for name in feature_names:
+            if name in ("mfcc", "fbank"):
+                make_feature_set(name, args.layers)
+        distortion = Distortion(args.distort, data) if args.distort else None
+    except (FeatureError, ValueError, ImportError) as exc:
+        return fail(str(exc))
+
+    cache = FeatureCache(args.cache_dir or default_cache_dir())
+    results, errors = run_grid(
+        tasks,
+        [(name, feature_factory(name)) for name in feature_names],
+        Path(args.out),
+        cache,
+        probe=args.probe,
+        seeds=seeds,
+        distortion=distortion,
+        layers=args.layers,
+    )
+    if errors:
+        print(f"pase eval: {len(errors)} run(s) failed; see above", file=sys.stderr)
+    print(f"pase eval: {len(results)} result(s) in {args.out}", file=sys.stderr)
+    return 1 if errors or not results else 0

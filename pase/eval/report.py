@@ -1,0 +1,160 @@
+"""Benchmark outputs: ``results.{json,md}`` and ``confusion.png`` per run, ``summary.*`` per grid.
+
+Every file is written atomically. Markdown tables print the same numbers as the JSON, rounded
+to four decimals (accuracies and F1 are fractions in [0, 1]).
+"""
+
+from __future__ import annotations
+
+import json
+import typing as tp
+from pathlib import Path
+
+import numpy as np
+
+from pase.audio import write_atomic
+
+Result = dict[str, tp.Any]
+
+RESULT_COLUMNS = (
+    "task", "features", "probe", "layers", "distort", "accuracy", "accuracy_std",
+    "macro_f1", "macro_f1_std", "n_train", "n_valid", "n_test", "n_classes", "seconds",
+)  # fmt: skip
+
+
+class Seconds(float):
+    """A duration, printed with one decimal rather than four."""
+
+
+def _write_text(path: Path, text: str) -> None:
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+    write_atomic(path, write)
+
+
+def _cell(value: tp.Any) -> str:
+    if isinstance(value, Seconds):
+        return f"{value:.1f}"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "none" if value is None else str(value)
+
+
+def _table(header: tp.Sequence[str], rows: tp.Iterable[tp.Sequence[tp.Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def results_markdown(result: Result) -> str:
+    """One run as markdown: the headline row, then one row per seed."""
+    head = f"# {result['task']} / {result['features']}\n\n"
+    main = _table(
+        RESULT_COLUMNS, [[Seconds(result[c]) if c == "seconds" else result[c] for c in RESULT_COLUMNS]]
+    )
+    seeds = _table(
+        ("seed", "accuracy", "macro_f1", "epochs", "best_epoch"),
+        [[s["seed"], s["accuracy"], s["macro_f1"], s["epochs"], s["best_epoch"]] for s in result["per_seed"]],
+    )
+    unit = f"Examples are {result['unit']}; spread is the sample standard deviation over seeds.\n"
+    return head + main + "\n" + unit + "\n## Per seed\n\n" + seeds
+
+
+def plot_confusion(cm: np.ndarray, classes: tp.Sequence[str], title: str, path: Path) -> None:
+    """Row-normalised confusion matrix as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    size = max(4.0, 0.28 * len(classes) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
+    ax.set_xticks(range(len(classes)), list(classes), rotation=90, fontsize=7 if len(classes) > 20 else 9)
+    ax.set_yticks(range(len(classes)), list(classes), fontsize=7 if len(classes) > 20 else 9)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+
+
+def write_results(result: Result, cm: np.ndarray, out_dir: Path) -> None:
+    """``results.json``, ``results.md`` and ``confusion.png`` in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_text(out_dir / "results.json", json.dumps(result, indent=2) + "\n")
+    _write_text(out_dir / "results.md", results_markdown(result))
+    title = f"{result['task']} / {result['features']} ({result['probe']}, all seeds)"
+    plot_confusion(cm, result["classes"], title, out_dir / "confusion.png")
+
+
+def summary_markdown(results: tp.Sequence[Result], errors: tp.Mapping[str, str]) -> str:
+    """Tasks x feature sets: ``accuracy ± std (macro-F1)`` per cell."""
+    tasks = list(dict.fromkeys(r["task"] for r in results))
+    feats = list(dict.fromkeys(r["features"] for r in results))
+    cells = {(r["task"], r["features"]): r for r in results}
+
+    def cell(task: str, feat: str) -> str:
+        r = cells.get((task, feat))
+        if r is None:
+            return "error" if f"{task}/{feat}" in errors else "-"
+        return f"{r['accuracy']:.4f} ± {r['accuracy_std']:.4f} (F1 {r['macro_f1']:.4f})"
+
+    first = results[0] if results else {}
+    head = (
+        f"# Downstream benchmark: accuracy ± std over seeds (macro-F1)\n\n"
+        f"probe: {first.get('probe')}, layers: {first.get('layers')}, "
+        f"distort: {first.get('distort') or 'none'}, seeds: {first.get('seeds')}\n\n"
+    )
+    table = _table(["task", *feats], [[t, *(cell(t, f) for f in feats)] for t in tasks])
+    times = _table(
+        ["task", *(f"{f} seconds" for f in feats)],
+        [[t, *(Seconds(cells[(t, f)]["seconds"]) if (t, f) in cells else "-" for f in feats)] for t in tasks],
+    )
+    errs = "".join(f"- {k}: {v}\n" for k, v in errors.items())
+    return head + table + "\n## Seconds per run\n\n" + times + (f"\n## Errors\n\n{errs}" if errs else "")
+
+
+def plot_summary(results: tp.Sequence[Result], path: Path) -> None:
+    """One bar chart per task: accuracy per feature set with the seed spread as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(r["task"] for r in results))
+    feats = list(dict.fromkeys(r["features"] for r in results))
+    cols = min(3, len(tasks))
+    rows = (len(tasks) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, task in zip(axes.flat, tasks, strict=False):
+        got = {r["features"]: r for r in results if r["task"] == task}
+        x = np.arange(len(feats))
+        acc = [got[f]["accuracy"] if f in got else 0.0 for f in feats]
+        err = [got[f]["accuracy_std"] if f in got else 0.0 for f in feats]
+        ax.bar(x, acc, yerr=err, color=[colors[i % len(colors)] for i in range(len(feats))], capsize=3)
+        chance = 1.0 / next(iter(got.values()))["n_classes"] if got else 0.0
+        ax.axhline(chance, color="gray", linestyle="--", linewidth=1)
+        ax.set_xticks(x, feats, rotation=30, ha="right", fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_title(task, fontsize=10)
+        ax.set_ylabel("accuracy")
+    for ax in list(axes.flat)[len(tasks) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+
+
+def write_summary(results: tp.Sequence[Result], errors: tp.Mapping[str, str], out_dir: Path) -> None:
+    """``summary.json``, ``summary.md`` and ``summary.png`` (the last only when a run succeeded)."""
+    summary = {"results": list(results), "errors": dict(errors)}
+    _write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    _write_text(out_dir / "summary.md", summary_markdown(results, errors))
+    if results:
+        plot_summary(results, out_dir / "summary.png")
