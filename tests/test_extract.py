@@ -61,9 +61,10 @@ def index_lines(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
 
 
-def test_folder_good_and_bad_files(tree: Path, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("batch_size", ["1", "4"])
+def test_folder_good_and_bad_files(tree: Path, tmp_path: Path, batch_size: str, capsys) -> None:
     out = tmp_path / "out"
-    rc, text = run(capsys, tree, "--out", out, *RANDOM)
+    rc, text = run(capsys, tree, "--out", out, "--batch-size", batch_size, *RANDOM)
     assert rc != 0
     assert "Traceback" not in text
     assert "extracted 3, skipped 0, failed 4" in text
