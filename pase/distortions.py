@@ -1,0 +1,784 @@
+"""Online distortions of PASE+ (spec section 4), batched as tensor ops on the batch's device.
+
+Only the anchor chunk is distorted; the targets come from the clean chunk. Each distortion
+fires independently per example with its probability, in the spec's fixed order: reverberation,
+overlapped speech, additive noise, clipping, Codec2 (optional), chopping, band-drop,
+downsampling. The original ran them per utterance with NumPy/SciPy in the data-loader processes
+(unseeded RNG, so draws repeated across workers); ours draws every parameter per example from
+an optional ``torch.Generator``, so a seeded generator reproduces a batch exactly.
+
+The individual operations (:func:`reverberate`, :func:`mix_at_snr`, :func:`clip`, :func:`chop`,
+:func:`band_stop`, :func:`lowpass`) are public and deterministic; :class:`Distorter` draws
+their parameters. ``pase show-distortions FILE --out DIR`` renders each one on a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import importlib.util
+import math
+import os
+import sys
+import typing as tp
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pase.audio import HOP, SAMPLE_RATE, AudioError, load_audio, write_atomic
+from pase.rirs import NoiseBank, RirBank, RoomSpec
+
+Tensor = torch.Tensor
+
+DISTORTIONS = ("reverb", "overlap", "noise", "clip", "codec2", "chop", "bandrop", "downsample")
+#: VAD frame: 20 ms windows every 10 ms.
+_VAD_FRAME = 320
+
+
+@dataclasses.dataclass
+class DistortionConfig:
+    """Every knob of the PASE+ distortion recipe; defaults are the reference values."""
+
+    reverb_p: float = 0.5
+    """Probability of reverberation (step 1)."""
+    overlap_p: float = 0.1
+    """Probability of overlapped speech (step 2)."""
+    noise_p: float = 0.4
+    """Probability of additive noise (step 3)."""
+    clip_p: float = 0.2
+    """Probability of clipping (step 4)."""
+    codec2: bool = False
+    """Enable Codec2 (step 5); needs ``pycodec2``. The original had it on by default (**ours**:
+    off unless enabled and installed)."""
+    codec2_p: float = 0.3
+    """Probability of Codec2 when ``codec2`` is enabled."""
+    codec2_bitrate: int = 1600
+    """Codec2 mode (bits per second)."""
+    chop_p: float = 0.2
+    """Probability of chopping (step 6)."""
+    bandrop_p: float = 0.35
+    """Probability of band-drop (step 7)."""
+    downsample_p: float = 0.25
+    """Probability of 8 kHz downsampling (step 8)."""
+
+    rir_dir: str | None = None
+    """Folder of measured RIRs added to the simulated ones (e.g. ``../shared/speech/rir``)."""
+    n_sim_rooms: int = 200
+    """Simulated rooms in the RIR bank (0 with ``rir_dir`` for measured RIRs only)."""
+    rooms_seed: int = 0
+    """Seed of the simulated rooms (part of the cache key)."""
+    room_size_min: tuple[float, float, float] = (3.0, 3.0, 2.5)
+    """Smallest simulated room (length, width, height) in metres."""
+    room_size_max: tuple[float, float, float] = (10.0, 8.0, 4.0)
+    """Largest simulated room (length, width, height) in metres."""
+    room_rt60_range: tuple[float, float] = (0.2, 1.0)
+    """Target RT60 range (s) of the simulated rooms."""
+    rir_max_len: int = 24000
+    """RIRs are peak-normalised and truncated to this many samples."""
+    rir_cache_dir: str | None = None
+    """Where the simulated bank is cached (default ``$PASE_CACHE_DIR/rirs`` or
+    ``~/.cache/pase/rirs``)."""
+
+    overlap_snrs: tuple[float, ...] = (5.0, 7.5, 10.0)
+    """SNRs (dB) of the anchor over the overlapping speech, one drawn per example."""
+    overlap_max_start: float = 0.75
+    """The overlapping speech starts at a random point in this first fraction of the chunk."""
+
+    noise_dir: str | None = None
+    """Folder of noise recordings; synthetic white and pink noise when ``None``."""
+    noise_snrs: tuple[float, ...] = (0.0, 5.0, 10.0)
+    """SNRs (dB) of the additive noise, one drawn per example."""
+    noise_seed: int = 0
+    """Seed of the synthetic noise (used without ``noise_dir``)."""
+
+    clip_levels: tuple[float, ...] = (0.1, 0.3, 0.5)
+    """Clip at this fraction of the chunk's own minimum and maximum."""
+
+    chop_counts: tuple[int, int] = (1, 5)
+    """Number of chopped speech regions, drawn uniformly in this inclusive range."""
+    chop_durations_ms: tuple[tuple[float, float], ...] = ((50.0, 25.0), (100.0, 50.0))
+    """``(mean, deviation)`` pairs: each segment picks one pair, then a duration uniform in
+    ``mean +- deviation``."""
+    vad_threshold_db: float = 30.0
+    """A VAD frame is speech when its energy is within this many dB of the chunk's loudest."""
+    vad_min_silence_ms: float = 100.0
+    """Pauses up to this long are bridged, so a region is a stretch of speech, not a syllable."""
+    vad_min_speech_ms: float = 40.0
+    """Speech regions up to this long are dropped as clicks."""
+
+    bandrop_ranges_hz: tuple[tuple[float, float], ...] = (
+        (0.0, 1000.0),
+        (1000.0, 2000.0),
+        (2000.0, 4000.0),
+        (4000.0, 8000.0),
+    )
+    """The dropped band lies inside one of these ranges, drawn uniformly."""
+    bandrop_mean_widths_hz: tuple[float, ...] = (360.0, 380.0, 770.0, 1560.0)
+    """Mean band width per range; widths are uniform in 0.5-1.5 times the mean."""
+    bandrop_taps: int = 1025
+    """Length of the band-stop FIR (odd)."""
+
+    downsample_cutoff_hz: float = 4000.0
+    """The low-pass FIR's stop band starts here (8 kHz sampling, telephone band)."""
+    downsample_taps: int = 255
+    """Length of the low-pass FIR (odd)."""
+    fir_stopband_db: float = 60.0
+    """Stop-band attenuation of both FIRs (Kaiser window design)."""
+
+    def __post_init__(self) -> None:
+        for name in DISTORTIONS:
+            p = getattr(self, f"{name}_p")
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"DistortionConfig.{name}_p must be in [0, 1], got {p}")
+        choices = ("overlap_snrs", "noise_snrs", "clip_levels", "chop_durations_ms")
+        for name in choices:
+            if len(getattr(self, name)) == 0:
+                raise ValueError(f"DistortionConfig.{name} must not be empty")
+        if len(self.bandrop_ranges_hz) != len(self.bandrop_mean_widths_hz):
+            raise ValueError("bandrop_ranges_hz and bandrop_mean_widths_hz differ in length")
+        if self.bandrop_taps % 2 == 0 or self.downsample_taps % 2 == 0:
+            raise ValueError("bandrop_taps and downsample_taps must be odd (zero-phase FIRs)")
+        if not 1 <= self.chop_counts[0] <= self.chop_counts[1]:
+            raise ValueError(f"chop_counts must be 1 <= low <= high, got {self.chop_counts}")
+        if not 0.0 <= self.overlap_max_start < 1.0:
+            raise ValueError(f"overlap_max_start must be in [0, 1), got {self.overlap_max_start}")
+
+    @classmethod
+    def pase_plus(cls, **overrides: tp.Any) -> DistortionConfig:
+        """The PASE+ recipe (the defaults), with any field overridden."""
+        return cls(**overrides)
+
+    @classmethod
+    def none(cls, **overrides: tp.Any) -> DistortionConfig:
+        """Every probability 0 (clean training), with any field overridden."""
+        return cls(**{**{f"{name}_p": 0.0 for name in DISTORTIONS}, **overrides})
+
+    def room_spec(self) -> RoomSpec:
+        """The simulated-room recipe of this config."""
+        return RoomSpec(
+            n_rooms=self.n_sim_rooms,
+            seed=self.rooms_seed,
+            size_min=self.room_size_min,
+            size_max=self.room_size_max,
+            rt60_range=self.room_rt60_range,
+            max_len=self.rir_max_len,
+        )
+
+    def to_dict(self) -> dict[str, tp.Any]:
+        """JSON-ready fields (saved beside a checkpoint)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: tp.Mapping[str, tp.Any]) -> DistortionConfig:
+        """Inverse of :meth:`to_dict` (JSON lists become tuples); unknown keys are an error."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - fields)
+        if unknown:
+            raise ValueError(f"unknown DistortionConfig fields: {', '.join(unknown)}")
+
+        def tupled(v: tp.Any) -> tp.Any:
+            return tuple(tupled(x) for x in v) if isinstance(v, list) else v
+
+        return cls(**{k: tupled(v) for k, v in d.items()})
+
+
+# --------------------------------------------------------------------------------------------
+# Deterministic batched operations
+# --------------------------------------------------------------------------------------------
+
+
+def _energy(x: Tensor) -> Tensor:
+    """``x: [B, T]`` -> ``[B, 1]`` sum of squares."""
+    return x.pow(2).sum(-1, keepdim=True)
+
+
+def match_energy(y: Tensor, ref: Tensor) -> Tensor:
+    """Rescale each row of ``y: [B, T]`` to the energy of the same row of ``ref: [B, T]``."""
+    return y * torch.sqrt(_energy(ref) / _energy(y).clamp_min(1e-20))
+
+
+def fft_convolve(x: Tensor, h: Tensor) -> Tensor:
+    """Full linear convolution of ``x: [B, T]`` with ``h: [B or 1, L]`` -> ``[B, T + L - 1]``."""
+    n = x.shape[-1] + h.shape[-1] - 1
+    nfft = 1 << (n - 1).bit_length()
+    y = torch.fft.irfft(torch.fft.rfft(x, nfft) * torch.fft.rfft(h, nfft), nfft)
+    return y[..., :n]
+
+
+def reverberate(wav: Tensor, rir: Tensor, peak: Tensor) -> Tensor:
+    """Convolve ``wav: [B, T]`` with ``rir: [B, L]``, shift left by the RIR's ``peak: [B]``
+    index (the direct path stays where the dry sound was), cut to ``T``, restore the energy."""
+    wet = fft_convolve(wav, rir)
+    index = peak[:, None] + torch.arange(wav.shape[-1], device=wav.device)
+    return match_energy(wet.gather(1, index), wav)
+
+
+def mix_at_snr(clean: Tensor, interference: Tensor, snr_db: Tensor) -> Tensor:
+    """Add ``interference: [B, T]`` to ``clean: [B, T]`` at ``snr_db: [B]`` (energy over the
+    chunk), then rescale the mix to the clean energy. A silent interference leaves ``clean``."""
+    gain = torch.sqrt(
+        _energy(clean) / (_energy(interference).clamp_min(1e-20) * 10 ** (snr_db[:, None] / 10))
+    )
+    return match_energy(clean + gain * interference, clean)
+
+
+def clip(wav: Tensor, level: Tensor) -> Tensor:
+    """Clip each row of ``wav: [B, T]`` to ``level: [B]`` times its own minimum and maximum."""
+    return torch.clamp(
+        wav, min=level[:, None] * wav.amin(-1, keepdim=True), max=level[:, None] * wav.amax(-1, keepdim=True)
+    )
+
+
+def _dilate(mask: Tensor, radius: int) -> Tensor:
+    return F.max_pool1d(mask[:, None], 2 * radius + 1, stride=1, padding=radius)[:, 0]
+
+
+def speech_regions(
+    wav: Tensor, threshold_db: float = 30.0, min_silence_ms: float = 100.0, min_speech_ms: float = 40.0
+) -> tuple[Tensor, Tensor]:
+    """Energy VAD: speech regions of ``wav: [B, T]`` as ``(first, last): [B, R]`` frame indices
+    (frame ``f`` covers samples ``[160 f, 160 f + 320)``; ``last = -1`` pads absent regions).
+
+    A frame is speech when its energy is within ``threshold_db`` of the row's loudest frame
+    (and above -100 dB); pauses up to ``min_silence_ms`` are bridged and regions up to
+    ``min_speech_ms`` dropped (morphological closing, then opening). The original fed malformed
+    frames to its VAD; **ours** is computed on the true frames, batched.
+    """
+    batch = wav.shape[0]
+    if wav.shape[-1] < _VAD_FRAME:
+        empty = torch.zeros(batch, 0, dtype=torch.long, device=wav.device)
+        return empty, empty
+    db = 10 * torch.log10(wav.unfold(-1, _VAD_FRAME, HOP).pow(2).mean(-1).clamp_min(1e-10))
+    mask = ((db > db.amax(-1, keepdim=True) - threshold_db) & (db > -100.0)).float()
+    ms_per_frame = 1000 * HOP / SAMPLE_RATE
+    close, open_ = round(min_silence_ms / ms_per_frame / 2), round(min_speech_ms / ms_per_frame / 2)
+    mask = 1 - _dilate(1 - _dilate(mask, close), close)
+    speech = _dilate(1 - _dilate(1 - mask, open_), open_) > 0.5
+    starts = speech & ~F.pad(speech[:, :-1], (1, 0), value=False)
+    region = (torch.cumsum(starts.long(), -1) * speech.long()).long()  # 0 = silence, 1.. = region
+    n_regions = int(starts.sum(-1).max())
+    frames = torch.arange(speech.shape[-1], device=wav.device).expand_as(region)
+    first = torch.full((batch, n_regions + 1), speech.shape[-1], device=wav.device, dtype=torch.long)
+    last = torch.full_like(first, -1)
+    first = first.scatter_reduce(1, region, frames, "amin")[:, 1:]
+    last = last.scatter_reduce(1, region, frames, "amax")[:, 1:]
+    return first, last
+
+
+def chop(wav: Tensor, durations: Tensor, scores: Tensor, **vad: float) -> Tensor:
+    """Zero one segment centred in each of the best-scoring speech regions of ``wav: [B, T]``.
+
+    ``durations: [B, K]`` (samples) are the segment lengths, 0 for no segment; segment ``k``
+    goes to the region with the ``k``-th highest ``scores: [B, F]`` value at its first frame
+    (``F >= (T - 320) // 160 + 1``), so a row with fewer regions than segments gets one per
+    region. ``vad`` goes to :func:`speech_regions`. The original always chopped the first
+    regions; **ours** picks them at random through ``scores``.
+    """
+    first, last = speech_regions(wav, **vad)
+    n_regions = first.shape[-1]
+    k = min(durations.shape[-1], n_regions)
+    if k == 0:
+        return wav
+    region_score = scores.gather(1, first.clamp_max(scores.shape[-1] - 1))
+    region_score = region_score.masked_fill(last < 0, -math.inf)
+    best = region_score.topk(k, dim=-1)
+    centre = ((first + last).gather(1, best.indices) * HOP + _VAD_FRAME) // 2
+    length = durations[:, :k].round().long() * torch.isfinite(best.values)
+    lo = centre - length // 2
+    t = torch.arange(wav.shape[-1], device=wav.device)
+    zero = ((t >= lo[..., None]) & (t < (lo + length)[..., None])).any(1)
+    return wav.masked_fill(zero, 0.0)
+
+
+def _kaiser_design(n_taps: int, stopband_db: float) -> tuple[float, float]:
+    """Kaiser window ``beta`` and transition width (Hz) for a given length and attenuation."""
+    beta = (
+        0.1102 * (stopband_db - 8.7)
+        if stopband_db > 50
+        else 0.5842 * (stopband_db - 21) ** 0.4 + 0.07886 * (stopband_db - 21)
+    )
+    width = (stopband_db - 8) / (2.285 * (n_taps - 1)) / (2 * math.pi) * SAMPLE_RATE
+    return beta, width
+
+
+def _lowpass_taps(cutoff_hz: Tensor, n_taps: int, beta: float) -> Tensor:
+    """Windowed-sinc low-pass FIRs ``[K, n_taps]`` with -6 dB points at ``cutoff_hz: [K]``."""
+    n = torch.arange(n_taps, device=cutoff_hz.device, dtype=cutoff_hz.dtype) - (n_taps - 1) / 2
+    fc = (cutoff_hz / SAMPLE_RATE)[:, None]
+    window = torch.kaiser_window(n_taps, periodic=False, beta=beta, device=cutoff_hz.device)
+    return 2 * fc * torch.sinc(2 * fc * n) * window.to(cutoff_hz.dtype)
+
+
+def _filter_same(wav: Tensor, taps: Tensor) -> Tensor:
+    """Zero-phase FIR filtering of ``wav: [B, T]`` with odd-length ``taps: [B or 1, N]``."""
+    delay = (taps.shape[-1] - 1) // 2
+    return fft_convolve(wav, taps)[..., delay : delay + wav.shape[-1]]
+
+
+def band_stop(
+    wav: Tensor, low_hz: Tensor, high_hz: Tensor, n_taps: int = 1025, stopband_db: float = 60.0
+) -> Tensor:
+    """Remove ``[low_hz, high_hz]`` (``[B]`` each) from ``wav: [B, T]`` with one band-stop FIR
+    per row, then restore each row's energy. The transitions lie outside the band, so the
+    whole nominal band is attenuated by ``stopband_db``."""
+    beta, width = _kaiser_design(n_taps, stopband_db)
+    nyquist = SAMPLE_RATE / 2
+    edges = torch.stack([(low_hz - width / 2).clamp_min(0.0), (high_hz + width / 2).clamp_max(nyquist)])
+    lp = _lowpass_taps(edges.flatten().to(wav), n_taps, beta).view(2, -1, n_taps)
+    taps = -(lp[1] - lp[0])
+    taps[:, (n_taps - 1) // 2] += 1.0
+    return match_energy(_filter_same(wav, taps), wav)
+
+
+def lowpass(wav: Tensor, stop_hz: float = 4000.0, n_taps: int = 255, stopband_db: float = 60.0) -> Tensor:
+    """Low-pass ``wav: [B, T]`` with one FIR whose stop band starts at ``stop_hz`` (the 16 ->
+    8 kHz telephone band for 4 kHz). Like the original, the level is not restored."""
+    beta, width = _kaiser_design(n_taps, stopband_db)
+    cutoff = torch.tensor([stop_hz - width / 2], device=wav.device, dtype=wav.dtype)
+    return _filter_same(wav, _lowpass_taps(cutoff, n_taps, beta))
+
+
+def codec2_available() -> bool:
+    """Whether the optional ``pycodec2`` binding is installed."""
+    return importlib.util.find_spec("pycodec2") is not None
+
+
+def codec2_roundtrip(wav: Tensor, bitrate: int = 1600) -> Tensor:
+    """Encode and decode each row of ``wav: [B, T]`` with Codec2 at 8 kHz (CPU, per row), back
+    to 16 kHz at the original energy. Needs ``pycodec2``."""
+    import pycodec2
+    import soxr
+
+    codec = pycodec2.Codec2(bitrate)
+    frame = codec.samples_per_frame()
+    rows = []
+    for row in wav.detach().float().cpu().numpy():
+        peak = max(float(np.abs(row).max()), 1e-9)
+        narrow = soxr.resample(row / peak, SAMPLE_RATE, 8000)
+        pcm = np.clip(narrow * 32767, -32768, 32767).astype(np.int16)
+        pcm = np.pad(pcm, (0, -pcm.size % frame))
+        decoded = np.concatenate(
+            [codec.decode(codec.encode(pcm[i : i + frame])) for i in range(0, pcm.size, frame)]
+        )
+        wide = soxr.resample(decoded.astype(np.float32) / 32767, 8000, SAMPLE_RATE)
+        rows.append(np.pad(wide, (0, max(0, row.size - wide.size)))[: row.size] * peak)
+    return match_energy(torch.from_numpy(np.stack(rows)).to(wav), wav)
+
+
+# --------------------------------------------------------------------------------------------
+# Random draws and the distorter
+# --------------------------------------------------------------------------------------------
+
+
+class _Draw:
+    """Random draws from ``generator`` (on its device) delivered on ``device``."""
+
+    def __init__(self, generator: torch.Generator | None, device: torch.device) -> None:
+        self.generator = generator
+        self.device = device
+        self.source = generator.device if generator is not None else device
+
+    def uniform(self, *shape: int) -> Tensor:
+        return torch.rand(shape, generator=self.generator, device=self.source).to(self.device)
+
+    def integers(self, low: int, high: int, *shape: int) -> Tensor:
+        """Uniform integers in ``[low, high)``."""
+        x = torch.randint(low, high, shape, generator=self.generator, device=self.source)
+        return x.to(self.device)
+
+    def choice(self, values: tp.Sequence[float], *shape: int) -> Tensor:
+        table = torch.tensor(values, dtype=torch.float32, device=self.device)
+        return table[self.integers(0, len(values), *shape)]
+
+
+def _on_fired(x: Tensor, fired: Tensor, fn: tp.Callable[[Tensor], Tensor]) -> Tensor:
+    """``x`` with the rows of ``fired: [B]`` (bool) replaced by ``fn(row indices)``."""
+    index = fired.nonzero().squeeze(1)
+    if index.numel() == 0:
+        return x
+    return x.index_copy(0, index, fn(index))
+
+
+class Distorter(torch.nn.Module):
+    """The PASE+ distortion pipeline with its RIR and noise banks held as tensors.
+
+    ``Distorter(config)`` loads the banks the config needs (the simulated rooms from their disk
+    cache, built once on first use); pass ``rir_bank`` / ``noise_bank`` to supply your own.
+    ``.to(device)`` moves the banks; calling it on ``chunk: [B, T]`` returns the distorted
+    ``[B, T]`` on the chunk's device.
+    """
+
+    rirs: Tensor
+    rir_peaks: Tensor
+    noise: Tensor
+    noise_starts: Tensor
+    noise_lengths: Tensor
+
+    def __init__(
+        self,
+        config: DistortionConfig | None = None,
+        *,
+        rir_bank: RirBank | None = None,
+        noise_bank: NoiseBank | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config or DistortionConfig()
+        cfg = self.config
+        if rir_bank is None and (cfg.reverb_p > 0 or cfg.overlap_p > 0):
+            rir_bank = rir_bank_from_config(cfg)
+        if noise_bank is None and cfg.noise_p > 0:
+            noise_bank = (
+                NoiseBank.from_dir(cfg.noise_dir)
+                if cfg.noise_dir
+                else NoiseBank.synthetic(seed=cfg.noise_seed)
+            )
+        if cfg.codec2 and not codec2_available():
+            raise ValueError("DistortionConfig.codec2 needs the pycodec2 package, which is not installed")
+        self.rir_bank, self.noise_bank = rir_bank, noise_bank
+        rirs = torch.from_numpy(rir_bank.rirs) if rir_bank else torch.zeros(0, 1)
+        self.register_buffer("rirs", rirs, persistent=False)
+        self.register_buffer("rir_peaks", rirs.abs().argmax(-1), persistent=False)
+        noise = noise_bank or NoiseBank([np.zeros(1, np.float32)], ["none"])
+        self.register_buffer("noise", torch.from_numpy(noise.audio), persistent=False)
+        self.register_buffer("noise_starts", torch.from_numpy(noise.starts), persistent=False)
+        self.register_buffer("noise_lengths", torch.from_numpy(noise.lengths), persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"rir_bank={self.rir_bank!r}, noise_bank={self.noise_bank!r}"
+
+    def forward(
+        self, chunk: Tensor, *, other: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Distort ``chunk: [B, T]`` with this distorter's config (see :meth:`distort`)."""
+        return self.distort(chunk, other=other, generator=generator)
+
+    def distort(
+        self,
+        chunk: Tensor,
+        config: DistortionConfig | None = None,
+        *,
+        other: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Distort ``chunk: [B, T]`` -> ``[B, T]`` (same dtype and device).
+
+        ``config`` overrides this distorter's probabilities and settings (the banks stay).
+        ``other: [B, T]`` is the clean speech that overlaps row ``i`` (another item's chunk);
+        by default the batch rolled by one, so row ``i`` overlaps with clean row ``i - 1``.
+        Each step draws its parameters for every row whether it fires or not, so a seeded
+        ``generator`` (on any device) reproduces the batch exactly.
+        """
+        cfg = config or self.config
+        if chunk.dim() != 2 or not chunk.is_floating_point():
+            raise ValueError(f"chunk must be a float tensor [B, T], got {tuple(chunk.shape)} {chunk.dtype}")
+        if other is not None and other.shape != chunk.shape:
+            raise ValueError(f"other must match chunk {tuple(chunk.shape)}, got {tuple(other.shape)}")
+        clean = chunk.float()
+        draw = _Draw(generator, chunk.device)
+        x = clean
+        steps: list[tuple[float, tp.Callable[[Tensor, Tensor, _Draw, DistortionConfig], Tensor]]] = [
+            (cfg.reverb_p, self._reverb),
+            (cfg.overlap_p, lambda x_, f_, d_, c_: self._overlap(x_, f_, d_, c_, clean, other)),
+            (cfg.noise_p, self._noise),
+            (cfg.clip_p, self._clip),
+            (cfg.codec2_p if cfg.codec2 else 0.0, self._codec2),
+            (cfg.chop_p, self._chop),
+            (cfg.bandrop_p, self._bandrop),
+            (cfg.downsample_p, self._downsample),
+        ]
+        for p, step in steps:
+            if p > 0:
+                x = step(x, draw.uniform(x.shape[0]) < p, draw, cfg)
+        return x.to(chunk.dtype)
+
+    def _need(self, bank: tp.Any, what: str) -> None:
+        if bank is None:
+            raise ValueError(f"this Distorter has no {what} bank: build it with a config that uses {what}")
+
+    def _reverb(self, x: Tensor, fired: Tensor, draw: _Draw, cfg: DistortionConfig) -> Tensor:
+        self._need(self.rir_bank, "RIR")
+        pick = draw.integers(0, self.rirs.shape[0], x.shape[0])
+        return _on_fired(x, fired, lambda i: reverberate(x[i], self.rirs[pick[i]], self.rir_peaks[pick[i]]))
+
+    def _overlap(
+        self,
+        x: Tensor,
+        fired: Tensor,
+        draw: _Draw,
+        cfg: DistortionConfig,
+        clean: Tensor,
+        other: Tensor | None,
+    ) -> Tensor:
+        self._need(self.rir_bank, "RIR")
+        batch, length = x.shape
+        pick = draw.integers(0, self.rirs.shape[0], batch)
+        start = (draw.uniform(batch) * cfg.overlap_max_start * length).long()
+        snr = draw.choice(cfg.overlap_snrs, batch)
+        source = clean.roll(1, 0) if other is None else other.to(x)
+
+        def apply(i: Tensor) -> Tensor:
+            wet = reverberate(source[i], self.rirs[pick[i]], self.rir_peaks[pick[i]])
+            shift = torch.arange(length, device=x.device) - start[i, None]
+            delayed = wet.gather(1, shift.clamp_min(0)) * (shift >= 0)
+            return mix_at_snr(x[i], delayed, snr[i])
+
+        return _on_fired(x, fired, apply)
+
+    def _noise(self, x: Tensor, fired: Tensor, draw: _Draw, cfg: DistortionConfig) -> Tensor:
+        self._need(self.noise_bank, "noise")
+        batch, length = x.shape
+        clip_index = draw.integers(0, self.noise_starts.shape[0], batch)
+        clip_len = self.noise_lengths[clip_index]
+        offset = (draw.uniform(batch) * clip_len).long()
+        snr = draw.choice(cfg.noise_snrs, batch)
+
+        def apply(i: Tensor) -> Tensor:
+            # Wrapping inside the clip tiles clips shorter than the chunk.
+            pos = (offset[i, None] + torch.arange(length, device=x.device)) % clip_len[i, None]
+            return mix_at_snr(x[i], self.noise[self.noise_starts[clip_index[i], None] + pos], snr[i])
+
+        return _on_fired(x, fired, apply)
+
+    def _clip(self, x: Tensor, fired: Tensor, draw: _Draw, cfg: DistortionConfig) -> Tensor:
+        level = draw.choice(cfg.clip_levels, x.shape[0])
+        return _on_fired(x, fired, lambda i: clip(x[i], level[i]))
+
+    def _codec2(self, x: Tensor, fired: Tensor, draw: _Draw, cfg: DistortionConfig) -> Tensor:
+        return _on_fired(x, fired, lambda i: codec2_roundtrip(x[i], cfg.codec2_bitrate))
+
+    def _chop(self, x: Tensor, fired: Tensor, draw: _Draw, cfg: DistortionConfig) -> Tensor:
+        batch, length = x.shape
+        most = cfg.chop_counts[1]
+        count = draw.integers(cfg.chop_counts[0], most + 1, batch)
+        stats = torch.tensor(cfg.chop_durations_ms, dtype=torch.float32, device=x.device)
+        kind = draw.integers(0, len(cfg.chop_durations_ms), batch, most)
+        ms = stats[kind, 0] + stats[kind, 1] * (2 * draw.uniform(batch, most) - 1)
+        durations = ms * SAMPLE_RATE / 1000 * (torch.arange(most, device=x.device) < count[:, None])
+        scores = draw.uniform(batch, max(1, (length - _VAD_FRAME) // HOP + 1))
+        vad = dict(
+            threshold_db=cfg.vad_threshold_db,
+            min_silence_ms=cfg.vad_min_silence_ms,
+            min_speech_ms=cfg.vad_min_speech_ms,
+        )
+        return _on_fired(x, fired, lambda i: chop(x[i], durations[i], scores[i], **vad))
+
+    def _bandrop(self, x: Tensor, fired: Tensor, draw: _Draw, cfg: DistortionConfig) -> Tensor:
+        batch = x.shape[0]
+        ranges = torch.tensor(cfg.bandrop_ranges_hz, dtype=torch.float32, device=x.device)
+        means = torch.tensor(cfg.bandrop_mean_widths_hz, dtype=torch.float32, device=x.device)
+        which = draw.integers(0, len(cfg.bandrop_ranges_hz), batch)
+        lo, hi = ranges[which, 0], ranges[which, 1]
+        width = torch.minimum(means[which] * (0.5 + draw.uniform(batch)), hi - lo)
+        low = lo + draw.uniform(batch) * (hi - lo - width)
+        return _on_fired(
+            x,
+            fired,
+            lambda i: band_stop(x[i], low[i], low[i] + width[i], cfg.bandrop_taps, cfg.fir_stopband_db),
+        )
+
+    def _downsample(self, x: Tensor, fired: Tensor, draw: _Draw, cfg: DistortionConfig) -> Tensor:
+        return _on_fired(
+            x,
+            fired,
+            lambda i: lowpass(x[i], cfg.downsample_cutoff_hz, cfg.downsample_taps, cfg.fir_stopband_db),
+        )
+
+
+def rir_bank_from_config(config: DistortionConfig) -> RirBank:
+    """The simulated rooms of ``config`` (from the disk cache) plus the RIRs of ``rir_dir``."""
+    banks = []
+    if config.n_sim_rooms > 0:
+        banks.append(RirBank.simulated(config.room_spec(), config.rir_cache_dir, verbose=True))
+    if config.rir_dir:
+        banks.append(RirBank.from_dir(config.rir_dir, config.rir_max_len))
+    if not banks:
+        raise ValueError("reverberation needs RIRs: set n_sim_rooms > 0 or rir_dir")
+    return RirBank.concat(banks)
+
+
+def available_distortions() -> tuple[str, ...]:
+    """Names :func:`apply_distortion` accepts here (``codec2`` only when installed)."""
+    return tuple(d for d in DISTORTIONS if d != "codec2" or codec2_available())
+
+
+def parse_spec(spec: str, base: DistortionConfig | None = None) -> DistortionConfig:
+    """Config that applies exactly one distortion, always: ``"reverb"``, ``"overlap"`` /
+    ``"overlap:5dB"``, ``"noise"`` / ``"noise:5dB"``, ``"clip"`` / ``"clip:0.3"``, ``"chop"``,
+    ``"bandrop"``, ``"downsample"``, ``"codec2"`` (if installed). Other settings from ``base``."""
+    name, _, value = spec.strip().lower().partition(":")
+    valid = available_distortions()
+    if name not in valid:
+        raise ValueError(
+            f"unknown distortion {spec!r}; valid: {', '.join(valid)} (noise:5dB, clip:0.3, overlap:7.5dB)"
+        )
+    settings: dict[str, tp.Any] = {**{f"{d}_p": 0.0 for d in DISTORTIONS}, f"{name}_p": 1.0}
+    if name == "codec2":
+        settings["codec2"] = True
+    if value:
+        field = {"noise": "noise_snrs", "overlap": "overlap_snrs", "clip": "clip_levels"}.get(name)
+        number = value.removesuffix("db") if name != "clip" else value
+        try:
+            parsed = float(number)
+        except ValueError:
+            parsed = math.nan
+        if field is None or not math.isfinite(parsed):
+            raise ValueError(f"bad distortion setting {spec!r}: use noise:5dB, overlap:7.5dB or clip:0.3")
+        settings[field] = (parsed,)
+    base = base or DistortionConfig()
+    return dataclasses.replace(base, **settings)
+
+
+def apply_distortion(
+    spec: str,
+    wav: Tensor,
+    distorter: Distorter,
+    generator: torch.Generator | None = None,
+    other: Tensor | None = None,
+) -> Tensor:
+    """Apply the one distortion named by ``spec`` (see :func:`parse_spec`) to every row of
+    ``wav: [B, T]`` with ``distorter``'s banks and settings -> ``[B, T]``."""
+    return distorter.distort(wav, parse_spec(spec, distorter.config), other=other, generator=generator)
+
+
+# --------------------------------------------------------------------------------------------
+# pase show-distortions
+# --------------------------------------------------------------------------------------------
+
+
+def _speech_dir() -> Path:
+    return Path(os.environ.get("PASE_SPEECH_DIR", Path("..") / "shared" / "speech"))
+
+
+def _write_wav(path: str, audio: np.ndarray) -> None:
+    import soundfile as sf
+
+    # Float samples: energy-matched distortions may exceed full scale.
+    sf.write(path, audio, SAMPLE_RATE, subtype="FLOAT", format="WAV")
+
+
+def _save_spectrograms(panels: tp.Sequence[tuple[str, np.ndarray]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(4, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False, sharey=True)
+    window = torch.hann_window(512)
+    for ax, (title, wav) in zip(axes.flat, panels, strict=False):
+        spec = torch.stft(torch.from_numpy(wav), 512, HOP, window=window, return_complex=True)
+        db = 10 * torch.log10(spec.abs().pow(2).clamp_min(1e-10)).numpy()
+        seconds = wav.size / SAMPLE_RATE
+        ax.imshow(
+            db,
+            origin="lower",
+            aspect="auto",
+            extent=(0, seconds, 0, SAMPLE_RATE / 2000),
+            vmin=db.max() - 80,
+            vmax=db.max(),
+            cmap="magma",
+        )
+        ax.set_title(title)
+        ax.set_xlabel("time (s)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("frequency (kHz)")
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+
+
+def show_distortions(
+    path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    other: str | os.PathLike[str] | None = None,
+    noise_dir: str | os.PathLike[str] | None = None,
+    rir_dir: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    n_rooms: int = 200,
+    max_seconds: float = 10.0,
+) -> list[Path]:
+    """Write ``clean.wav``, one ``<distortion>.wav`` per distortion and ``distortions.png``
+    (their spectrograms side by side) to ``out_dir``; returns the written paths.
+
+    The first ``max_seconds`` of ``path`` are used. Overlap mixes in ``other`` (tiled or cut to
+    length) or, by default, another excerpt of the same file (shifted by half its length).
+    Without ``rir_dir``, ``n_rooms`` simulated rooms are used (cached); without ``noise_dir``,
+    synthetic noise. Raises :class:`AudioError` for an unusable file.
+    """
+    wav = load_audio(path, min_samples=_VAD_FRAME)[: int(max_seconds * SAMPLE_RATE)]
+    if other is None:
+        second = np.roll(wav, wav.size // 2)
+    else:
+        second = np.resize(load_audio(other, min_samples=1), wav.size)
+    cfg = DistortionConfig(
+        noise_dir=None if noise_dir is None else str(noise_dir),
+        rir_dir=None if rir_dir is None else str(rir_dir),
+        n_sim_rooms=0 if rir_dir is not None else n_rooms,
+    )
+    distorter = Distorter(cfg)
+    clean = torch.from_numpy(wav)[None]
+    panels = [("clean", wav)]
+    for name in available_distortions():
+        generator = torch.Generator().manual_seed(seed)
+        out = apply_distortion(name, clean, distorter, generator, other=torch.from_numpy(second)[None])
+        panels.append((name, out[0].numpy()))
+    out_dir = Path(out_dir)
+    written = []
+    for name, audio in panels:
+        target = out_dir / f"{name}.wav"
+        write_atomic(target, functools.partial(_write_wav, audio=audio))
+        written.append(target)
+    _save_spectrograms(panels, out_dir / "distortions.png")
+    return [*written, out_dir / "distortions.png"]
+
+
+def _show_cli(args: argparse.Namespace) -> int:
+    speech = _speech_dir()
+    noise_dir = args.noise_dir or (speech / "noise" if (speech / "noise").is_dir() else None)
+    rir_dir = args.rir_dir or (speech / "rir" if (speech / "rir").is_dir() else None)
+    try:
+        written = show_distortions(
+            args.file,
+            args.out,
+            other=args.other,
+            noise_dir=noise_dir,
+            rir_dir=rir_dir,
+            seed=args.seed,
+            n_rooms=args.rooms,
+            max_seconds=args.max_seconds,
+        )
+    except (AudioError, ValueError, OSError) as exc:
+        print(f"pase show-distortions: {exc}", file=sys.stderr)
+        return 1
+    for p in written:
+        print(p)
+    return 0
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``pase show-distortions FILE --out DIR``."""
+    p = subparsers.add_parser(
+        "show-distortions",
+        help="write each PASE+ distortion of a file as WAV plus one spectrogram PNG",
+        description="Apply each online distortion alone to FILE and write clean.wav, one WAV "
+        "per distortion and distortions.png (spectrograms side by side).",
+    )
+    p.add_argument("file", help="audio file (any rate, mixed to mono, resampled to 16 kHz)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--other", help="speech to overlap (default: another excerpt of FILE)")
+    p.add_argument(
+        "--noise-dir", help="noise folder (default ../shared/speech/noise if present, else synthetic)"
+    )
+    p.add_argument(
+        "--rir-dir", help="RIR folder (default ../shared/speech/rir if present, else simulated rooms)"
+    )
+    p.add_argument("--rooms", type=int, default=200, help="simulated rooms without a RIR folder (cached)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random draws")
+    p.add_argument("--max-seconds", type=float, default=10.0, help="use at most this much of FILE")
+    p.set_defaults(func=_show_cli)
