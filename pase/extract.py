@@ -217,6 +217,8 @@ def _durations(jobs: list[Job]) -> list[float]:
 
 def _plan(jobs: list[Job], batch_size: int, long_seconds: float) -> list[list[Job]]:
     """Group jobs into batches of similar duration; long files get a batch of their own."""
+    if batch_size == 1:  # keep the input order and skip reading every header
+        return [[job] for job in jobs]
     order = sorted(zip(_durations(jobs), range(len(jobs)), strict=True))
     batches: list[list[Job]] = []
     current: list[Job] = []
@@ -242,32 +244,40 @@ def encode_batch(
 ) -> list[np.ndarray]:
     """Features of 16 kHz mono waveforms (``wavs[i]: [T_i]``), each ``[F_i, D]`` or ``[L, F_i, D]``.
 
-    One waveform longer than ``long_seconds`` is streamed with ``infer_long``; otherwise the
-    waveforms are zero-padded into ``[B, T_max]`` (no padding for one), run with ``lengths=``,
-    and each is cut to its own frame count.
+    Waveforms longer than ``long_seconds`` are streamed one by one with ``infer_long``; the
+    others are zero-padded into one ``[B, T_max]`` batch (no padding for one), run with
+    ``lengths=``, and each is cut to its own frame count.
     """
     import torch
 
     device = next(encoder.parameters()).device
+    feats: dict[int, np.ndarray] = {}
+    short = []
     with torch.inference_mode():
-        if len(wavs) == 1 and len(wavs[0]) > long_seconds * SAMPLE_RATE:
-            wav = torch.from_numpy(wavs[0]).to(device)
-            kwargs = {} if window_seconds is None else {"window_seconds": window_seconds}
-            return [encoder.infer_long(wav, layers=layers, **kwargs).float().cpu().numpy()]
-        x = torch.zeros(len(wavs), max(len(w) for w in wavs))
         for i, w in enumerate(wavs):
-            x[i, : len(w)] = torch.from_numpy(w)
-        lengths = torch.tensor([len(w) for w in wavs], dtype=torch.long, device=device)
-        x = x.to(device)
-        if layers == "final":
-            feats, frames = encoder(x, lengths=lengths)
-        else:
-            states, frames = tp.cast(
-                tuple[list[torch.Tensor], torch.Tensor],
-                encoder.extract_features(x, lengths=lengths),
-            )
-            feats = torch.stack(states, dim=1)  # [B, L, F, D]
-        return [feats[i, ..., : int(n), :].float().cpu().numpy() for i, n in enumerate(frames)]
+            if len(w) <= long_seconds * SAMPLE_RATE:
+                short.append(i)
+                continue
+            kwargs = {} if window_seconds is None else {"window_seconds": window_seconds}
+            wav = torch.from_numpy(w).to(device)
+            feats[i] = encoder.infer_long(wav, layers=layers, **kwargs).float().cpu().numpy()
+        if short:
+            x = torch.zeros(len(short), max(len(wavs[i]) for i in short))
+            for row, i in enumerate(short):
+                x[row, : len(wavs[i])] = torch.from_numpy(wavs[i])
+            lengths = torch.tensor([len(wavs[i]) for i in short], dtype=torch.long, device=device)
+            x = x.to(device)
+            if layers == "final":
+                out, frames = encoder(x, lengths=lengths)
+            else:
+                states, frames = tp.cast(
+                    tuple[list[torch.Tensor], torch.Tensor],
+                    encoder.extract_features(x, lengths=lengths),
+                )
+                out = torch.stack(states, dim=1)  # [B, L, F, D]
+            for row, i in enumerate(short):
+                feats[i] = out[row, ..., : int(frames[row]), :].float().cpu().numpy()
+    return [feats[i] for i in range(len(wavs))]
 
 
 def save_features(path: Path, feats: np.ndarray, fmt: Format, layers: Layers, source: Path) -> None:

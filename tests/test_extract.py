@@ -189,8 +189,11 @@ def test_outputs_equal_encoder(tmp_path: Path, encoder: Encoder) -> None:
         assert got.shape == ref.shape
         np.testing.assert_allclose(got[:-edge], ref[:-edge], atol=1e-4)
 
-    # Files over long_seconds are streamed in windows and still match whole-file features.
-    streamed = extract_files(inputs, tmp_path / "long", encoder, long_seconds=0.5, window_seconds=0.3)
+    # Files over long_seconds (here mid and long) are streamed in windows, even inside a batch,
+    # and still match whole-file features.
+    streamed = extract_files(
+        inputs, tmp_path / "long", encoder, batch_size=3, long_seconds=0.7, window_seconds=0.3
+    )
     assert streamed.extracted == 3
     for name in lengths:
         got = np.load(tmp_path / "long" / f"{Path(name).stem}.npy")
