@@ -259,15 +259,16 @@ class Distortion:
     """
 
     def __init__(self, spec: str, data_dir: Path) -> None:
-        from pase.distortions import Distorter, DistortionConfig
+        from pase.distortions import Distorter, DistortionConfig, parse_spec
 
         self.spec = spec
         noise, rir = data_dir / "noise", data_dir / "rir"
-        config = DistortionConfig(
+        base = DistortionConfig(
             noise_dir=str(noise) if noise.is_dir() else None,
             rir_dir=str(rir) if rir.is_dir() else None,
         )
-        self.distorter = Distorter(config)
+        # a config with only this distortion switched on, so only its bank (noise, RIRs) loads
+        self.distorter = Distorter(parse_spec(spec, base))
 
     def __call__(self, wav: np.ndarray, path: Path) -> np.ndarray:
         from pase.distortions import apply_distortion

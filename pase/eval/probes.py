@@ -231,7 +231,7 @@ def train_probe(
         epochs=epoch,
         best_epoch=best_epoch,
         valid_accuracy=best[0],
-        layer_weights=[float(w) for w in model.layer_weights()],
+        layer_weights=[float(w) for w in model.layer_weights().detach()],
     )
 
 

@@ -352,6 +352,8 @@ def load_manifest(csv_path: str | os.PathLike[str], warn: tp.Callable[[str], Non
                 report(f"{where}: {path_s}: not an audio file extension, row skipped")
                 continue
             try:
+                if not path.is_file():
+                    raise AudioError(path, "no such file")
                 frames, _ = audio_info(path)
                 if frames == 0:
                     raise AudioError(path, "empty audio (0 samples)")
