@@ -14,6 +14,7 @@ import sys
 import typing as tp
 
 COMMAND_MODULES = (
+    "pase.demo",
     "pase.extract",
     "pase.train",
     "pase.eval.cli",

@@ -1,0 +1,43 @@
+# One-command set-up and runs. `make demo` and `make test` create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+SPEECH ?= ../shared/speech
+TORCH := torch==2.13.0
+
+.PHONY: demo test lint bench train-demo clean
+
+# torch is installed first, pinned, so pip never pulls a multi-GB CUDA build to satisfy "torch>=".
+$(VENV)/.torch:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH)
+	touch $@
+
+$(VENV)/.core: $(VENV)/.torch pyproject.toml
+	$(PIP) install -q -e '.[eval]'
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.torch pyproject.toml
+	$(PIP) install -q -e '.[dev]'
+	touch $@ $(VENV)/.core
+
+demo: $(VENV)/.core
+	$(VENV)/bin/pase demo --data $(SPEECH) --out demo_out
+
+test: $(VENV)/.dev
+	$(PY) -m pytest -q -ra
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check pase tests bench hubconf.py
+	$(VENV)/bin/ruff format --check pase tests bench hubconf.py
+	$(VENV)/bin/mypy pase bench hubconf.py
+
+bench: $(VENV)/.dev
+	$(PY) bench/extract.py --out bench/results/extract.json
+	$(PY) bench/targets.py --out bench/results/targets.json
+	$(PY) bench/train.py --out bench/results/train.json
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache .mypy_cache .ruff_cache
