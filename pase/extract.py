@@ -421,11 +421,14 @@ def _run(args: argparse.Namespace) -> int:
     def err(line: str) -> None:
         tqdm.write(line, file=sys.stderr)  # prints above a running progress bar, not into it
 
+    import torch
+
     device = args.device
     if device == "auto":
-        import torch
-
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device.startswith("cuda") and not torch.cuda.is_available():
+        err(f"pase extract: --device {device}, but CUDA is not available to torch {torch.__version__}")
+        return 2
     try:
         encoder = load_encoder(args.model, device, args.random_init, args.seed)
     except Exception as exc:  # any reason a model cannot load is one line for the user
@@ -454,6 +457,13 @@ def _run(args: argparse.Namespace) -> int:
         f"{summary.wall_seconds:.1f} s, {summary.real_time_factor:.1f}x real time) -> {args.out}"
     )
     return 0 if summary.ok else 1
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -494,7 +504,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument(
         "--batch-size",
-        type=int,
+        type=_positive_int,
         default=None,
         help="short files of similar length per batch (default: 1 on CPU, exact per-file "
         "output; 8 on CUDA, where the last ~8 frames of padded items differ slightly)",
