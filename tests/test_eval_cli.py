@@ -135,6 +135,7 @@ def test_random_encoder_reestimates_batchnorm_on_training_files(manifest: Path, 
     assert feats.fingerprint() != before  # the calibration files are part of the cache key
     norm = next(m for m in feats.encoder.modules() if isinstance(m, torch.nn.BatchNorm1d))
     out = extract_files(feats, train[:2], FeatureCache(tmp_path))
+    assert norm.num_batches_tracked is not None and norm.running_mean is not None
     assert int(norm.num_batches_tracked) == len(train)  # one cumulative pass per training file
     assert not torch.allclose(norm.running_mean, torch.zeros_like(norm.running_mean))
     assert out[0].shape == (9, 30, 256) and np.isfinite(out[0]).all()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing as tp
+
 import numpy as np
 import pytest
 import torch
@@ -18,14 +20,24 @@ def _clusters(n: int, num_classes: int, dim: int, seed: int) -> tuple[np.ndarray
     return x[:, None].astype(np.float32), labels
 
 
+def _parts(
+    x: np.ndarray, y: np.ndarray, cuts: tp.Sequence[int]
+) -> tuple[probes.ProbeData, probes.ProbeData, probes.ProbeData]:
+    """Standardised train / valid / test parts from rows ``cuts[0]:cuts[1]:cuts[2]:cuts[3]``."""
+    a, b, c, d = cuts
+    train, valid, test = (
+        probes.utterance_data(list(x[lo:hi]), y[lo:hi]) for lo, hi in ((a, b), (b, c), (c, d))
+    )
+    probes.standardise(train, valid, test)
+    return train, valid, test
+
+
 def _fit(x: np.ndarray, y: np.ndarray, num_classes: int, kind: probes.ProbeKind) -> float:
     """Test accuracy of a probe trained on the first 60 %, validated on 20 %, tested on 20 %."""
     n = len(y)
-    cut = [0, int(0.6 * n), int(0.8 * n), n]
-    parts = [probes.utterance_data(list(x[a:b]), y[a:b]) for a, b in zip(cut, cut[1:], strict=False)]
-    probes.standardise(*parts)
+    train, valid, test = _parts(x, y, (0, int(0.6 * n), int(0.8 * n), n))
     cfg = probes.ProbeConfig(kind=kind, max_epochs=60, patience=10)
-    res = probes.train_probe(*parts, num_classes=num_classes, seed=0, config=cfg)
+    res = probes.train_probe(train, valid, test, num_classes, seed=0, config=cfg)
     return probes.accuracy(probes.confusion_matrix(res.labels, res.predictions, num_classes))
 
 
@@ -73,10 +85,9 @@ def test_layer_weighted_probe_trains_and_its_weights_favour_the_informative_laye
     x, y = _clusters(600, num_classes, 8, seed=3)
     noise = np.random.default_rng(4).normal(size=x.shape).astype(np.float32)
     stacked = np.concatenate([noise, x, noise], axis=1)  # [N, 3 layers, 8]: only layer 1 informs
-    parts = [probes.utterance_data(list(stacked[a:b]), y[a:b]) for a, b in ((0, 400), (400, 500), (500, 600))]
-    probes.standardise(*parts)
+    train, valid, test = _parts(stacked, y, (0, 400, 500, 600))
     res = probes.train_probe(
-        *parts, num_classes=num_classes, seed=0, config=probes.ProbeConfig(max_epochs=60)
+        train, valid, test, num_classes, seed=0, config=probes.ProbeConfig(max_epochs=60)
     )
     assert len(res.layer_weights) == 3 and abs(sum(res.layer_weights) - 1) < 1e-5
     assert res.layer_weights[1] == max(res.layer_weights)
@@ -85,11 +96,10 @@ def test_layer_weighted_probe_trains_and_its_weights_favour_the_informative_laye
 
 def test_probe_is_deterministic_for_a_seed() -> None:
     x, y = _clusters(300, 4, 8, seed=5)
-    parts = [probes.utterance_data(list(x[a:b]), y[a:b]) for a, b in ((0, 200), (200, 250), (250, 300))]
-    probes.standardise(*parts)
+    train, valid, test = _parts(x, y, (0, 200, 250, 300))
     cfg = probes.ProbeConfig(max_epochs=5)
-    a = probes.train_probe(*parts, num_classes=4, seed=7, config=cfg)
-    b = probes.train_probe(*parts, num_classes=4, seed=7, config=cfg)
+    a = probes.train_probe(train, valid, test, 4, seed=7, config=cfg)
+    b = probes.train_probe(train, valid, test, 4, seed=7, config=cfg)
     np.testing.assert_array_equal(a.predictions, b.predictions)
 
 

@@ -59,7 +59,7 @@ def pool_utterance(feats: np.ndarray) -> np.ndarray:
     return np.concatenate([feats.mean(axis=1), feats.std(axis=1)], axis=-1)
 
 
-def utterance_data(pooled: tp.Sequence[np.ndarray], labels: tp.Sequence[int]) -> ProbeData:
+def utterance_data(pooled: tp.Sequence[np.ndarray], labels: tp.Sequence[int] | np.ndarray) -> ProbeData:
     """Probe data from pooled vectors ``[L, 2D]``, one per file."""
     rows = torch.from_numpy(np.stack(pooled).astype(np.float32))
     labels_t = torch.as_tensor(list(labels), dtype=torch.long)
