@@ -295,11 +295,12 @@ def chop(wav: Tensor, durations: Tensor, scores: Tensor, **vad: float) -> Tensor
 
 def _kaiser_design(n_taps: int, stopband_db: float) -> tuple[float, float]:
     """Kaiser window ``beta`` and transition width (Hz) for a given length and attenuation."""
-    beta = (
-        0.1102 * (stopband_db - 8.7)
-        if stopband_db > 50
-        else 0.5842 * (stopband_db - 21) ** 0.4 + 0.07886 * (stopband_db - 21)
-    )
+    if stopband_db > 50:
+        beta = 0.1102 * (stopband_db - 8.7)
+    elif stopband_db > 21:
+        beta = 0.5842 * (stopband_db - 21) ** 0.4 + 0.07886 * (stopband_db - 21)
+    else:
+        beta = 0.0
     width = (stopband_db - 8) / (2.285 * (n_taps - 1)) / (2 * math.pi) * SAMPLE_RATE
     return beta, width
 

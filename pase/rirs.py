@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
 import typing as tp
 import warnings
@@ -186,7 +187,10 @@ class RirBank:
 
         write_atomic(path, write)
         if verbose:
-            print(f"simulated {len(bank)} rooms in {time.perf_counter() - start:.1f} s -> {path}")
+            print(
+                f"simulated {len(bank)} rooms in {time.perf_counter() - start:.1f} s -> {path}",
+                file=sys.stderr,
+            )
         return bank
 
     @classmethod
