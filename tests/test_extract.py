@@ -245,3 +245,18 @@ def test_subprocess_has_no_traceback(tree: Path, tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "Traceback" not in proc.stdout + proc.stderr
     assert "extracted 3, skipped 0, failed 4" in proc.stderr
+
+
+@pytest.mark.realdata
+def test_real_speech_list(speech_dir: Path, tmp_path: Path, encoder: Encoder) -> None:
+    files = [
+        *sorted((speech_dir / "fsdd").glob("*.flac"))[:2],  # 8 kHz
+        *sorted((speech_dir / "librispeech" / "test-other").rglob("*.flac"))[:2],
+    ]
+    (tmp_path / "list.txt").write_text("".join(f"{f}\n" for f in files))
+    summary = extract_files([f"@{tmp_path / 'list.txt'}"], tmp_path / "o", encoder)
+    assert summary.extracted == len(files) and summary.ok
+    for f, record in zip(files, index_lines(tmp_path / "o"), strict=True):
+        feats = np.load(tmp_path / "o" / f"{f.stem}.npy")
+        assert feats.shape == (num_frames(len(load_audio(f))), 256) == (record["frames"], 256)
+        assert np.isfinite(feats).all() and feats.std() > 0
