@@ -248,20 +248,24 @@ def _fft_size(n: int) -> int:
     return best
 
 
-def _window_mean(x: Tensor, win_length: int) -> Tensor:
-    """Mean of ``x: [B, C, T]`` over centred windows of ``win_length`` (zeros outside) at every
-    hop -> ``[B, C, F]``.
+def _window_mean_square(x: Tensor, win_length: int, n_frames: int) -> Tensor:
+    """Mean of ``x ** 2`` over windows of ``win_length`` centred on ``160 t`` -> ``[B, C, F]``.
 
+    ``x: [B, C, T']`` holds samples ``0 .. T'-1``; windows read zeros before 0 and beyond ``T'``.
     Window starts (``160 t - win_length // 2``) and lengths are whole multiples of
     ``g = gcd(160, win_length // 2, win_length)`` samples (40 for 400, 32 for 2048): sum blocks of
-    ``g`` first, then take differences of a float64 cumulative sum over the (g times fewer) blocks.
+    ``g`` first, then difference a float64 cumulative sum over the g-times-fewer blocks, so the
+    full-rate signal is only squared and summed once, never padded or copied.
     """
-    n_frames = num_frames(x.shape[-1])
     block = math.gcd(HOP, win_length // 2, win_length)
-    padded = _pad_centred(x, win_length)
-    padded = F.pad(padded, (0, -padded.shape[-1] % block))
-    sums = padded.unflatten(-1, (-1, block)).sum(-1)
-    csum = F.pad(sums.double().cumsum(-1), (1, 0))
+    end = (n_frames - 1) * HOP + win_length - win_length // 2  # past the last window's end
+    n_blocks = -(-end // block)
+    x = x[..., : n_blocks * block]
+    if x.shape[-1] < n_blocks * block:
+        x = F.pad(x, (0, n_blocks * block - x.shape[-1]))
+    sums = x.square().unflatten(-1, (n_blocks, block)).sum(-1)
+    left_blocks = (win_length // 2) // block
+    csum = F.pad(sums.double().cumsum(-1), (left_blocks + 1, 0))
     starts = torch.arange(n_frames, device=x.device) * (HOP // block)
     window = csum[..., starts + win_length // block] - csum[..., starts]
     return (window / win_length).to(x.dtype)
@@ -273,18 +277,22 @@ def gammatone(wav: Tensor, n_filters: int = 40, f_min: float = 500.0, win_length
 
     ``wav: [B, T]`` -> ``[B, F, n_filters]``, bands ascending in frequency from ``f_min`` to
     just below 8 kHz (the order of ``gammatone.gtgram`` rows). Each band is the (causal)
-    FIR convolution of the signal with the filter's impulse response, via one batched FFT; its RMS
+    FIR convolution of the zero-extended signal with the filter's impulse response (ringing on past
+    the end), via one batched FFT; its RMS
     over a rectangular centred window of ``win_length``, then the natural log (as ``0.5 log(mean
     square)``, floored at -100 dB). The original used the package's IIR (Slaney) filters on the
     CPU and started each window at ``160 t``.
     """
     x = _check_wav(wav)
-    length = x.shape[-1]
+    n_frames = num_frames(x.shape[-1])
     ir_length = _gammatone_irs(n_filters, f_min).shape[-1]
-    n_fft = _fft_size(length + ir_length - 1)
+    # Long enough for the full linear convolution (no wrap-around) and for the last window: the
+    # filters ring on past the input's end, as they do on a zero-padded input.
+    last_sample = (n_frames - 1) * HOP + win_length
+    n_fft = _fft_size(max(x.shape[-1] + ir_length - 1, last_sample))
     spectra = _gammatone_spectra(n_filters, f_min, n_fft, x.device, x.dtype)
     bands = torch.fft.irfft(torch.fft.rfft(x, n=n_fft)[:, None, :] * spectra, n=n_fft)
-    mean_square = _window_mean(bands[..., :length].square(), win_length)
+    mean_square = _window_mean_square(bands, win_length, n_frames)
     return 0.5 * torch.log(mean_square.clamp_min(POWER_FLOOR)).transpose(1, 2)
 
 
