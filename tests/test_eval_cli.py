@@ -169,3 +169,13 @@ def test_mfcc_on_spoken_digits_reaches_a_sane_accuracy(speech_dir: Path, tmp_pat
     result, confusion = evaluate(task, make_feature_set("mfcc"), FeatureCache(tmp_path), seeds=(0,))
     assert result["accuracy"] >= 0.85
     assert confusion.sum() == result["n_test"] == 300
+
+
+def test_random_encoder_with_all_layers_end_to_end(manifest: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    args = ["--manifest", str(manifest), "--features", "random:pase+", "--layers", "all", "--seeds", "0"]
+    assert main([*args, "--probe", "linear", "--out", str(out), "--cache-dir", str(tmp_path / "c")]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["layers"] == "all" and result["features"] == "random:pase+"
+    weights = result["per_seed"][0]["layer_weights"]
+    assert len(weights) == 9 and sum(weights) == pytest.approx(1.0)

@@ -67,7 +67,6 @@ def evaluate(
     probe: probes.ProbeKind = "mlp",
     seeds: tp.Sequence[int] = (0, 1, 2),
     distortion: Distortion | None = None,
-    layers: str = "final",
 ) -> tuple[Result, np.ndarray]:
     """Evaluate ``features`` on ``task``: the result record and the summed confusion matrix."""
     start = time.time()
@@ -116,7 +115,7 @@ def evaluate(
         "task": task.name,
         "features": features.name,
         "probe": probe,
-        "layers": layers,
+        "layers": features.layers,
         "distort": distortion.spec if distortion else None,
         "accuracy": acc,
         "accuracy_std": acc_std,
@@ -145,7 +144,6 @@ def run_grid(
     probe: probes.ProbeKind = "mlp",
     seeds: tp.Sequence[int] = (0, 1, 2),
     distortion: Distortion | None = None,
-    layers: str = "final",
     log: tp.Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
 ) -> tuple[list[Result], dict[str, str]]:
     """Every (task, feature set) pair; one folder each, plus ``summary.*`` when there are several.
@@ -172,9 +170,7 @@ def run_grid(
             try:
                 # a fresh feature set per task: random encoders re-estimate on each task's audio
                 features = make_features()
-                result, cm = evaluate(
-                    task, features, cache, probe=probe, seeds=seeds, distortion=distortion, layers=layers
-                )
+                result, cm = evaluate(task, features, cache, probe=probe, seeds=seeds, distortion=distortion)
             except (TaskError, FeatureError, AudioError, ImportError) as exc:
                 errors[f"{task_name}/{feat_name}"] = str(exc)
                 log(f"pase eval: {task_name} / {feat_name}: {exc}")

@@ -125,7 +125,6 @@ def _main(args: argparse.Namespace) -> int:
         probe=args.probe,
         seeds=seeds,
         distortion=distortion,
-        layers=args.layers,
     )
     if errors:
         print(f"pase eval: {len(errors)} run(s) failed; see above", file=sys.stderr)

@@ -76,6 +76,7 @@ class FeatureSet(abc.ABC):
     """A frozen frame-level feature extractor: ``wav: [T] -> feats: [L, F, D]``."""
 
     name: str
+    layers: str = "final"  # "all": every hidden state, for a learned weighted sum
     num_layers: int = 1
 
     @abc.abstractmethod
@@ -139,8 +140,8 @@ class EncoderFeatures(FeatureSet):
         self._weights_hash = _sha(
             repr(getattr(encoder, "config", "")),
             *(
-                name.encode() + t.detach().cpu().contiguous().numpy().tobytes()
-                for name, t in sorted(encoder.state_dict().items())
+                key.encode() + t.detach().cpu().contiguous().numpy().tobytes()
+                for key, t in sorted(encoder.state_dict().items())
             ),
         )
 
