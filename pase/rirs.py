@@ -12,14 +12,17 @@ rooms and any folder of RIRs are the substitute (spec section 4).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import sys
 import time
 import typing as tp
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -83,30 +86,53 @@ def measure_rt60(rir: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
     return math.nan
 
 
-def _simulate(spec: RoomSpec) -> tuple[list[np.ndarray], list[float]]:
-    """Draw ``spec.n_rooms`` shoebox rooms and compute one RIR each (untruncated) with its RT60."""
-    import pyroomacoustics as pra
+Room = tuple[np.ndarray, float, np.ndarray, np.ndarray]  # dims (m), target RT60, source, mic
 
+
+def _draw_rooms(spec: RoomSpec) -> list[Room]:
+    """The rooms of ``spec``, drawn in one process so that the bank never depends on workers."""
     rng = np.random.default_rng(spec.seed)
     lo, hi = np.array(spec.size_min), np.array(spec.size_max)
-    rirs, rt60s = [], []
+    rooms = []
     for _ in range(spec.n_rooms):
         dims = rng.uniform(lo, hi)
-        absorption, max_order = pra.inverse_sabine(rng.uniform(*spec.rt60_range), dims)
-        room = pra.ShoeBox(dims, fs=SAMPLE_RATE, materials=pra.Material(absorption), max_order=max_order)
+        rt60 = float(rng.uniform(*spec.rt60_range))
         inner_lo, inner_hi = np.full(3, spec.wall_margin), dims - spec.wall_margin
         source = rng.uniform(inner_lo, inner_hi)
         mic = rng.uniform(inner_lo, inner_hi)
         while np.linalg.norm(mic - source) < spec.min_distance:
             mic = rng.uniform(inner_lo, inner_hi)
-        room.add_source(source)
-        room.add_microphone(mic)
-        room.compute_rir()
-        rir = np.asarray(room.rir[0][0], dtype=np.float32)
-        # Measured before truncation: cutting the tail would bend the decay curve.
-        rirs.append(rir)
-        rt60s.append(measure_rt60(rir))
-    return rirs, rt60s
+        rooms.append((dims, rt60, source, mic))
+    return rooms
+
+
+def _room_rir(room: Room, max_len: int) -> tuple[np.ndarray, float]:
+    """Image-source RIR of one shoebox room (walls from Sabine's formula), truncated to
+    ``max_len``, with the RT60 measured before truncation (cutting the tail bends the decay)."""
+    import pyroomacoustics as pra
+
+    dims, rt60, source, mic = room
+    absorption, max_order = pra.inverse_sabine(rt60, dims)
+    shoebox = pra.ShoeBox(dims, fs=SAMPLE_RATE, materials=pra.Material(absorption), max_order=max_order)
+    shoebox.add_source(source)
+    shoebox.add_microphone(mic)
+    shoebox.compute_rir()
+    rir = np.asarray(shoebox.rir[0][0], dtype=np.float32)
+    return rir[:max_len], measure_rt60(rir)
+
+
+def _simulate(spec: RoomSpec, workers: int) -> tuple[list[np.ndarray], list[float]]:
+    """RIRs ``[L_i]`` and RT60s of the rooms of ``spec``, over ``workers`` processes."""
+    rooms = _draw_rooms(spec)
+    run = functools.partial(_room_rir, max_len=spec.max_len)
+    if workers > 1:
+        # spawn, not fork: the parent may hold torch/OpenMP threads that a fork would break.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            results = list(pool.map(run, rooms, chunksize=4))
+    else:
+        results = [run(room) for room in rooms]
+    return [r for r, _ in results], [t for _, t in results]
 
 
 class RirBank:
@@ -166,10 +192,15 @@ class RirBank:
 
     @classmethod
     def simulated(
-        cls, spec: RoomSpec, cache_dir: str | os.PathLike[str] | None = None, verbose: bool = False
+        cls,
+        spec: RoomSpec,
+        cache_dir: str | os.PathLike[str] | None = None,
+        verbose: bool = False,
+        workers: int | None = None,
     ) -> RirBank:
         """The bank of ``spec``: loaded from ``cache_dir/rirs-<key>.npz`` when present, else
-        simulated once (seconds to a minute) and written there atomically."""
+        simulated once and written there atomically. ``workers`` processes simulate (default:
+        one per 8 rooms, at most 8 and the CPU count); the result does not depend on it."""
         path = Path(cache_dir or default_cache_dir()) / f"rirs-{spec.n_rooms}rooms-{spec.key()}.npz"
         if path.exists():
             try:
@@ -178,7 +209,9 @@ class RirBank:
             except (OSError, ValueError, KeyError) as exc:
                 warnings.warn(f"{path}: unreadable RIR cache ({exc}); simulating again", stacklevel=2)
         start = time.perf_counter()
-        raw, rt60 = _simulate(spec)
+        if workers is None:
+            workers = min(8, os.cpu_count() or 1, spec.n_rooms // 8)
+        raw, rt60 = _simulate(spec, workers)
         bank = cls.from_arrays(raw, [f"sim:{i}" for i in range(len(raw))], spec.max_len, rt60)
 
         def write(tmp: str) -> None:

@@ -234,7 +234,7 @@ def test_rir_bank_cache_is_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert first.rirs.shape[1] <= 8000 and np.allclose(np.abs(first.rirs).max(1), 1.0)
     assert np.all((first.rt60 > 0.1) & (first.rt60 < 0.6)), first.rt60
 
-    def no_simulation(spec: RoomSpec) -> None:
+    def no_simulation(spec: RoomSpec, workers: int) -> None:
         raise AssertionError("the cached bank was simulated again")
 
     monkeypatch.setattr(rirs, "_simulate", no_simulation)
@@ -242,6 +242,13 @@ def test_rir_bank_cache_is_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert np.array_equal(first.rirs, second.rirs) and np.array_equal(first.rt60, second.rt60)
     with pytest.raises(AssertionError, match="simulated again"):
         RirBank.simulated(RoomSpec(n_rooms=2, rt60_range=(0.2, 0.3), max_len=8000, seed=5), tmp_path)
+
+
+def test_parallel_simulation_gives_the_same_bank(tmp_path: Path) -> None:
+    spec = RoomSpec(n_rooms=2, rt60_range=(0.2, 0.25), max_len=4000, seed=3)
+    one = RirBank.simulated(spec, tmp_path / "a", workers=1)
+    two = RirBank.simulated(spec, tmp_path / "b", workers=2)
+    assert np.array_equal(one.rirs, two.rirs) and np.array_equal(one.rt60, two.rt60)
 
 
 def test_measure_rt60_of_exponential_decay() -> None:
