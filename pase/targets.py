@@ -512,28 +512,34 @@ class Target:
     fn: tp.Callable[[Tensor], Tensor]
 
 
-def _derived(fn: tp.Callable[[Tensor], Tensor]) -> tp.Callable[[Tensor], Tensor]:
-    return lambda wav: with_deltas(fn(wav))
+@dataclass(frozen=True)
+class _WithDeltas:
+    """``wav -> with_deltas(fn(wav))``; a class rather than a lambda so targets pickle."""
+
+    fn: tp.Callable[[Tensor], Tensor]
+
+    def __call__(self, wav: Tensor) -> Tensor:
+        return with_deltas(self.fn(wav))
 
 
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in [
         # PASE+: static + delta + delta-delta.
-        Target("lps", 3 * 1025, _derived(lps)),
-        Target("lps_long", 3 * 1025, _derived(functools.partial(lps, win_length=512))),
-        Target("fbank", 3 * 40, _derived(fbank)),
-        Target("fbank_long", 3 * 40, _derived(functools.partial(fbank, win_length=1024, n_fft=1024))),
-        Target("gammatone", 3 * 40, _derived(gammatone)),
-        Target("gammatone_long", 3 * 40, _derived(functools.partial(gammatone, win_length=2048))),
-        Target("mfcc", 3 * 13, _derived(mfcc)),
+        Target("lps", 3 * 1025, _WithDeltas(lps)),
+        Target("lps_long", 3 * 1025, _WithDeltas(functools.partial(lps, win_length=512))),
+        Target("fbank", 3 * 40, _WithDeltas(fbank)),
+        Target("fbank_long", 3 * 40, _WithDeltas(functools.partial(fbank, win_length=1024, n_fft=1024))),
+        Target("gammatone", 3 * 40, _WithDeltas(gammatone)),
+        Target("gammatone_long", 3 * 40, _WithDeltas(functools.partial(gammatone, win_length=2048))),
+        Target("mfcc", 3 * 13, _WithDeltas(mfcc)),
         Target(
             "mfcc_long",
             3 * 20,
-            _derived(functools.partial(mfcc, n_mfcc=20, win_length=2048, n_fft=2048)),
+            _WithDeltas(functools.partial(mfcc, n_mfcc=20, win_length=2048, n_fft=2048)),
         ),
-        Target("prosody", 3 * 4, _derived(prosody)),
-        # PASE v1: static only.
+        Target("prosody", 3 * 4, _WithDeltas(prosody)),
+        # PASE v1: static only; its 20 MFCCs use the short (25 ms) window.
         Target("lps_v1", 1025, lps),
         Target("mfcc_v1", 20, functools.partial(mfcc, n_mfcc=20)),
         Target("prosody_v1", 4, prosody),
