@@ -14,6 +14,7 @@ import torch
 from conftest import synth_speechlike
 
 from pase import rirs
+from pase.audio import load_audio
 from pase.distortions import (
     Distorter,
     DistortionConfig,
@@ -22,6 +23,7 @@ from pase.distortions import (
     band_stop,
     chop,
     register_cli,
+    speech_regions,
 )
 from pase.rirs import NoiseBank, RirBank, RoomSpec, measure_rt60
 
@@ -133,6 +135,17 @@ def test_chop_zeroes_requested_segments_centred_in_regions() -> None:
         for start, length in runs:  # centred in a speech region, within a 10 ms frame
             assert min(abs(start + length / 2 - c) for c in burst_centres) <= 160
     assert torch.equal(out[out != 0], wav[out != 0])
+
+
+@pytest.mark.realdata
+def test_vad_finds_word_like_regions_in_read_speech(speech_dir: Path) -> None:
+    files = sorted((speech_dir / "librispeech" / "train-clean-100").glob("*.flac"))[:16]
+    chunks = torch.stack([torch.from_numpy(np.resize(load_audio(f), 48000)[16000:]) for f in files])
+    first, last = speech_regions(chunks)
+    counts = (last >= 0).sum(-1).float()
+    assert counts.min() >= 1 and 2 <= counts.mean() <= 5, counts  # enough places to chop
+    length_ms = ((last - first) * 10 + 20)[last >= 0]
+    assert length_ms.min() > 40
 
 
 def test_distorter_chop_counts_and_durations(distorter: Distorter) -> None:
