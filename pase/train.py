@@ -1,0 +1,758 @@
+"""Self-supervised training: ``TrainConfig``, the loop, checkpoints, resume, DDP and logging.
+
+``pase train --preset pase+ --data DIR --out RUN`` trains on one device; the same command under
+``torchrun --nproc_per_node N`` trains with DDP (NCCL on CUDA, gloo on CPU). A run folder holds:
+
+- ``config.json``: the effective :class:`TrainConfig`;
+- ``checkpoint.pt``: model (encoder, workers, target statistics), optimizer, schedule, RNG states
+  of every rank, data cursor, step and config; written atomically every ``ckpt_every`` steps, on
+  SIGINT/SIGTERM and at the end; loads with ``torch.load(weights_only=True)``;
+- ``metrics.csv`` (``step,loss,<worker>...,lr,xrt``), ``valid.csv``, ``tb/`` (TensorBoard);
+- ``encoder/``: the trained encoder, for :meth:`pase.Encoder.from_pretrained`.
+
+Steps count completed optimizer updates from 1. ``--resume`` continues at the exact next step
+with the same batches, distortions and RNG draws, and truncates the logs to the checkpoint's
+step first, so every step appears once.
+
+Learning-rate schedule. ``poly`` (PASE+): ``lr = base * (1 - step / horizon) ** 0.9``, updated
+every step (the original updated it every 100 steps), where the horizon is *this invocation's*
+``max_steps``. Resuming with a larger ``max_steps`` therefore recomputes the decay against the new
+horizon: the learning rate jumps up to ``base * (1 - step / new_horizon) ** 0.9`` and decays to 0
+at the new end. ``step`` (PASE v1): halve every ``halve_every_epochs`` epochs.
+
+DDP: ``batch_size`` is per process, the global batch is ``batch_size * world_size``, and the
+learning rate is not scaled with it. Only rank 0 logs, shows progress and writes files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import json
+import math
+import os
+import random
+import signal
+import sys
+import threading
+import time
+import types
+import typing as tp
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from pase.audio import SAMPLE_RATE, AudioError, write_atomic
+from pase.data import (
+    MIN_SECONDS,
+    Batch,
+    ChunkBatches,
+    Utterance,
+    default_cache_dir,
+    load_corpus,
+    split_holdout,
+)
+from pase.distortions import DistortionConfig
+
+if tp.TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
+
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_FORMAT = 1
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a training run. Defaults are the PASE+ recipe (spec section 5)."""
+
+    #: Model preset for :meth:`pase.workers.PaseModel.from_preset`: encoder + worker set.
+    model: str = "pase+"
+    #: EncoderConfig fields that override the preset's encoder (e.g. a tiny encoder for tests).
+    encoder: dict[str, tp.Any] = dataclasses.field(default_factory=dict)
+    #: Training audio: folders, list files, CSV manifests or Kaldi wav.scp files.
+    data: list[str] = dataclasses.field(default_factory=list)
+    #: Resampled-audio cache folder; empty: ``pase.data.default_cache_dir()``; "none": in RAM.
+    cache_dir: str = ""
+    #: Files shorter than this are skipped (shorter ones are reflection-padded to a chunk).
+    min_seconds: float = MIN_SECONDS
+    #: Fraction of speakers (or files) held out for validation, and how.
+    valid_fraction: float = 0.1
+    holdout: tp.Literal["speaker", "file"] = "speaker"
+    #: Examples per optimizer step and per process (global batch = this x world size).
+    batch_size: int = 16
+    #: Samples per chunk (2 s at 16 kHz).
+    chunk_size: int = 32000
+    #: Divide each chunk by its peak and multiply by u ~ U(0, 1), as the original did.
+    amplitude_scaling: bool = True
+    #: Adam learning rates of the encoder and of the workers; Adam defaults otherwise.
+    encoder_lr: float = 1e-3
+    workers_lr: float = 5e-4
+    weight_decay: float = 0.0
+    #: "poly": base * (1 - step / max_steps) ** poly_power; "step": halve every N epochs.
+    lr_schedule: tp.Literal["poly", "step"] = "poly"
+    poly_power: float = 0.9
+    halve_every_epochs: int = 30
+    #: Clip the global gradient norm to this value; None (the recipe) does not clip.
+    grad_clip: float | None = None
+    #: Optimizer steps of this invocation's schedule (the decay horizon); or set ``epochs``.
+    max_steps: int | None = None
+    epochs: int | None = None
+    seed: int = 0
+    #: "cpu", "cuda" or "cuda:N"; under torchrun each process uses cuda:LOCAL_RANK.
+    device: str = "cpu"
+    #: "auto": bf16 autocast on CUDA, fp32 on CPU. "fp32" is the exact recipe.
+    precision: tp.Literal["auto", "bf16", "fp32"] = "auto"
+    log_every: int = 1
+    valid_every: int = 500
+    #: Validation batches (fixed windows and distortions, so curves are comparable).
+    valid_batches: int = 16
+    ckpt_every: int = 500
+    #: Batches of clean, amplitude-scaled training chunks for the target statistics.
+    stats_batches: int = 32
+    #: CPU threads per process; 0: all cores divided among the processes on this machine.
+    num_threads: int = 0
+    #: Online distortions of the anchor chunk (PASE+); ``DistortionConfig.none()`` for PASE.
+    distortions: DistortionConfig = dataclasses.field(default_factory=DistortionConfig.pase_plus)
+
+    @classmethod
+    def pase_plus(cls) -> TrainConfig:
+        """PASE+ (Ravanelli et al. 2020): batch 16, Adam 1e-3 / 5e-4, poly decay, distortions."""
+        return cls()
+
+    @classmethod
+    def pase(cls) -> TrainConfig:
+        """PASE v1 (Pascual et al. 2019): batch 32, Adam 5e-4, halved every 30 epochs, clean."""
+        return cls(
+            model="pase",
+            batch_size=32,
+            encoder_lr=5e-4,
+            workers_lr=5e-4,
+            lr_schedule="step",
+            distortions=DistortionConfig.none(),
+        )
+
+    @classmethod
+    def from_preset(cls, name: str) -> TrainConfig:
+        presets = {"pase+": cls.pase_plus, "pase_plus": cls.pase_plus, "pase": cls.pase}
+        if name not in presets:
+            raise ValueError(f"unknown training preset {name!r}; choose from 'pase+', 'pase'")
+        return presets[name]()
+
+    def to_dict(self) -> dict[str, tp.Any]:
+        return dataclasses.asdict(self)
+
+    def updated(self, overrides: tp.Mapping[str, tp.Any]) -> TrainConfig:
+        """A copy with ``overrides`` applied; a nested ``distortions`` dict updates field-wise."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
+        values = dict(overrides)
+        if isinstance(values.get("distortions"), tp.Mapping):
+            merged = {**self.distortions.to_dict(), **values["distortions"]}
+            values["distortions"] = DistortionConfig.from_dict(merged)
+        return dataclasses.replace(self, **values)
+
+    @classmethod
+    def from_dict(cls, d: tp.Mapping[str, tp.Any]) -> TrainConfig:
+        return cls().updated(d)
+
+
+def load_config_file(path: str | os.PathLike[str]) -> dict[str, tp.Any]:
+    """A JSON or YAML (``.yaml``/``.yml``) file of :class:`TrainConfig` fields."""
+    text = Path(path).read_text()
+    if str(path).endswith((".yaml", ".yml")):
+        import yaml
+
+        loaded = yaml.safe_load(text)
+    else:
+        loaded = json.loads(text)
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: expected a mapping of TrainConfig fields")
+    return loaded
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+@dataclasses.dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str) -> DistInfo:
+    """One process, or DDP when launched by torchrun (``RANK``/``WORLD_SIZE`` set)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: CUDA is not available on this machine")
+        return DistInfo(0, 1, torch.device(device))
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.startswith("cuda"):
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+        backend = "nccl"
+    else:
+        dev, backend = torch.device(device), "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    return DistInfo(rank, world, dev)
+
+
+# ----------------------------------------------------------------------------- schedule
+
+
+def learning_rate_factor(config: TrainConfig, step: int, horizon: int, steps_per_epoch: int) -> float:
+    """Multiplier of the base learning rates for the update that completes step ``step + 1``."""
+    if config.lr_schedule == "poly":
+        return max(0.0, 1.0 - step / horizon) ** config.poly_power
+    return 0.5 ** ((step // steps_per_epoch) // config.halve_every_epochs)
+
+
+# ----------------------------------------------------------------------------- RNG states
+
+
+def _rng_state(distortion_gen: torch.Generator) -> dict[str, tp.Any]:
+    """Every RNG this process draws from, as tensors and plain values (weights_only-loadable)."""
+    np_state = tp.cast(tuple[tp.Any, ...], np.random.get_state(legacy=True))
+    py_version, py_state, py_gauss = random.getstate()
+    state: dict[str, tp.Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "numpy_gauss": (int(np_state[3]), float(np_state[4])),
+        "python": (py_version, torch.tensor(py_state, dtype=torch.int64), py_gauss),
+        "distortions": distortion_gen.get_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: tp.Mapping[str, tp.Any], distortion_gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    keys = state["numpy_keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, state["numpy_pos"], *state["numpy_gauss"]))
+    py_version, py_state, py_gauss = state["python"]
+    random.setstate((py_version, tuple(int(x) for x in py_state.tolist()), py_gauss))
+    distortion_gen.set_state(state["distortions"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+# ----------------------------------------------------------------------------- logs
+
+
+class CsvLog:
+    """An append-only CSV log that a resumed run first truncates to its checkpoint's step."""
+
+    def __init__(self, path: Path, columns: list[str], keep_until: int | None) -> None:
+        self.path, self.columns = path, columns
+        if keep_until is not None and path.exists():
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                if reader.fieldnames != columns:
+                    raise ValueError(f"{path}: columns {reader.fieldnames} differ from {columns}")
+                kept = [row for row in reader if int(row["step"]) <= keep_until]
+            write_atomic(path, lambda tmp: self._write_rows(tmp, kept))
+        else:
+            write_atomic(path, lambda tmp: self._write_rows(tmp, []))
+
+    def _write_rows(self, tmp: str, rows: list[dict[str, str]]) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, self.columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def append(self, row: tp.Mapping[str, float | int]) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, self.columns).writerow({k: _fmt(v) for k, v in row.items()})
+
+
+def _fmt(value: float | int) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.6g}"
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM: the loop finishes its step, checkpoints and returns."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, tp.Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: types.FrameType | None) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _prefetch(batches: tp.Iterator[Batch], depth: int = 4) -> tp.Iterator[Batch]:
+    """Read batches ahead in a thread, so file reads overlap the step. Batches are a pure
+    function of their position, so reading ahead changes nothing but the timing."""
+    import queue
+
+    q: queue.Queue[Batch] = queue.Queue(maxsize=depth)
+    done = threading.Event()
+
+    def fill() -> None:
+        for batch in batches:
+            while not done.is_set():
+                with contextlib.suppress(queue.Full):
+                    q.put(batch, timeout=0.1)
+                    break
+            if done.is_set():
+                return
+
+    threading.Thread(target=fill, daemon=True).start()
+    try:
+        while True:
+            yield q.get()
+    finally:
+        done.set()
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _load_data(config: TrainConfig, info: DistInfo) -> tuple[list[Utterance], list[Utterance]]:
+    """Train and validation corpora. Rank 0 resamples and caches first; the other ranks then read
+    the cache, so no file is decoded twice and only rank 0 reports skipped files."""
+    if not config.data:
+        raise ValueError("no training data: pass --data (folders, list files, CSV or wav.scp)")
+    cache = None if config.cache_dir.lower() == "none" else config.cache_dir or default_cache_dir()
+    corpus: list[Utterance] = []
+    for main_turn in (True, False):
+        if info.is_main == main_turn:
+            report = _say if info.is_main else None
+            corpus = load_corpus(config.data, cache, config.min_seconds, report, info.is_main)
+        if info.world_size > 1:
+            dist.barrier()
+    return split_holdout(corpus, config.valid_fraction, config.holdout, config.seed)
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    if precision in ("auto", "fp32"):
+        return None
+    raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
+
+
+def _set_threads(config: TrainConfig, info: DistInfo) -> None:
+    if config.num_threads > 0:
+        torch.set_num_threads(config.num_threads)
+    elif info.device.type == "cpu" and info.world_size > 1:
+        # Each process would otherwise start one thread per core: N processes oversubscribe.
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+
+
+class Trainer:
+    """One training run in ``out``: build, resume if asked, loop, checkpoint, export.
+
+    ``on_step(step, row)`` is called on rank 0 after every logged step with the metrics row.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        out: str | os.PathLike[str],
+        resume: bool = False,
+        on_step: tp.Callable[[int, dict[str, float]], None] | None = None,
+        progress: bool = True,
+    ) -> None:
+        from pase.distortions import Distorter
+        from pase.encoder import EncoderConfig
+        from pase.workers import PaseModel
+
+        self.out, self.config, self.on_step = Path(out), config, on_step
+        self.info = info = setup_distributed(config.device)
+        self.progress = progress and info.is_main
+        _set_threads(config, info)
+        checkpoint = None
+        if (self.out / CHECKPOINT).exists():
+            if not resume:
+                raise ValueError(f"{self.out} already holds a run: pass --resume, or another --out")
+            checkpoint = torch.load(self.out / CHECKPOINT, map_location="cpu", weights_only=True)
+        elif resume and info.is_main:
+            _say(f"no checkpoint in {self.out}: starting a fresh run")
+
+        train_set, self.valid_set = _load_data(config, info)
+        self.batches = ChunkBatches(
+            train_set,
+            config.batch_size,
+            config.chunk_size,
+            config.seed,
+            info.rank,
+            info.world_size,
+            config.amplitude_scaling,
+        )
+        if config.max_steps is not None:
+            self.horizon = config.max_steps
+        elif config.epochs is not None:
+            self.horizon = config.epochs * self.batches.steps_per_epoch
+        else:
+            raise ValueError("set max_steps or epochs")
+
+        torch.manual_seed(config.seed + info.rank)
+        np.random.seed(config.seed + info.rank)
+        random.seed(config.seed + info.rank)
+        preset = EncoderConfig.from_preset(config.model).to_dict()
+        encoder_config = EncoderConfig.from_dict({**preset, **config.encoder})
+        self.model = PaseModel.from_preset(config.model, encoder_config=encoder_config)
+        self.model.to(info.device)
+        self.distorter = Distorter(config.distortions).to(info.device)
+        self.distortion_gen = torch.Generator(device=info.device)
+        self.distortion_gen.manual_seed(config.seed * 1000 + info.rank)
+        self.base_lrs = [config.encoder_lr, config.workers_lr]
+        groups = [self.model.encoder_parameters(), self.model.worker_parameters()]
+        self.optimizer = torch.optim.Adam(
+            [{"params": p, "lr": lr} for p, lr in zip(groups, self.base_lrs, strict=True)],
+            weight_decay=config.weight_decay,
+        )
+        self.step = 0
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        else:
+            self._fit_stats(train_set)
+        self.ddp: torch.nn.Module = self.model
+        if info.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [info.device.index] if info.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
+        self.autocast_dtype = _autocast_dtype(config.precision, info.device)
+
+    def _fit_stats(self, train_set: list[Utterance]) -> None:
+        # Every rank fits on the same clean stream (its own seed, so it is not the first training
+        # batches), so the statistics agree without a broadcast.
+        cfg = self.config
+        stream = ChunkBatches(
+            train_set, cfg.batch_size, cfg.chunk_size, cfg.seed + 1, 0, 1, cfg.amplitude_scaling
+        )
+        chunks = (b.chunk.to(self.info.device) for b in stream)
+        self.model.fit_target_stats(chunks, max_batches=cfg.stats_batches)
+
+    def _restore(self, checkpoint: tp.Mapping[str, tp.Any]) -> None:
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.step = int(checkpoint["step"])
+        self.batches.load_state_dict(checkpoint["data"])
+        rng = checkpoint["rng"]
+        if len(rng) == self.info.world_size:
+            _set_rng_state(rng[self.info.rank], self.distortion_gen)
+        elif self.info.is_main:
+            _say(
+                f"resuming a {len(rng)}-process run with {self.info.world_size}: the data "
+                "position is kept, random draws restart from the seed"
+            )
+
+    def _checkpoint(self) -> None:
+        rng = [_rng_state(self.distortion_gen)]
+        if self.info.world_size > 1:
+            # DDP broadcasts rank 0's buffers (BatchNorm running statistics) before every forward,
+            # then each rank updates them from its own batch; doing that broadcast now leaves
+            # every rank with the state the next step would use, so ranks agree and resume is exact.
+            for buffer in self.model.buffers():
+                dist.broadcast(buffer, 0)
+            gathered: list[tp.Any] = [None] * self.info.world_size
+            dist.all_gather_object(gathered, rng[0])
+            rng = gathered
+        if not self.info.is_main:
+            return
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "model_config": json.dumps(self.model.config_dict()),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": {"horizon": self.horizon, "base_lrs": self.base_lrs},
+            "data": self.batches.state_dict(),
+            "rng": rng,
+            "config": json.dumps(self.config.to_dict()),
+        }
+        write_atomic(self.out / CHECKPOINT, lambda tmp: torch.save(payload, tmp))
+
+    def _set_lr(self) -> float:
+        factor = learning_rate_factor(self.config, self.step, self.horizon, self.batches.steps_per_epoch)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base * factor
+        return self.base_lrs[0] * factor
+
+    def _losses(
+        self, batch: Batch, generator: torch.Generator, module: torch.nn.Module
+    ) -> dict[str, torch.Tensor]:
+        """Distort the anchor on the device, then every worker's loss."""
+        batch = batch.to(self.info.device, non_blocking=True)
+        distorted = self.distorter(batch.chunk, other=batch.rand, generator=generator)
+        autocast: tp.ContextManager[object] = contextlib.nullcontext()
+        if self.autocast_dtype is not None:
+            autocast = torch.autocast(self.info.device.type, dtype=self.autocast_dtype)
+        with autocast:
+            return tp.cast(dict[str, torch.Tensor], module(distorted, batch.chunk, batch.ctxt, batch.rand))
+
+    def validate(self) -> dict[str, float]:
+        """Mean losses over fixed validation batches: eval mode, fixed windows and distortions,
+        and the training RNG streams left untouched (so validation never changes training)."""
+        cfg = self.config
+        valid = ChunkBatches(
+            self.valid_set, cfg.batch_size, cfg.chunk_size, cfg.seed, 0, 1, cfg.amplitude_scaling
+        )
+        n = min(cfg.valid_batches, valid.steps_per_epoch)
+        gen = torch.Generator(device=self.info.device)
+        gen.manual_seed(cfg.seed)
+        totals = dict.fromkeys(self.model.worker_names, 0.0)
+        self.model.eval()
+        devices = [self.info.device] if self.info.device.type == "cuda" else []
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            for position in range(n):
+                for name, value in self._losses(valid.batch(0, position), gen, self.model).items():
+                    totals[name] += float(value) / n
+        self.model.train()
+        loss = float(self.model.total_loss({k: torch.tensor(v) for k, v in totals.items()}))
+        return {"loss": loss, **totals}
+
+    def run(self) -> int:
+        """Train up to ``horizon`` steps or until SIGINT/SIGTERM; returns the exit code."""
+        info = self.info
+        log = _RunLog(self, resumed=self.step > 0) if info.is_main else None
+        interrupted = False
+        batches = _prefetch(iter(self.batches))
+        with _StopFlag() as stop:
+            while self.step < self.horizon:
+                batch = next(batches)
+                lr = self._set_lr()
+                losses = self._losses(batch, self.distortion_gen, self.ddp)
+                total = self.model.total_loss(losses)
+                self.optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    self.model.parameters(), self.config.grad_clip or math.inf
+                )
+                self.optimizer.step()
+                self.step += 1
+                self.batches.load_state_dict(self.batches.state_after(batch))
+                if log is not None:
+                    log.step(self.step, total, losses, lr, grad_norm)
+                if _any_rank(stop.requested, info):
+                    interrupted = True
+                    break
+                if self.step % self.config.ckpt_every == 0 and self.step < self.horizon:
+                    self._checkpoint()
+            self._checkpoint()
+        if log is not None:
+            log.close()
+        if interrupted:
+            if info.is_main:
+                _say(f"interrupted at step {self.step}; checkpoint saved, continue with --resume")
+            return 130
+        if info.is_main:
+            self.model.encoder.save_pretrained(self.out / "encoder")
+            _say(f"done at step {self.step}; encoder saved to {self.out / 'encoder'}")
+        return 0
+
+
+class _RunLog:
+    """Rank 0's observability: progress bar, metrics.csv, valid.csv and TensorBoard."""
+
+    def __init__(self, trainer: Trainer, resumed: bool) -> None:
+        self.trainer = trainer
+        cfg, out, start = trainer.config, trainer.out, trainer.step
+        out.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(cfg.to_dict(), indent=2)
+        write_atomic(out / "config.json", lambda tmp: Path(tmp).write_text(text))
+        names = trainer.model.worker_names
+        keep = start if resumed else None
+        self.metrics = CsvLog(out / "metrics.csv", ["step", "loss", *names, "lr", "xrt"], keep)
+        self.valid = CsvLog(out / "valid.csv", ["step", "loss", *names], keep)
+        self.writer = _tensorboard(out / "tb", start + 1)
+        self.bar = None
+        if trainer.progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=trainer.horizon, initial=start, unit="step", dynamic_ncols=True)
+        world = trainer.info.world_size
+        self.audio_per_step = cfg.batch_size * world * cfg.chunk_size / SAMPLE_RATE
+        self.last_time, self.last_step = time.perf_counter(), start
+
+    def step(
+        self,
+        step: int,
+        total: torch.Tensor,
+        losses: dict[str, torch.Tensor],
+        lr: float,
+        grad_norm: torch.Tensor,
+    ) -> None:
+        cfg, trainer = self.trainer.config, self.trainer
+        last = step == trainer.horizon
+        if step % cfg.log_every == 0 or last:
+            now = time.perf_counter()
+            xrt = self.audio_per_step * (step - self.last_step) / (now - self.last_time)
+            self.last_time, self.last_step = now, step
+            row = {"step": step, "loss": float(total.detach())}
+            row.update({name: float(v.detach()) for name, v in losses.items()})
+            row.update(lr=lr, xrt=xrt)
+            self.metrics.append(row)
+            if self.writer is not None:
+                _log_tb(self.writer, step, row, float(grad_norm), trainer.optimizer)
+            if self.bar is not None:
+                self.bar.set_postfix(
+                    loss=f"{row['loss']:.3f}", xRT=f"{xrt:.1f}", audio_h_per_s=f"{xrt / 3600:.4f}"
+                )
+            if trainer.on_step is not None:
+                trainer.on_step(step, row)
+        if self.bar is not None:
+            self.bar.update(1)
+        if trainer.valid_set and (step % cfg.valid_every == 0 or last):
+            scores = trainer.validate()
+            self.valid.append({"step": step, **scores})
+            if self.writer is not None:
+                for name, value in scores.items():
+                    self.writer.add_scalar(f"valid/{name}", value, step)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _any_rank(flag: bool, info: DistInfo) -> bool:
+    """Whether any rank was asked to stop: all ranks must leave the loop at the same step."""
+    if info.world_size == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _tensorboard(path: Path, purge_step: int) -> SummaryWriter | None:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        _say("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
+        return None
+    # purge_step hides events that a killed run wrote after its last checkpoint.
+    return SummaryWriter(str(path), purge_step=purge_step)
+
+
+def _log_tb(
+    writer: SummaryWriter,
+    step: int,
+    row: tp.Mapping[str, float],
+    grad_norm: float,
+    optimizer: torch.optim.Optimizer,
+) -> None:
+    writer.add_scalar("train/loss", row["loss"], step)
+    for name, value in row.items():
+        if name not in ("step", "loss", "lr", "xrt"):
+            writer.add_scalar(f"worker/{name}", value, step)
+    writer.add_scalar("train/lr_encoder", optimizer.param_groups[0]["lr"], step)
+    writer.add_scalar("train/lr_workers", optimizer.param_groups[1]["lr"], step)
+    writer.add_scalar("train/grad_norm", grad_norm, step)
+    writer.add_scalar("train/xrt", row["xrt"], step)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+#: TrainConfig fields the CLI exposes as one JSON value (everything else maps to its type).
+_NESTED = "distortions"
+
+
+def _option_kwargs(hint: tp.Any) -> dict[str, tp.Any]:
+    """argparse keyword arguments that parse one dataclass field of type ``hint``."""
+    origin, args = tp.get_origin(hint), tp.get_args(hint)
+    if hint is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if origin in (tp.Union, types.UnionType) and type(None) in args:
+        inner = _option_kwargs(next(a for a in args if a is not type(None)))
+        parse = inner.get("type", str)
+        return {**inner, "type": lambda s: None if s.lower() == "none" else parse(s)}
+    if hint in (int, float, str):
+        return {"type": hint}
+    if origin is tp.Literal:
+        return {"choices": list(args)}
+    if origin is list:
+        return {"nargs": "+"}
+    return {"type": json.loads, "metavar": "JSON"}  # tuples and dicts
+
+
+def _add_field_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
+    hints = tp.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if not prefix and field.name == _NESTED:
+            continue
+        flag = f"--{prefix}{field.name.replace('_', '-')}"
+        kwargs = _option_kwargs(hints[field.name])
+        if "type" in kwargs or "nargs" in kwargs:
+            kwargs.setdefault("metavar", field.name.upper())
+        parser.add_argument(flag, dest=prefix + field.name, default=argparse.SUPPRESS, **kwargs)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run's config: the preset (or, with ``--resume``, the run's saved config), then the
+    ``--config`` file, then the options given on the command line."""
+    saved = Path(args.out) / "config.json"
+    if args.resume and saved.exists():
+        config = TrainConfig.from_dict(json.loads(saved.read_text()))
+    else:
+        config = TrainConfig.from_preset(args.preset)
+    if args.config:
+        config = config.updated(load_config_file(args.config))
+    given = vars(args)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    overrides: dict[str, tp.Any] = {k: v for k, v in given.items() if k in fields}
+    nested = {k.split(".", 1)[1]: v for k, v in given.items() if k.startswith(_NESTED + ".")}
+    if nested:
+        overrides[_NESTED] = nested
+    return config.updated(overrides)
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="self-supervised training (one process, or DDP under torchrun)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--preset", default="pase+", choices=["pase+", "pase"], help="the recipe")
+    p.add_argument("--out", required=True, help="run folder (checkpoint, logs, encoder/)")
+    p.add_argument("--config", help="JSON or YAML file of TrainConfig fields")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    _add_field_options(p, TrainConfig)
+    _add_field_options(p, DistortionConfig, prefix=_NESTED + ".")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+        return Trainer(config, args.out, resume=args.resume).run()
+    except (AudioError, ValueError, OSError) as err:
+        print(f"pase train: {err}", file=sys.stderr)
+        return 2
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

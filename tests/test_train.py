@@ -1,0 +1,171 @@
+"""`pase train`: config precedence, schedule, kill-and-resume, logs, export and 2-process DDP."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import typing as tp
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torch.multiprocessing as mp
+from conftest import synth_speechlike
+
+from pase import Encoder
+from pase.cli import build_parser
+from pase.train import TrainConfig, Trainer, config_from_args, learning_rate_factor
+
+TINY_ENCODER = {"channels": [8, 8, 8, 16, 16, 16, 16], "rnn_hidden": 16, "embedding_dim": 16}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 speakers x 2 files of 0.6 s speech-like audio, and one synthetic room response."""
+    root = tmp_path_factory.mktemp("train_corpus")
+    (root / "audio").mkdir()
+    for spk in range(8):
+        for utt in range(2):
+            wav = synth_speechlike(0.6, seed=10 * spk + utt) * (0.5 + 0.1 * spk)
+            sf.write(root / "audio" / f"{spk}-1-{utt}.wav", wav, 16000)
+    t = np.arange(2000) / 16000
+    rir = np.random.default_rng(0).standard_normal(2000) * np.exp(-t / 0.05)
+    rir[0] = 3.0
+    (root / "rir").mkdir()
+    sf.write(root / "rir" / "room.wav", rir.astype(np.float32), 16000)
+    return root
+
+
+def tiny_config(corpus: Path, **overrides: tp.Any) -> TrainConfig:
+    """PASE+ workers and every distortion, on a tiny encoder and 0.2 s chunks."""
+    return TrainConfig.pase_plus().updated(
+        {
+            "encoder": TINY_ENCODER,
+            "data": [str(corpus / "audio")],
+            "cache_dir": str(corpus / "cache"),
+            "min_seconds": 0.2,
+            "valid_fraction": 0.25,
+            "batch_size": 2,
+            "chunk_size": 3200,
+            "max_steps": 6,
+            "stats_batches": 2,
+            "valid_every": 3,
+            "valid_batches": 1,
+            "ckpt_every": 100,
+            "num_threads": 1,
+            "distortions": {"n_sim_rooms": 0, "rir_dir": str(corpus / "rir")},
+            **overrides,
+        }
+    )
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_config_precedence_preset_file_cli_and_resume(tmp_path: Path) -> None:
+    parser = build_parser()
+    run = tmp_path / "run"
+    args = parser.parse_args(["train", "--preset", "pase", "--out", str(run)])
+    assert config_from_args(args) == TrainConfig.pase()
+    assert TrainConfig.pase().batch_size == 32 and TrainConfig.pase_plus().encoder_lr == 1e-3
+
+    (tmp_path / "c.yaml").write_text("batch_size: 8\nseed: 3\ndistortions:\n  noise_p: 0.9\n")
+    argv = ["train", "--out", str(run), "--config", str(tmp_path / "c.yaml"), "--seed", "5"]
+    argv += ["--grad-clip", "1.5", "--no-amplitude-scaling", "--distortions.clip-p", "0"]
+    argv += ["--distortions.noise-snrs", "[3, 6]", "--data", "a", "b"]
+    cfg = config_from_args(parser.parse_args(argv))
+    assert (cfg.batch_size, cfg.seed, cfg.grad_clip, cfg.amplitude_scaling) == (8, 5, 1.5, False)
+    assert cfg.data == ["a", "b"] and cfg.encoder_lr == 1e-3
+    assert (cfg.distortions.noise_p, cfg.distortions.clip_p) == (0.9, 0.0)
+    assert cfg.distortions.noise_snrs == (3.0, 6.0)
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(cfg.to_dict()))
+    resumed = config_from_args(
+        parser.parse_args(["train", "--out", str(run), "--resume", "--max-steps", "9"])
+    )
+    assert resumed == cfg.updated({"max_steps": 9})
+    with pytest.raises(ValueError, match="unknown TrainConfig fields"):
+        cfg.updated({"batchsize": 1})
+
+
+def test_learning_rate_schedules() -> None:
+    poly = TrainConfig.pase_plus()
+    assert learning_rate_factor(poly, 0, 100, 10) == 1.0
+    assert learning_rate_factor(poly, 50, 100, 10) == pytest.approx(0.5**0.9)
+    # A resumed run with a longer horizon decays against the new one.
+    assert learning_rate_factor(poly, 50, 200, 10) == pytest.approx(0.75**0.9)
+    step = TrainConfig.pase()
+    assert [learning_rate_factor(step, s, 10**6, 10) for s in (0, 299, 300, 600)] == [1, 1, 0.5, 0.25]
+
+
+@pytest.mark.slow
+def test_kill_and_resume_equals_uninterrupted(corpus: Path, tmp_path: Path) -> None:
+    straight = tmp_path / "straight"
+    assert Trainer(tiny_config(corpus), straight, progress=False).run() == 0
+
+    def kill_at_3(step: int, row: dict[str, float]) -> None:
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    killed = tmp_path / "killed"
+    assert Trainer(tiny_config(corpus), killed, on_step=kill_at_3, progress=False).run() == 130
+    assert [int(r["step"]) for r in _rows(killed / "metrics.csv")] == [1, 2, 3]
+    assert not (killed / "encoder").exists()
+    with pytest.raises(ValueError, match="--resume"):
+        Trainer(tiny_config(corpus), killed, progress=False)
+    assert Trainer(tiny_config(corpus), killed, resume=True, progress=False).run() == 0
+
+    a, b = _rows(straight / "metrics.csv"), _rows(killed / "metrics.csv")
+    assert [int(r["step"]) for r in b] == [1, 2, 3, 4, 5, 6]
+    assert list(a[0])[:3] == ["step", "loss", "waveform"] and list(a[0])[-2:] == ["lr", "xrt"]
+    assert len(a[0]) == 2 + 12 + 2  # step, loss, the 12 PASE+ workers, lr, xrt
+    for ra, rb in zip(a, b, strict=True):
+        for col in list(ra)[1:-1]:  # every loss and the lr; xrt is a timing
+            assert float(ra[col]) == pytest.approx(float(rb[col]), rel=1e-4, abs=1e-6), col
+    assert [int(r["step"]) for r in _rows(killed / "valid.csv")] == [3, 6]
+    assert float(a[0]["lr"]) == pytest.approx(1e-3) and float(a[-1]["lr"]) < float(a[0]["lr"])
+
+    checkpoint = torch.load(killed / "checkpoint.pt", weights_only=True)
+    assert checkpoint["step"] == 6
+    encoder = Encoder.from_pretrained(killed / "encoder")
+    assert encoder.config.embedding_dim == 16
+    state = {k[len("encoder.") :]: v for k, v in checkpoint["model"].items() if k.startswith("encoder.")}
+    for name, value in encoder.state_dict().items():
+        torch.testing.assert_close(value, state[name])
+    assert any((killed / "tb").iterdir())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ddp_rank(rank: int, port: int, corpus: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank))
+    os.environ.update(WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2")
+    trainer = Trainer(tiny_config(Path(corpus), max_steps=3), out, progress=False)
+    assert trainer.run() == 0
+    torch.save(trainer.model.state_dict(), Path(out) / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes_end_with_identical_weights(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    mp.start_processes(_ddp_rank, args=(_free_port(), str(corpus), str(out)), nprocs=2, start_method="spawn")
+    ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for name, value in ranks[0].items():
+        assert torch.equal(value, ranks[1][name]), name
+    assert [int(r["step"]) for r in _rows(out / "metrics.csv")] == [1, 2, 3]
+    cfg = tiny_config(corpus)
+    assert json.loads((out / "config.json").read_text())["batch_size"] == cfg.batch_size
