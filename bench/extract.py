@@ -2,12 +2,12 @@
 
     python bench/extract.py --out bench/extract.json
 
-Every case runs on CPU (and CUDA when present) at each shape (batch 1 x 10 s, batch 8 x 4 s by
-default): one warm-up call at that shape, then the best of ``--repeats`` timed calls, in fp32
-under ``torch.inference_mode``. One more row times the whole ``pase extract`` pipeline (decode,
-batch, encode, write) on 16 generated 4 s FLAC files. ``x real time`` is seconds of audio
-divided by the best wall time. The JSON holds every row plus the thread count and load average,
-since numbers from a shared machine are only comparable within one run.
+Cases: PASE+ (QRNN scan and loop), PASE, PASE+'s QRNN layer alone (scan and loop) and the MFCC
+baseline, on CPU (and CUDA when present), at each shape (batch 1 x 10 s and batch 8 x 4 s). Each
+gets one warm-up call at that shape, then the best of ``--repeats`` timed calls, in fp32 under
+``torch.inference_mode``. One more row times the whole ``pase extract`` pipeline (decode, batch,
+encode, write) on 16 generated 4 s FLAC files. ``x real time`` is seconds of audio divided by
+the best wall time. The JSON holds every row plus the thread count and load average, since numbers from a shared machine are only comparable within one run.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from pathlib import Path
 
 import torch
 
-from pase.audio import SAMPLE_RATE, write_atomic
+from pase.audio import SAMPLE_RATE, num_frames, write_atomic
 from pase.encoder import Encoder, EncoderConfig
+from pase.qrnn import QRNN
 
 Shape = tuple[int, float]  # (batch size, seconds per item)
 DEFAULT_SHAPES: tuple[Shape, ...] = ((1, 10.0), (8, 4.0))
@@ -52,8 +53,31 @@ def candidates(device: torch.device) -> dict[str, tp.Callable[[torch.Tensor], ob
     fns: dict[str, tp.Callable[[torch.Tensor], object]] = {}
     for name, cfg in models.items():
         fns[name] = Encoder.from_config(cfg).to(device).eval()
+    for impl in ("scan", "loop"):
+        fns[f"qrnn layer alone ({impl})"] = qrnn_alone(impl, plus, device)
     fns["mfcc (torch baseline)"] = mfcc
     return fns
+
+
+def qrnn_alone(
+    impl: tp.Literal["loop", "scan"], cfg: EncoderConfig, device: torch.device
+) -> tp.Callable[[torch.Tensor], object]:
+    """PASE+'s QRNN layer by itself on ``[B, F, 512]`` features for ``wav: [B, T]``.
+
+    Inside the whole encoder the convolutions dominate and the loop/scan gap drowns in the noise
+    of a shared machine; alone, the layer shows it. The input is made once per shape, in the
+    warm-up call, so that its cost is not timed.
+    """
+    layer = QRNN(cfg.channels[-1], cfg.rnn_hidden, impl=impl).to(device).eval()
+    inputs: dict[tuple[int, int], torch.Tensor] = {}
+
+    def run(wav: torch.Tensor) -> object:
+        key = (wav.shape[0], num_frames(wav.shape[1]))
+        if key not in inputs:
+            inputs[key] = torch.randn(*key, cfg.channels[-1], device=wav.device)
+        return layer(inputs[key])
+
+    return run
 
 
 def run(devices: list[torch.device], shapes: tp.Sequence[Shape], repeats: int) -> list[dict]:
