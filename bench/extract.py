@@ -7,7 +7,8 @@ baseline, on CPU (and CUDA when present), at each shape (batch 1 x 10 s and batc
 gets one warm-up call at that shape, then the best of ``--repeats`` timed calls, in fp32 under
 ``torch.inference_mode``. One more row times the whole ``pase extract`` pipeline (decode, batch,
 encode, write) on 16 generated 4 s FLAC files. ``x real time`` is seconds of audio divided by
-the best wall time. The JSON holds every row plus the thread count and load average, since numbers from a shared machine are only comparable within one run.
+the best wall time. The JSON holds every row plus the thread count and load average, since
+numbers from a shared machine are only comparable within one run.
 """
 
 from __future__ import annotations
