@@ -513,6 +513,20 @@ class Trainer:
         with autocast:
             return tp.cast(dict[str, torch.Tensor], module(distorted, batch.chunk, batch.ctxt, batch.rand))
 
+    def train_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """One optimizer update on ``batch``: ``(total loss, worker losses, grad norm)``.
+
+        The gradient norm is measured before clipping (and clipping is off by default).
+        """
+        losses = self._losses(batch, self.distortion_gen, self.ddp)
+        total = self.model.total_loss(losses)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        max_norm = self.config.grad_clip or math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        self.optimizer.step()
+        return total, losses, grad_norm
+
     def validate(self) -> dict[str, float]:
         """Mean losses over fixed validation batches: eval mode, fixed windows and distortions,
         and the training RNG streams left untouched (so validation never changes training)."""
@@ -544,14 +558,7 @@ class Trainer:
             while self.step < self.horizon:
                 batch = next(batches)
                 lr = self._set_lr()
-                losses = self._losses(batch, self.distortion_gen, self.ddp)
-                total = self.model.total_loss(losses)
-                self.optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    self.model.parameters(), self.config.grad_clip or math.inf
-                )
-                self.optimizer.step()
+                total, losses, grad_norm = self.train_step(batch)
                 self.step += 1
                 self.batches.load_state_dict(self.batches.state_after(batch))
                 if log is not None:

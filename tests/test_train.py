@@ -19,6 +19,7 @@ from conftest import synth_speechlike
 
 from pase import Encoder
 from pase.cli import build_parser
+from pase.plots import plot_run
 from pase.train import TrainConfig, Trainer, config_from_args, learning_rate_factor
 
 TINY_ENCODER = {"channels": [8, 8, 8, 16, 16, 16, 16], "rnn_hidden": 16, "embedding_dim": 16}
@@ -142,6 +143,16 @@ def test_kill_and_resume_equals_uninterrupted(corpus: Path, tmp_path: Path) -> N
     for name, value in encoder.state_dict().items():
         torch.testing.assert_close(value, state[name])
     assert any((killed / "tb").iterdir())
+
+    png = plot_run(killed, smooth=2)
+    assert png == killed / "curves.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_names_the_missing_log(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="metrics.csv"):
+        plot_run(tmp_path)
+    args = build_parser().parse_args(["plot", str(tmp_path)])
+    assert args.func(args) == 2
 
 
 def _free_port() -> int:

@@ -1,0 +1,99 @@
+"""Training curves: ``pase plot RUN`` draws every worker's loss to ``RUN/curves.png``.
+
+One panel per logged loss (the total first, then each worker), the training curve from
+``RUN/metrics.csv`` and, where present, the validation points from ``RUN/valid.csv``. matplotlib
+(Agg backend) is imported only when a plot is drawn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pase.audio import write_atomic
+
+#: metrics.csv columns that are not losses.
+_NOT_LOSSES = ("step", "lr", "xrt")
+
+
+def read_log(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """A training log CSV as ``{column: values}`` (empty dict when the file is missing)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return {}
+    return {col: np.array([float(r[col]) for r in rows]) for col in rows[0]}
+
+
+def _smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing running mean over ``window`` points (the first points average what exists)."""
+    if window <= 1:
+        return values
+    csum = np.cumsum(np.insert(values, 0, 0.0))
+    idx = np.arange(1, len(values) + 1)
+    start = np.maximum(0, idx - window)
+    return (csum[idx] - csum[start]) / (idx - start)
+
+
+def plot_run(run: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, smooth: int = 1) -> Path:
+    """Draw the loss curves of ``run`` to ``out`` (default ``run/curves.png``); returns the path.
+
+    Raises ``FileNotFoundError`` naming the file when ``run/metrics.csv`` is missing or empty.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run = Path(run)
+    train = read_log(run / "metrics.csv")
+    if not train:
+        raise FileNotFoundError(f"{run / 'metrics.csv'}: no training log (is {run} a pase run?)")
+    valid = read_log(run / "valid.csv")
+    losses = [c for c in train if c not in _NOT_LOSSES]
+    cols = min(4, len(losses))
+    rows = math.ceil(len(losses) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, losses, strict=False):
+        ax.plot(train["step"], _smooth(train[name], smooth), lw=1.0, label="train")
+        if name in valid:
+            ax.plot(valid["step"], valid[name], "o-", ms=3, lw=1.0, label="valid")
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(losses) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.supxlabel("step", fontsize=9)
+    fig.tight_layout()
+    target = Path(out) if out is not None else run / "curves.png"
+    write_atomic(target, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    return target
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("plot", help="draw a training run's per-worker loss curves (PNG)")
+    p.add_argument("run", help="run folder written by `pase train`")
+    p.add_argument("--out", help="PNG path (default RUN/curves.png)")
+    p.add_argument("--smooth", type=int, default=1, help="running-mean window in logged steps")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    try:
+        path = plot_run(args.run, args.out, args.smooth)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"pase plot: {err}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
