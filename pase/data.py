@@ -255,9 +255,7 @@ def split_holdout(
     n_valid = min(len(groups) - 1, max(1, round(fraction * len(groups))))
     order = np.random.default_rng(seed).permutation(len(groups))
     held = {groups[i] for i in order[:n_valid]}
-    key: tp.Callable[[Utterance], str] = (
-        (lambda u: u.speaker) if by == "speaker" else (lambda u: str(u.path))
-    )
+    key: tp.Callable[[Utterance], str] = (lambda u: u.speaker) if by == "speaker" else (lambda u: str(u.path))
     return [u for u in corpus if key(u) not in held], [u for u in corpus if key(u) in held]
 
 
@@ -312,9 +310,9 @@ class ChunkBatches:
     ``batch_size * world_size`` examples of one step are split into contiguous per-rank slices,
     so ranks never share an example. The last incomplete global batch of an epoch is dropped.
 
-    Iterating yields batches from the cursor ``(epoch, position)`` and advances it. A consumer
-    that reads ahead (a prefetch thread) saves :meth:`state_after` of the last batch it *used*;
-    :meth:`load_state_dict` restores such a cursor.
+    Iterating yields batches from the cursor ``(epoch, position)`` on, without moving it: the
+    consumer records :meth:`state_after` of the last batch it *used* (with
+    :meth:`load_state_dict`), so reading ahead in a thread never changes what a checkpoint saves.
     """
 
     def __init__(
@@ -395,7 +393,9 @@ class ChunkBatches:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
 
     def __iter__(self) -> tp.Iterator[Batch]:
+        # A local cursor: a reader thread running ahead must not move the saved one.
+        cursor = self.state_dict()
         while True:
-            batch = self.batch(self.epoch, self.position)
-            self.load_state_dict(self.state_after(batch))
+            batch = self.batch(cursor["epoch"], cursor["position"])
+            cursor = self.state_after(batch)
             yield batch

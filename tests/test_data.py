@@ -154,6 +154,7 @@ def test_batches_deterministic_reshuffled_and_resumable(corpus_dir: Path) -> Non
 
     n = a.steps_per_epoch + 3  # cross an epoch boundary
     straight = [batch for batch, _ in zip(a, range(n), strict=False)]
+    assert a.state_dict() == {"epoch": 0, "position": 0}  # reading ahead never moves the cursor
     state = b.state_after(straight[n // 2])
     resumed = data.ChunkBatches(corpus, 2, CHUNK, seed=7, amplitude_scaling=False)
     resumed.load_state_dict(state)
