@@ -467,6 +467,8 @@ class Trainer:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.step = int(checkpoint["step"])
         self.batches.load_state_dict(checkpoint["data"])
+        if self.info.is_main:
+            _say(f"resuming {self.out} after step {self.step} (data {checkpoint['data']})")
         rng = checkpoint["rng"]
         if len(rng) == self.info.world_size:
             _set_rng_state(rng[self.info.rank], self.distortion_gen)
