@@ -22,22 +22,6 @@ def mel_to_hz(mel: torch.Tensor) -> torch.Tensor:
     return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
 
 
-def smooth_fft_size(n: int) -> int:
-    """Smallest 2^a 3^b 5^c >= n: FFTs of such sizes are fast, and a power of two can be ~2x larger."""
-    best = 1 << (n - 1).bit_length()
-    p5 = 1
-    while p5 < best:
-        p35 = p5
-        while p35 < best:
-            m = p35
-            while m < n:
-                m *= 2
-            best = min(best, m)
-            p35 *= 3
-        p5 *= 5
-    return best
-
-
 class SincConv(nn.Module):
     """Band-pass sinc filterbank, stride 1, "same" reflect padding, no bias.
 
@@ -105,20 +89,8 @@ class SincConv(nn.Module):
         filt = torch.cat([left, centre, torch.flip(left, dims=[1])], dim=1) / (2 * band[:, None])
         return filt.view(self.out_channels, 1, self.kernel_size)
 
-    def forward(self, x: torch.Tensor, use_fft: bool = True) -> torch.Tensor:
-        """``x: [B, 1, T] -> [B, C, T]``.
-
-        With ``use_fft`` the convolution is done by FFT: 251 taps on 64 filters make the direct
-        form the costliest layer of the encoder on a CPU (the same function to ~1e-6).
-        """
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: [B, 1, T] -> [B, C, T]``."""
         pad = self.kernel_size // 2
         x = F.pad(x, (pad, pad), mode="reflect")
-        filt = self.filters()
-        if not use_fft:
-            return F.conv1d(x, filt.to(x.dtype))
-        L = x.shape[-1]
-        n = smooth_fft_size(L)
-        X = torch.fft.rfft(x.float(), n=n)  # [B, 1, n/2+1]
-        H = torch.fft.rfft(torch.flip(filt[:, 0].float(), dims=[-1]), n=n)  # [C, n/2+1]
-        y = torch.fft.irfft(X * H, n=n)  # [B, C, n]: linear conv, no wrap since n >= L
-        return y[..., self.kernel_size - 1 : L].to(x.dtype)
+        return F.conv1d(x, self.filters().to(x.dtype))
