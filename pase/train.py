@@ -406,7 +406,22 @@ class Trainer:
         elif resume and info.is_main:
             _say(f"no checkpoint in {self.out}: starting a fresh run")
 
-        train_set, self.valid_set = _load_data(config, info)
+        train_set, valid_set = _load_data(config, info)
+        self.valid: ChunkBatches | None = None
+        if valid_set:
+            try:
+                self.valid = ChunkBatches(
+                    valid_set,
+                    config.batch_size,
+                    config.chunk_size,
+                    config.seed,
+                    0,
+                    1,
+                    config.amplitude_scaling,
+                )
+            except ValueError as err:
+                if info.is_main:
+                    _say(f"no validation: the held-out set is too small ({err})")
         self.batches = ChunkBatches(
             train_set,
             config.batch_size,
@@ -539,10 +554,9 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """Mean losses over fixed validation batches: eval mode, fixed windows and distortions,
         and the training RNG streams left untouched (so validation never changes training)."""
-        cfg = self.config
-        valid = ChunkBatches(
-            self.valid_set, cfg.batch_size, cfg.chunk_size, cfg.seed, 0, 1, cfg.amplitude_scaling
-        )
+        cfg, valid = self.config, self.valid
+        if valid is None:
+            raise ValueError("this run has no validation set (--valid-fraction 0 or too few files)")
         n = min(cfg.valid_batches, valid.steps_per_epoch)
         gen = torch.Generator(device=self.info.device)
         gen.manual_seed(cfg.seed)
@@ -642,7 +656,7 @@ class _RunLog:
                 trainer.on_step(step, row)
         if self.bar is not None:
             self.bar.update(1)
-        if trainer.valid_set and (step % cfg.valid_every == 0 or last):
+        if trainer.valid is not None and (step % cfg.valid_every == 0 or last):
             scores = trainer.validate()
             self.valid.append({"step": step, **scores})
             if self.writer is not None:
