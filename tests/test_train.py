@@ -137,6 +137,7 @@ def test_kill_and_resume_equals_uninterrupted(corpus: Path, tmp_path: Path) -> N
 
     checkpoint = torch.load(killed / "checkpoint.pt", weights_only=True)
     assert checkpoint["step"] == 6
+    assert checkpoint["data"] == {"epoch": 0, "position": 6}  # each step read a new batch
     encoder = Encoder.from_pretrained(killed / "encoder")
     assert encoder.config.embedding_dim == 16
     state = {k[len("encoder.") :]: v for k, v in checkpoint["model"].items() if k.startswith("encoder.")}
