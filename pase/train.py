@@ -359,6 +359,20 @@ def _load_data(config: TrainConfig, info: DistInfo) -> tuple[list[Utterance], li
     return split_holdout(corpus, config.valid_fraction, config.holdout, config.seed)
 
 
+def _chunk_batches(
+    config: TrainConfig, corpus: list[Utterance], seed: int, rank: int = 0, world_size: int = 1
+) -> ChunkBatches:
+    return ChunkBatches(
+        corpus,
+        config.batch_size,
+        config.chunk_size,
+        seed,
+        rank,
+        world_size,
+        config.amplitude_scaling,
+    )
+
+
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.bfloat16
@@ -410,27 +424,11 @@ class Trainer:
         self.valid: ChunkBatches | None = None
         if valid_set:
             try:
-                self.valid = ChunkBatches(
-                    valid_set,
-                    config.batch_size,
-                    config.chunk_size,
-                    config.seed,
-                    0,
-                    1,
-                    config.amplitude_scaling,
-                )
+                self.valid = _chunk_batches(config, valid_set, config.seed)
             except ValueError as err:
                 if info.is_main:
                     _say(f"no validation: the held-out set is too small ({err})")
-        self.batches = ChunkBatches(
-            train_set,
-            config.batch_size,
-            config.chunk_size,
-            config.seed,
-            info.rank,
-            info.world_size,
-            config.amplitude_scaling,
-        )
+        self.batches = _chunk_batches(config, train_set, config.seed, info.rank, info.world_size)
         if config.max_steps is not None:
             self.horizon = config.max_steps
         elif config.epochs is not None:
@@ -471,14 +469,18 @@ class Trainer:
         # Every rank fits on the same clean stream (its own seed, so it is not the first training
         # batches), so the statistics agree without a broadcast.
         cfg = self.config
-        stream = ChunkBatches(
-            train_set, cfg.batch_size, cfg.chunk_size, cfg.seed + 1, 0, 1, cfg.amplitude_scaling
-        )
+        stream = _chunk_batches(cfg, train_set, cfg.seed + 1)
         chunks = (b.chunk.to(self.info.device) for b in stream)
         self.model.fit_target_stats(chunks, max_batches=cfg.stats_batches)
 
     def _restore(self, checkpoint: tp.Mapping[str, tp.Any]) -> None:
-        self.model.load_state_dict(checkpoint["model"])
+        try:
+            self.model.load_state_dict(checkpoint["model"])
+        except RuntimeError as err:
+            raise ValueError(
+                f"{self.out / CHECKPOINT} does not fit the configured model (changed --model or "
+                f"--encoder?): {str(err).splitlines()[0]}"
+            ) from None
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.step = int(checkpoint["step"])
         self.batches.load_state_dict(checkpoint["data"])
