@@ -77,6 +77,8 @@ def load_audio(
         raise AudioError(path, "no such file")
     if p.is_dir():
         raise AudioError(path, "is a directory, not an audio file")
+    if p.stat().st_size == 0:
+        raise AudioError(path, "empty file (0 bytes)")
     try:
         data, sr = sf.read(str(p), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types (LibsndfileError, RuntimeError)

@@ -313,6 +313,14 @@ class Encoder(nn.Module):
             return feats
         return self._mask(feats, lengths)
 
+    @tp.overload
+    def extract_features(self, wav: torch.Tensor, lengths: None = None) -> list[torch.Tensor]: ...
+
+    @tp.overload
+    def extract_features(
+        self, wav: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor]: ...
+
     def extract_features(
         self, wav: torch.Tensor, lengths: torch.Tensor | None = None
     ) -> list[torch.Tensor] | tuple[list[torch.Tensor], torch.Tensor]:
