@@ -270,10 +270,7 @@ def encode_batch(
             if layers == "final":
                 out, frames = encoder(x, lengths=lengths)
             else:
-                states, frames = tp.cast(
-                    tuple[list[torch.Tensor], torch.Tensor],
-                    encoder.extract_features(x, lengths=lengths),
-                )
+                states, frames = encoder.extract_features(x, lengths=lengths)
                 out = torch.stack(states, dim=1)  # [B, L, F, D]
             for row, i in enumerate(short):
                 feats[i] = out[row, ..., : int(frames[row]), :].float().cpu().numpy()
