@@ -60,9 +60,7 @@ def test_sources_folder_list_csv_and_scp(corpus_dir: Path, tmp_path: Path) -> No
 
     scp = tmp_path / "kaldi" / "wav.scp"
     scp.parent.mkdir()
-    scp.write_text(
-        f"u1 {files[0]}\nu2 {files[1]}\nu3 flac -d -c x.flac |\nu4 sox y.wav -t wav - |\n"
-    )
+    scp.write_text(f"u1 {files[0]}\nu2 {files[1]}\nu3 flac -d -c x.flac |\nu4 sox y.wav -t wav - |\n")
     (scp.parent / "utt2spk").write_text("u1 alice\nu2 bob\n")
     lines: list[str] = []
     entries = data.read_source(scp, report=lines.append)
@@ -96,9 +94,7 @@ def test_short_and_unreadable_files_reported_once_and_skipped(tmp_path: Path) ->
     sf.write(root / "short.wav", synth_speechlike(0.1), 16000)
     (root / "broken.flac").write_bytes(b"not audio at all")
     lines: list[str] = []
-    corpus = data.load_corpus(
-        [root], cache_dir=tmp_path / "cache", min_seconds=0.5, report=lines.append
-    )
+    corpus = data.load_corpus([root], cache_dir=tmp_path / "cache", min_seconds=0.5, report=lines.append)
     assert [u.path.name for u in corpus] == ["good.wav"]
     assert len(lines) == 2
     assert any("broken.flac" in line and "decode" in line for line in lines)
@@ -145,9 +141,7 @@ def test_batches_deterministic_reshuffled_and_resumable(corpus_dir: Path) -> Non
     a = data.ChunkBatches(corpus, 2, CHUNK, seed=7, amplitude_scaling=False)
     b = data.ChunkBatches(corpus, 2, CHUNK, seed=7, amplitude_scaling=False)
     assert torch.equal(a.batch(1, 2).chunk, b.batch(1, 2).chunk)
-    assert not torch.equal(
-        a.batch(0, 0).chunk, data.ChunkBatches(corpus, 2, CHUNK, seed=8).batch(0, 0).chunk
-    )
+    assert not torch.equal(a.batch(0, 0).chunk, data.ChunkBatches(corpus, 2, CHUNK, seed=8).batch(0, 0).chunk)
     epoch0 = [_where(a.batch(0, p).chunk[k])[0] for p in range(a.steps_per_epoch) for k in range(2)]
     epoch1 = [_where(a.batch(1, p).chunk[k])[0] for p in range(a.steps_per_epoch) for k in range(2)]
     assert epoch0 != epoch1 and sorted(epoch0) == sorted(epoch1)  # same visits, new order
