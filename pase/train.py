@@ -115,6 +115,13 @@ class TrainConfig:
     stats_batches: int = 32
     #: CPU threads per process; 0: all cores divided among the processes on this machine.
     num_threads: int = 0
+    #: Python modules (or ``.py`` files) imported before the model is built, so that the worker
+    #: classes they register with ``@pase.workers.register_worker`` can be named below.
+    plugins: list[str] = dataclasses.field(default_factory=list)
+    #: The workers, as ``WorkerConfig`` dicts, replacing the preset's; None: the preset's.
+    workers: list[dict[str, tp.Any]] | None = None
+    #: Workers added to that list, e.g. ``[{"name": "energy", "kind": "log_energy"}]``.
+    extra_workers: list[dict[str, tp.Any]] = dataclasses.field(default_factory=list)
     #: Online distortions of the anchor chunk (PASE+); ``DistortionConfig.none()`` for PASE.
     distortions: DistortionConfig = dataclasses.field(default_factory=DistortionConfig.pase_plus)
 
@@ -406,7 +413,7 @@ class Trainer:
     ) -> None:
         from pase.distortions import Distorter
         from pase.encoder import EncoderConfig
-        from pase.workers import PaseModel
+        from pase.workers import PaseModel, WorkerConfig, load_plugins, preset_workers
 
         self.out, self.config, self.on_step = Path(out), config, on_step
         self.info = info = setup_distributed(config.device)
@@ -441,7 +448,14 @@ class Trainer:
         random.seed(config.seed + info.rank)
         preset = EncoderConfig.from_preset(config.model).to_dict()
         encoder_config = EncoderConfig.from_dict({**preset, **config.encoder})
-        self.model = PaseModel.from_preset(config.model, encoder_config=encoder_config)
+        load_plugins(config.plugins)
+        workers = (
+            [WorkerConfig.from_dict(w) for w in config.workers]
+            if config.workers is not None
+            else preset_workers(config.model)
+        )
+        workers += [WorkerConfig.from_dict(w) for w in config.extra_workers]
+        self.model = PaseModel(encoder_config, workers)
         self.model.to(info.device)
         self.distorter = Distorter(config.distortions).to(info.device)
         self.distortion_gen = torch.Generator(device=info.device)
@@ -727,7 +741,7 @@ def _option_kwargs(hint: tp.Any) -> dict[str, tp.Any]:
         return {"type": hint}
     if origin is tp.Literal:
         return {"choices": list(args)}
-    if origin is list:
+    if origin is list and args == (str,):
         return {"nargs": "+"}
     return {"type": json.loads, "metavar": "JSON"}  # tuples and dicts
 

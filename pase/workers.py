@@ -259,6 +259,32 @@ class SequencePredictiveCoding(Worker):
         return _bce_balanced(pos, neg)
 
 
+def load_plugins(names: tp.Iterable[str]) -> None:
+    """Import user modules that register workers: a module name (found from the current
+    directory too) or a path to a ``.py`` file. Errors name the plugin."""
+    import importlib
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    for name in names:
+        try:
+            if name.endswith(".py"):
+                path = Path(name)
+                spec = importlib.util.spec_from_file_location(path.stem, path)
+                if spec is None or spec.loader is None or not path.is_file():
+                    raise FileNotFoundError(f"no such file {path}")
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[path.stem] = module
+                spec.loader.exec_module(module)
+            else:
+                if "" not in sys.path and str(Path.cwd()) not in sys.path:
+                    sys.path.insert(0, str(Path.cwd()))
+                importlib.import_module(name)
+        except Exception as exc:
+            raise ValueError(f"cannot load worker plugin {name!r}: {type(exc).__name__}: {exc}") from exc
+
+
 def build_worker(config: WorkerConfig, embedding_dim: int) -> Worker:
     if config.kind not in WORKERS:
         raise ValueError(f"unknown worker kind {config.kind!r} for {config.name!r}; known: {sorted(WORKERS)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -181,3 +182,61 @@ def test_ddp_two_gloo_processes_end_with_identical_weights(corpus: Path, tmp_pat
     assert [int(r["step"]) for r in _rows(out / "metrics.csv")] == [1, 2, 3]
     cfg = tiny_config(corpus)
     assert json.loads((out / "config.json").read_text())["batch_size"] == cfg.batch_size
+
+
+PLUGIN = """
+import torch
+from pase.workers import Regressor, register_worker
+
+
+@register_worker("test_plugin_energy")
+class LogEnergy(Regressor):
+    @property
+    def target_dim(self) -> int:
+        return 1
+
+    def compute_target(self, wav: torch.Tensor) -> torch.Tensor:
+        frames = torch.nn.functional.pad(wav, (200, 200)).unfold(-1, 400, 160)
+        return frames[:, : -(-wav.shape[-1] // 160)].pow(2).mean(-1, keepdim=True).add(1e-8).log()
+"""
+
+
+def test_user_worker_from_a_plugin_file(corpus: Path, tmp_path: Path) -> None:
+    """A worker written in the user's own file is trained by naming it in the config."""
+    from pase.workers import WORKERS
+
+    plugin = tmp_path / "my_workers.py"
+    plugin.write_text(PLUGIN)
+    (tmp_path / "run.yaml").write_text(
+        f"plugins: [{plugin}]\n"
+        "workers: [{name: mfcc}]\n"
+        "extra_workers: [{name: energy, kind: test_plugin_energy, context: 3}]\n"
+    )
+    parser = build_parser()
+    args = parser.parse_args(
+        ["train", "--out", str(tmp_path / "run"), "--config", str(tmp_path / "run.yaml")]
+    )
+    config = config_from_args(args).updated(
+        {
+            k: v
+            for k, v in dataclasses.asdict(tiny_config(corpus, max_steps=2)).items()
+            if k not in PLUGIN_KEYS
+        }
+    )
+    try:
+        Trainer(config, tmp_path / "run", progress=False).run()
+        rows = _rows(tmp_path / "run" / "metrics.csv")
+        assert [r["step"] for r in rows] == ["1", "2"]
+        assert {"mfcc", "energy"} <= set(rows[0]) and "lps" not in rows[0]
+        assert all(np.isfinite(float(r["energy"])) for r in rows)
+    finally:
+        WORKERS.pop("test_plugin_energy", None)
+
+
+PLUGIN_KEYS = ("plugins", "workers", "extra_workers")
+
+
+def test_bad_plugin_is_a_clear_error(corpus: Path, tmp_path: Path) -> None:
+    config = tiny_config(corpus, plugins=[str(tmp_path / "missing.py")])
+    with pytest.raises(ValueError, match="cannot load worker plugin"):
+        Trainer(config, tmp_path / "run", progress=False)
