@@ -201,4 +201,3 @@ def test_import_pase_is_light() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-
