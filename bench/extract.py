@@ -9,6 +9,12 @@ gets one warm-up call at that shape, then the best of ``--repeats`` timed calls,
 encode, write) on 16 generated 4 s FLAC files. ``x real time`` is seconds of audio divided by
 the best wall time. The JSON holds every row plus the thread count and load average, since
 numbers from a shared machine are only comparable within one run.
+
+``--long-hours H`` adds one more row: ``pase extract`` on ONE generated FLAC of ``H`` hours, run
+once in a child process (its own wall time and peak RSS, from ``wait4``), checked for
+``ceil(T / 160)`` frames and against the 4 GB peak-memory limit.
+
+    python bench/extract.py --long-hours 1 --out bench/extract.json
 """
 
 from __future__ import annotations
@@ -16,8 +22,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 import typing as tp
 from pathlib import Path
@@ -30,6 +40,8 @@ from pase.qrnn import QRNN
 
 Shape = tuple[int, float]  # (batch size, seconds per item)
 DEFAULT_SHAPES: tuple[Shape, ...] = ((1, 10.0), (8, 4.0))
+#: Peak resident memory allowed when extracting one long file.
+LONG_RSS_LIMIT_GB = 4.0
 
 
 def timed(fn: tp.Callable[[torch.Tensor], object], wav: torch.Tensor) -> float:
@@ -152,6 +164,89 @@ def pipeline_row(device: torch.device, repeats: int, files: int = 16, seconds: f
     }
 
 
+def write_long_speech(path: Path, hours: float, block_seconds: float = 60.0, seed: int = 0) -> int:
+    """Write ``hours`` of speech-like 16 kHz FLAC to ``path`` one block at a time (so that the
+    whole signal is never in memory): 14 harmonics of an F0 gliding over 90-220 Hz, a syllabic
+    (4 Hz) envelope with pauses, plus noise. Returns the number of samples written."""
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    total = round(hours * 3600 * SAMPLE_RATE)
+    block = int(block_seconds * SAMPLE_RATE)
+    phase = 0.0
+    with sf.SoundFile(str(path), "w", SAMPLE_RATE, 1, subtype="PCM_16", format="FLAC") as f:
+        for start in range(0, total, block):
+            n = min(block, total - start)
+            t = (start + np.arange(n)) / SAMPLE_RATE
+            f0 = 155 + 65 * np.sin(2 * np.pi * 0.3 * t) * np.sin(2 * np.pi * 0.07 * t)
+            phases = phase + 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
+            phase = float(phases[-1] % (2 * np.pi))
+            voiced = sum(np.sin(k * phases) / k for k in range(1, 15))
+            envelope = np.clip(np.sin(2 * np.pi * 4 * t) + 0.3 * np.sin(2 * np.pi * 0.2 * t), 0, None)
+            wav = 0.15 * envelope * voiced + 0.01 * rng.standard_normal(n)
+            f.write(wav.astype(np.float32))
+    return total
+
+
+def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[int, float, float, float]:
+    """Run ``cmd``; ``(exit code, wall s, CPU s, peak RSS in bytes)`` of that child alone
+    (``os.wait4`` gives its own rusage, unlike ``RUSAGE_CHILDREN``, which maxes over all)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    # ru_maxrss is in kilobytes on Linux, bytes on macOS.
+    rss = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    return proc.returncode, wall, usage.ru_utime + usage.ru_stime, float(rss)
+
+
+def long_file_row(hours: float, device: torch.device, threads: int | None) -> dict:
+    """``pase extract --random-init`` on one generated file of ``hours`` in a child process
+    (peak RSS is host memory, on CUDA too)."""
+    import numpy as np
+
+    with tempfile.TemporaryDirectory(prefix="pase-long-") as tmp:
+        src, out = Path(tmp) / "long.flac", Path(tmp) / "out"
+        start = time.perf_counter()
+        samples = write_long_speech(src, hours)
+        print(
+            f"wrote {hours:g} h ({src.stat().st_size / 1e6:.0f} MB FLAC) in "
+            f"{time.perf_counter() - start:.0f} s; extracting ...",
+            file=sys.stderr,
+        )
+        cmd = [sys.executable, "-m", "pase", "extract", str(src), "--out", str(out)]
+        cmd += ["--random-init", "--no-progress", "--device", device.type]
+        env = dict(os.environ)
+        if threads is not None:
+            env["OMP_NUM_THREADS"] = str(threads)  # the child's torch thread count
+        code, wall, cpu, rss = run_measured(cmd, env)
+        expected = math.ceil(samples / 160)
+        feats_path = out / "long.npy"
+        shape = list(np.load(feats_path, mmap_mode="r").shape) if feats_path.exists() else None
+    frames_ok = code == 0 and shape is not None and shape[0] == expected
+    rss_gb = rss / 1e9
+    return {
+        "device": device.type,
+        "extractor": "pase extract, one long file (pase+, child process)",
+        "batch": 1,
+        "seconds": samples / SAMPLE_RATE,
+        "hours": hours,
+        "wall_s": round(wall, 2),
+        "x_real_time": round(samples / SAMPLE_RATE / wall, 1),
+        "cpu_s": round(cpu, 1),
+        "exit_code": code,
+        "frames": shape[0] if shape else None,
+        "expected_frames": expected,
+        "feature_shape": shape,
+        "frames_ok": frames_ok,
+        "peak_rss_gb": round(rss_gb, 3),
+        "rss_limit_gb": LONG_RSS_LIMIT_GB,
+        "passed": frames_ok and rss_gb <= LONG_RSS_LIMIT_GB,
+    }
+
+
 def table(rows: list[dict]) -> str:
     head = "| device | extractor | batch x seconds | best of repeats (s) | x real time |"
     lines = [head, "|---|---|---|---|---|"]
@@ -159,6 +254,18 @@ def table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['device']} | {r['extractor']} | {r['batch']} x {r['seconds']:g} | "
             f"{r['best_s']:.4f} | {r['x_real_time']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def long_table(rows: list[dict]) -> str:
+    head = "| device | hours | wall (s) | x real time | frames (expected) | peak RSS (GB) | limit | result |"
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        verdict = "pass" if r["passed"] else "FAIL (" + ("RSS" if r["frames_ok"] else "frames/exit") + ")"
+        lines.append(
+            f"| {r['device']} | {r['hours']:g} | {r['wall_s']:.1f} | {r['x_real_time']:.1f} | {r['frames']} "
+            f"({r['expected_frames']}) | {r['peak_rss_gb']:.2f} | {r['rss_limit_gb']:g} GB | {verdict} |"
         )
     return "\n".join(lines)
 
@@ -171,17 +278,30 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per case (best kept)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--no-cuda", action="store_true", help="CPU only even when CUDA is present")
+    parser.add_argument(
+        "--long-hours",
+        type=float,
+        default=0.0,
+        help="also extract ONE generated file of this many hours with `pase extract` in a child "
+        "process: wall time, peak RSS, frame count, 4 GB limit (default 0: off)",
+    )
+    parser.add_argument("--long-only", action="store_true", help="with --long-hours: skip the speed cases")
     args = parser.parse_args(argv)
+    if args.long_hours < 0 or (args.long_only and not args.long_hours):
+        parser.error("--long-hours must be >= 0, and --long-only needs --long-hours")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     devices = [torch.device("cpu")]
     if torch.cuda.is_available() and not args.no_cuda:
         devices.append(torch.device("cuda"))
     load_before = os.getloadavg()
-    rows = run(devices, DEFAULT_SHAPES, args.repeats)
-    rows += [pipeline_row(device, args.repeats) for device in devices]
+    rows: list[dict] = []
+    if not args.long_only:
+        rows = run(devices, DEFAULT_SHAPES, args.repeats)
+        rows += [pipeline_row(device, args.repeats) for device in devices]
+    long_rows = [long_file_row(args.long_hours, devices[-1], args.threads)] if args.long_hours else []
     result = {
-        "rows": rows,
+        "rows": rows + long_rows,
         "torch": torch.__version__,
         "cpu_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
@@ -196,7 +316,10 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
         Path(tmp).write_text(text)
 
     write_atomic(args.out, write)
-    print(table(rows))
+    if rows:
+        print(table(rows))
+    if long_rows:
+        print(long_table(long_rows))
     print(
         f"torch {result['torch']}, {result['cpu_threads']} CPU threads, 1-min load average "
         f"{load_before[0]:.1f} -> {os.getloadavg()[0]:.1f}; written to {args.out}"
