@@ -61,6 +61,8 @@ from pase.distortions import DistortionConfig
 if tp.TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
+    from pase.distortions import Distorter
+
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
 
@@ -366,6 +368,21 @@ def _load_data(config: TrainConfig, info: DistInfo) -> tuple[list[Utterance], li
     return split_holdout(corpus, config.valid_fraction, config.holdout, config.seed)
 
 
+def _build_distorter(config: TrainConfig, info: DistInfo) -> Distorter:
+    """Rank 0 builds (or loads) the simulated-room bank first; the other ranks then load its
+    disk cache instead of all simulating the same rooms at once."""
+    from pase.distortions import Distorter
+
+    distorter: Distorter | None = None
+    for main_turn in (True, False):
+        if info.is_main == main_turn:
+            distorter = Distorter(config.distortions)
+        if info.world_size > 1:
+            dist.barrier()
+    assert distorter is not None
+    return distorter.to(info.device)
+
+
 def _chunk_batches(
     config: TrainConfig, corpus: list[Utterance], seed: int, rank: int = 0, world_size: int = 1
 ) -> ChunkBatches:
@@ -411,7 +428,6 @@ class Trainer:
         on_step: tp.Callable[[int, dict[str, float]], None] | None = None,
         progress: bool = True,
     ) -> None:
-        from pase.distortions import Distorter
         from pase.encoder import EncoderConfig
         from pase.workers import PaseModel, WorkerConfig, load_plugins, preset_workers
 
@@ -457,7 +473,7 @@ class Trainer:
         workers += [WorkerConfig.from_dict(w) for w in config.extra_workers]
         self.model = PaseModel(encoder_config, workers)
         self.model.to(info.device)
-        self.distorter = Distorter(config.distortions).to(info.device)
+        self.distorter = _build_distorter(config, info)
         self.distortion_gen = torch.Generator(device=info.device)
         self.distortion_gen.manual_seed(config.seed * 1000 + info.rank)
         self.base_lrs = [config.encoder_lr, config.workers_lr]
