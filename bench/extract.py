@@ -66,29 +66,37 @@ def candidates(device: torch.device) -> dict[str, tp.Callable[[torch.Tensor], ob
     fns: dict[str, tp.Callable[[torch.Tensor], object]] = {}
     for name, cfg in models.items():
         fns[name] = Encoder.from_config(cfg).to(device).eval()
-    for impl in ("scan", "loop"):
+    impls: tuple[tp.Literal["loop", "scan"], ...] = ("scan", "loop")
+    for impl in impls:
         fns[f"qrnn layer alone ({impl})"] = qrnn_alone(impl, plus, device)
+    for impl in impls:
+        fns[f"qrnn layer fwd+bwd ({impl})"] = qrnn_alone(impl, plus, device, backward=True)
     fns["mfcc (torch baseline)"] = mfcc
     return fns
 
 
 def qrnn_alone(
-    impl: tp.Literal["loop", "scan"], cfg: EncoderConfig, device: torch.device
+    impl: tp.Literal["loop", "scan"], cfg: EncoderConfig, device: torch.device, backward: bool = False
 ) -> tp.Callable[[torch.Tensor], object]:
     """PASE+'s QRNN layer by itself on ``[B, F, 512]`` features for ``wav: [B, T]``.
 
     Inside the whole encoder the convolutions dominate and the loop/scan gap drowns in the noise
     of a shared machine; alone, the layer shows it. The input is made once per shape, in the
-    warm-up call, so that its cost is not timed.
+    warm-up call, so that its cost is not timed. With ``backward`` the layer runs forward and
+    backward with gradients, as in training, where the chunked scan is the fast path on CPU too.
     """
     layer = QRNN(cfg.channels[-1], cfg.rnn_hidden, impl=impl).to(device).eval()
     inputs: dict[tuple[int, int], torch.Tensor] = {}
 
     def run(wav: torch.Tensor) -> object:
         key = (wav.shape[0], num_frames(wav.shape[1]))
-        if key not in inputs:
-            inputs[key] = torch.randn(*key, cfg.channels[-1], device=wav.device)
-        return layer(inputs[key])
+        with torch.inference_mode(False), torch.set_grad_enabled(backward):
+            if key not in inputs:
+                inputs[key] = torch.randn(*key, cfg.channels[-1], device=wav.device, requires_grad=backward)
+            h, _ = layer(inputs[key])
+            if backward:
+                h.sum().backward()
+        return h
 
     return run
 
