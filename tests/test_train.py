@@ -184,33 +184,15 @@ def test_ddp_two_gloo_processes_end_with_identical_weights(corpus: Path, tmp_pat
     assert json.loads((out / "config.json").read_text())["batch_size"] == cfg.batch_size
 
 
-PLUGIN = """
-import torch
-from pase.workers import Regressor, register_worker
-
-
-@register_worker("test_plugin_energy")
-class LogEnergy(Regressor):
-    @property
-    def target_dim(self) -> int:
-        return 1
-
-    def compute_target(self, wav: torch.Tensor) -> torch.Tensor:
-        frames = torch.nn.functional.pad(wav, (200, 200)).unfold(-1, 400, 160)
-        return frames[:, : -(-wav.shape[-1] // 160)].pow(2).mean(-1, keepdim=True).add(1e-8).log()
-"""
-
-
 def test_user_worker_from_a_plugin_file(corpus: Path, tmp_path: Path) -> None:
     """A worker written in the user's own file is trained by naming it in the config."""
     from pase.workers import WORKERS
 
-    plugin = tmp_path / "my_workers.py"
-    plugin.write_text(PLUGIN)
+    plugin = Path(__file__).with_name("example_worker.py")
     (tmp_path / "run.yaml").write_text(
         f"plugins: [{plugin}]\n"
         "workers: [{name: mfcc}]\n"
-        "extra_workers: [{name: energy, kind: test_plugin_energy, context: 3}]\n"
+        "extra_workers: [{name: energy, kind: log_energy, context: 3}]\n"
     )
     parser = build_parser()
     args = parser.parse_args(
@@ -230,7 +212,7 @@ def test_user_worker_from_a_plugin_file(corpus: Path, tmp_path: Path) -> None:
         assert {"mfcc", "energy"} <= set(rows[0]) and "lps" not in rows[0]
         assert all(np.isfinite(float(r["energy"])) for r in rows)
     finally:
-        WORKERS.pop("test_plugin_energy", None)
+        WORKERS.pop("log_energy", None)
 
 
 PLUGIN_KEYS = ("plugins", "workers", "extra_workers")
