@@ -139,7 +139,6 @@ class RNNLayer(nn.Module):
 
     def __init__(self, cfg: EncoderConfig, input_size: int) -> None:
         super().__init__()
-        self.kind = cfg.rnn
         self.rnn: nn.Module
         if cfg.rnn == "qrnn":
             self.rnn = QRNN(input_size, cfg.rnn_hidden, impl=cfg.qrnn_impl)
@@ -274,9 +273,7 @@ class Encoder(nn.Module):
 
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
         """``wav: [B, T] -> [B, D, F]`` channels first (what workers consume during training)."""
-        self._check_input(wav)
-        x, skips = self._frontend(self._pad_to_hop(wav))
-        return self._head(x, skips)[0][-1]
+        return self.hidden_states(wav)[-1]
 
     def hidden_states(self, wav: torch.Tensor) -> list[torch.Tensor]:
         """``wav: [B, T]`` -> the hidden states, each ``[B, D, F]`` (channels first)."""

@@ -136,10 +136,14 @@ class Regressor(Worker):
         """Raw target of the clean chunk: ``wav: [B, T] -> [B, F, dim]`` (no gradient)."""
         return TARGETS[self.target_name].fn(wav)
 
-    def _target(self, wav: Tensor) -> Tensor:
-        # Targets are always float32 signal processing, outside any autocast region.
+    def raw_target(self, wav: Tensor) -> Tensor:
+        """:meth:`compute_target` as training runs it: float32 signal processing, no gradient,
+        outside any autocast region."""
         with torch.no_grad(), torch.autocast(wav.device.type, enabled=False):
-            t = self.compute_target(wav.float())
+            return self.compute_target(wav.float())
+
+    def _target(self, wav: Tensor) -> Tensor:
+        t = self.raw_target(wav)
         mean = tp.cast(Tensor, self.target_mean)
         std = tp.cast(Tensor, self.target_std)
         return ((t - mean) / std).transpose(1, 2)  # [B, dim, F]
@@ -381,8 +385,7 @@ class PaseModel(nn.Module):
             if max_batches is not None and i >= max_batches:
                 break
             for n, w in regs.items():
-                with torch.autocast(wav.device.type, enabled=False):
-                    stats[n].update(w.compute_target(wav.float()))
+                stats[n].update(w.raw_target(wav))
         frames = 0
         for n, w in regs.items():
             st = stats[n]
