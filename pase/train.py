@@ -321,31 +321,44 @@ def _prefetch(batches: tp.Iterator[Batch], pin: bool, depth: int = 4) -> tp.Iter
     step. Batches are a pure function of their position: reading ahead changes only timing."""
     import queue
 
-    q: queue.Queue[Batch] = queue.Queue(maxsize=depth)
+    q: queue.Queue[Batch | BaseException] = queue.Queue(maxsize=depth)
     done = threading.Event()
 
-    def fill() -> None:
-        for batch in batches:
-            if pin:
-                batch = dataclasses.replace(
-                    batch,
-                    chunk=batch.chunk.pin_memory(),
-                    ctxt=batch.ctxt.pin_memory(),
-                    rand=batch.rand.pin_memory(),
-                )
-            while not done.is_set():
-                with contextlib.suppress(queue.Full):
-                    q.put(batch, timeout=0.1)
-                    break
-            if done.is_set():
+    def put(item: Batch | BaseException) -> None:
+        while not done.is_set():
+            with contextlib.suppress(queue.Full):
+                q.put(item, timeout=0.1)
                 return
 
-    threading.Thread(target=fill, daemon=True).start()
+    def fill() -> None:
+        try:
+            for batch in batches:
+                if pin:
+                    batch = dataclasses.replace(
+                        batch,
+                        chunk=batch.chunk.pin_memory(),
+                        ctxt=batch.ctxt.pin_memory(),
+                        rand=batch.rand.pin_memory(),
+                    )
+                put(batch)
+                if done.is_set():
+                    return
+        except BaseException as err:  # handed to the training thread, raised there
+            put(err)
+
+    worker = threading.Thread(target=fill, name="pase-prefetch", daemon=True)
+    worker.start()
     try:
         while True:
-            yield q.get()
+            item = q.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
     finally:
+        # Stop and join the reader before returning: a daemon thread still inside torch code at
+        # interpreter shutdown is killed mid-C++ and aborts the process (seen as SIGABRT in DDP).
         done.set()
+        worker.join()
 
 
 def _say(line: str) -> None:
@@ -609,7 +622,7 @@ class Trainer:
         log = _RunLog(self, resumed=self.step > 0) if info.is_main else None
         interrupted = False
         batches = _prefetch(iter(self.batches), pin=info.device.type == "cuda")
-        with _StopFlag() as stop:
+        with _StopFlag() as stop, contextlib.closing(batches):
             while self.step < self.horizon:
                 batch = next(batches)
                 lr = self._set_lr()
@@ -633,6 +646,8 @@ class Trainer:
         if info.is_main:
             self.model.encoder.save_pretrained(self.out / "encoder")
             _say(f"done at step {self.step}; encoder saved to {self.out / 'encoder'}")
+        if info.world_size > 1:
+            dist.barrier()  # ranks leave together: no rank tears its process group down mid-save
         return 0
 
 

@@ -222,3 +222,31 @@ def test_bad_plugin_is_a_clear_error(corpus: Path, tmp_path: Path) -> None:
     config = tiny_config(corpus, plugins=[str(tmp_path / "missing.py")])
     with pytest.raises(ValueError, match="cannot load worker plugin"):
         Trainer(config, tmp_path / "run", progress=False)
+
+
+def test_prefetch_stops_its_reader_and_reraises_its_errors() -> None:
+    """Ending training joins the read-ahead thread (a live daemon thread inside torch code aborts
+    the process at exit), and an error while reading reaches the training loop, not a hang."""
+    import threading
+
+    from pase.train import _prefetch
+
+    def endless() -> tp.Iterator[int]:
+        n = 0
+        while True:
+            n += 1
+            yield n
+
+    batches = _prefetch(endless(), pin=False)  # type: ignore[arg-type]
+    assert [next(batches) for _ in range(3)] == [1, 2, 3]
+    batches.close()  # type: ignore[attr-defined]
+    assert not any(t.name == "pase-prefetch" for t in threading.enumerate())
+
+    def broken() -> tp.Iterator[int]:
+        yield 1
+        raise OSError("disk gone: a.wav")
+
+    batches = _prefetch(broken(), pin=False)  # type: ignore[arg-type]
+    assert next(batches) == 1
+    with pytest.raises(OSError, match="a.wav"):
+        next(batches)
