@@ -316,7 +316,7 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
-def _prefetch(batches: tp.Iterator[Batch], pin: bool, depth: int = 4) -> tp.Iterator[Batch]:
+def _prefetch(batches: tp.Iterator[Batch], pin: bool, depth: int = 4) -> tp.Generator[Batch, None, None]:
     """Read batches ahead in a thread (into pinned memory for CUDA), so file reads overlap the
     step. Batches are a pure function of their position: reading ahead changes only timing."""
     import queue

@@ -239,7 +239,7 @@ def test_prefetch_stops_its_reader_and_reraises_its_errors() -> None:
 
     batches = _prefetch(endless(), pin=False)  # type: ignore[arg-type]
     assert [next(batches) for _ in range(3)] == [1, 2, 3]
-    batches.close()  # type: ignore[attr-defined]
+    batches.close()
     assert not any(t.name == "pase-prefetch" for t in threading.enumerate())
 
     def broken() -> tp.Iterator[int]:
