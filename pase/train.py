@@ -365,19 +365,32 @@ def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+T = tp.TypeVar("T")
+
+
+def _main_rank_first(info: DistInfo, build: tp.Callable[[], T]) -> T:
+    """``build()`` on rank 0 first, then on the other ranks: what rank 0 writes to a disk cache
+    (resampled audio, simulated rooms) the others read instead of recomputing it all at once."""
+    result: T | None = None
+    for main_turn in (True, False):
+        if info.is_main == main_turn:
+            result = build()
+        if info.world_size > 1:
+            dist.barrier()
+    assert result is not None
+    return result
+
+
 def _load_data(config: TrainConfig, info: DistInfo) -> tuple[list[Utterance], list[Utterance]]:
     """Train and validation corpora. Rank 0 resamples and caches first; the other ranks then read
     the cache, so no file is decoded twice and only rank 0 reports skipped files."""
     if not config.data:
         raise ValueError("no training data: pass --data (folders, list files, CSV or wav.scp)")
     cache = None if config.cache_dir.lower() == "none" else config.cache_dir or default_cache_dir()
-    corpus: list[Utterance] = []
-    for main_turn in (True, False):
-        if info.is_main == main_turn:
-            report = _say if info.is_main else None
-            corpus = load_corpus(config.data, cache, config.min_seconds, report, info.is_main)
-        if info.world_size > 1:
-            dist.barrier()
+    report = _say if info.is_main else None
+    corpus = _main_rank_first(
+        info, lambda: load_corpus(config.data, cache, config.min_seconds, report, info.is_main)
+    )
     return split_holdout(corpus, config.valid_fraction, config.holdout, config.seed)
 
 
@@ -386,14 +399,7 @@ def _build_distorter(config: TrainConfig, info: DistInfo) -> Distorter:
     disk cache instead of all simulating the same rooms at once."""
     from pase.distortions import Distorter
 
-    distorter: Distorter | None = None
-    for main_turn in (True, False):
-        if info.is_main == main_turn:
-            distorter = Distorter(config.distortions)
-        if info.world_size > 1:
-            dist.barrier()
-    assert distorter is not None
-    return distorter.to(info.device)
+    return _main_rank_first(info, lambda: Distorter(config.distortions)).to(info.device)
 
 
 def _chunk_batches(
