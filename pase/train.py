@@ -62,6 +62,7 @@ if tp.TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
     from pase.distortions import Distorter
+    from pase.workers import WorkerConfig
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
@@ -124,6 +125,16 @@ class TrainConfig:
     workers: list[dict[str, tp.Any]] | None = None
     #: Workers added to that list, e.g. ``[{"name": "energy", "kind": "log_energy"}]``.
     extra_workers: list[dict[str, tp.Any]] = dataclasses.field(default_factory=list)
+    #: Names of workers removed from that list (an ablation: ``["waveform"]``).
+    drop_workers: list[str] = dataclasses.field(default_factory=list)
+    #: WorkerConfig fields changed per worker, e.g. ``{"gim": {"negatives": "batch"}}``.
+    worker_options: dict[str, dict[str, tp.Any]] = dataclasses.field(default_factory=dict)
+    #: Training time budget in seconds (None: none): the run stops when it is spent, and the
+    #: poly schedule decays over it (over whichever of max_steps and this comes first).
+    max_seconds: float | None = None
+    #: The clock of ``max_seconds``: "wall" (seconds of training steps), or "process" (CPU
+    #: seconds of this process: equal budgets stay equal when other jobs share the machine).
+    budget_clock: tp.Literal["wall", "process"] = "wall"
     #: Online distortions of the anchor chunk (PASE+); ``DistortionConfig.none()`` for PASE.
     distortions: DistortionConfig = dataclasses.field(default_factory=DistortionConfig.pase_plus)
 
@@ -221,10 +232,16 @@ def setup_distributed(device: str) -> DistInfo:
 # ----------------------------------------------------------------------------- schedule
 
 
-def learning_rate_factor(config: TrainConfig, step: int, horizon: int, steps_per_epoch: int) -> float:
-    """Multiplier of the base learning rates for the update that completes step ``step + 1``."""
+def learning_rate_factor(
+    config: TrainConfig, step: int, horizon: int, steps_per_epoch: int, seconds: float = 0.0
+) -> float:
+    """Multiplier of the base learning rates for the update that completes step ``step + 1``;
+    ``seconds`` of the time budget (``config.max_seconds``) spent so far."""
     if config.lr_schedule == "poly":
-        return max(0.0, 1.0 - step / horizon) ** config.poly_power
+        progress = step / horizon
+        if config.max_seconds:
+            progress = max(progress, seconds / config.max_seconds)
+        return max(0.0, 1.0 - progress) ** config.poly_power
     return 0.5 ** ((step // steps_per_epoch) // config.halve_every_epochs)
 
 
@@ -416,6 +433,25 @@ def _chunk_batches(
     )
 
 
+def select_workers(workers: list[WorkerConfig], config: TrainConfig) -> list[WorkerConfig]:
+    """``workers`` less ``config.drop_workers``, with ``config.worker_options`` applied."""
+    from pase.workers import WorkerConfig
+
+    names = {w.name for w in workers}
+    unknown = (set(config.drop_workers) | set(config.worker_options)) - names
+    if unknown:
+        raise ValueError(
+            f"drop_workers/worker_options name unknown workers {sorted(unknown)}; have {sorted(names)}"
+        )
+    kept = [w for w in workers if w.name not in config.drop_workers]
+    if not kept:
+        raise ValueError("drop_workers removes every worker: nothing would train the encoder")
+    return [
+        WorkerConfig.from_dict({**dataclasses.asdict(w), **config.worker_options.get(w.name, {})})
+        for w in kept
+    ]
+
+
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.bfloat16
@@ -475,8 +511,15 @@ class Trainer:
             self.horizon = config.max_steps
         elif config.epochs is not None:
             self.horizon = config.epochs * self.batches.steps_per_epoch
+        elif config.max_seconds is not None:
+            self.horizon = sys.maxsize  # the time budget ends the run
         else:
-            raise ValueError("set max_steps or epochs")
+            raise ValueError("set max_steps, epochs or max_seconds")
+        if config.max_seconds is not None and config.max_seconds <= 0:
+            raise ValueError(f"max_seconds must be positive, got {config.max_seconds}")
+        self.clock = time.process_time if config.budget_clock == "process" else time.perf_counter
+        #: Seconds of training steps so far (on ``config.budget_clock``), kept across resumes.
+        self.train_seconds = 0.0
 
         torch.manual_seed(config.seed + info.rank)
         np.random.seed(config.seed + info.rank)
@@ -490,7 +533,7 @@ class Trainer:
             else preset_workers(config.model)
         )
         workers += [WorkerConfig.from_dict(w) for w in config.extra_workers]
-        self.model = PaseModel(encoder_config, workers)
+        self.model = PaseModel(encoder_config, select_workers(workers, config))
         self.model.to(info.device)
         self.distorter = _build_distorter(config, info)
         self.distortion_gen = torch.Generator(device=info.device)
@@ -532,6 +575,7 @@ class Trainer:
             ) from None
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.step = int(checkpoint["step"])
+        self.train_seconds = float(checkpoint.get("train_seconds", 0.0))
         self.batches.load_state_dict(checkpoint["data"])
         if self.info.is_main:
             _say(f"resuming {self.out} after step {self.step} (data {checkpoint['data']})")
@@ -560,6 +604,7 @@ class Trainer:
         payload = {
             "format": CHECKPOINT_FORMAT,
             "step": self.step,
+            "train_seconds": self.train_seconds,
             "model": self.model.state_dict(),
             "model_config": json.dumps(self.model.config_dict()),
             "optimizer": self.optimizer.state_dict(),
@@ -571,22 +616,26 @@ class Trainer:
         write_atomic(self.out / CHECKPOINT, lambda tmp: torch.save(payload, tmp))
 
     def _set_lr(self) -> float:
-        factor = learning_rate_factor(self.config, self.step, self.horizon, self.batches.steps_per_epoch)
+        factor = learning_rate_factor(
+            self.config, self.step, self.horizon, self.batches.steps_per_epoch, self.train_seconds
+        )
         for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             group["lr"] = base * factor
         return self.base_lrs[0] * factor
 
-    def _losses(
-        self, batch: Batch, generator: torch.Generator, module: torch.nn.Module
-    ) -> dict[str, torch.Tensor]:
-        """Distort the anchor on the device, then every worker's loss."""
+    def _losses(self, batch: Batch, generator: torch.Generator, module: tp.Callable[..., T]) -> T:
+        """Distort the anchor on the device, then ``module(distorted, clean, ctxt, rand)``: every
+        worker's loss (the model or its DDP wrapper) or, with ``PaseModel.evaluate``, also metrics."""
         batch = batch.to(self.info.device, non_blocking=True)
-        distorted = self.distorter(batch.chunk, other=batch.rand, generator=generator)
+        # The overlapped speaker comes from ANOTHER item's rand: the item's own rand is its
+        # discriminators' negative, and mixing it into the anchor made 10 % of negatives half
+        # positive (the first version did that).
+        distorted = self.distorter(batch.chunk, other=batch.rand.roll(1, 0), generator=generator)
         autocast: tp.ContextManager[object] = contextlib.nullcontext()
         if self.autocast_dtype is not None:
             autocast = torch.autocast(self.info.device.type, dtype=self.autocast_dtype)
         with autocast:
-            return tp.cast(dict[str, torch.Tensor], module(distorted, batch.chunk, batch.ctxt, batch.rand))
+            return module(distorted, batch.chunk, batch.ctxt, batch.rand)
 
     def train_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """One optimizer update on ``batch``: ``(total loss, worker losses, grad norm)``.
@@ -603,8 +652,9 @@ class Trainer:
         return total, losses, grad_norm
 
     def validate(self) -> dict[str, float]:
-        """Mean losses over fixed validation batches: eval mode, fixed windows and distortions,
-        and the training RNG streams left untouched (so validation never changes training)."""
+        """Mean losses and worker metrics (e.g. ``lim_acc``) over fixed validation batches: eval
+        mode, fixed windows and distortions, and the training RNG streams left untouched (so
+        validation never changes training). The held-out set is speaker-disjoint by default."""
         cfg, valid = self.config, self.valid
         if valid is None:
             raise ValueError("this run has no validation set (--valid-fraction 0 or too few files)")
@@ -612,35 +662,49 @@ class Trainer:
         gen = torch.Generator(device=self.info.device)
         gen.manual_seed(cfg.seed)
         totals = dict.fromkeys(self.model.worker_names, 0.0)
+        metrics = dict.fromkeys(self.model.metric_names, 0.0)
         self.model.eval()
         devices = [self.info.device] if self.info.device.type == "cuda" else []
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
             for position in range(n):
-                for name, value in self._losses(valid.batch(0, position), gen, self.model).items():
+                losses, scores = self._losses(valid.batch(0, position), gen, self.model.evaluate)
+                for name, value in losses.items():
                     totals[name] += float(value) / n
+                for name, value in scores.items():
+                    metrics[name] += float(value) / n
         self.model.train()
         loss = float(self.model.total_loss({k: torch.tensor(v) for k, v in totals.items()}))
-        return {"loss": loss, **totals}
+        return {"loss": loss, **totals, **metrics}
+
+    def finished(self) -> bool:
+        """Whether the step horizon or the time budget is reached (all ranks agree)."""
+        spent = self.config.max_seconds is not None and self.train_seconds >= self.config.max_seconds
+        return self.step >= self.horizon or _any_rank(spent, self.info)
 
     def run(self) -> int:
-        """Train up to ``horizon`` steps or until SIGINT/SIGTERM; returns the exit code."""
+        """Train up to ``horizon`` steps (or ``max_seconds``) or until SIGINT/SIGTERM; returns the
+        exit code."""
         info = self.info
         log = _RunLog(self, resumed=self.step > 0) if info.is_main else None
         interrupted = False
         batches = _prefetch(iter(self.batches), pin=info.device.type == "cuda")
         with _StopFlag() as stop, contextlib.closing(batches):
-            while self.step < self.horizon:
+            done = self.finished()
+            while not done:
+                started = self.clock()
                 batch = next(batches)
                 lr = self._set_lr()
                 total, losses, grad_norm = self.train_step(batch)
                 self.step += 1
+                self.train_seconds += self.clock() - started
                 self.batches.load_state_dict(self.batches.state_after(batch))
+                done = self.finished()
                 if log is not None:
-                    log.step(self.step, total, losses, lr, grad_norm)
+                    log.step(self.step, total, losses, lr, grad_norm, last=done)
                 if _any_rank(stop.requested, info):
                     interrupted = True
                     break
-                if self.step % self.config.ckpt_every == 0 and self.step < self.horizon:
+                if self.step % self.config.ckpt_every == 0 and not done:
                     self._checkpoint()
             self._checkpoint()
         if log is not None:
@@ -669,13 +733,15 @@ class _RunLog:
         names = trainer.model.worker_names
         keep = start if resumed else None
         self.metrics = CsvLog(out / "metrics.csv", ["step", "loss", *names, "lr", "xrt"], keep)
-        self.valid = CsvLog(out / "valid.csv", ["step", "loss", *names], keep)
+        metric_names = trainer.model.metric_names
+        self.valid = CsvLog(out / "valid.csv", ["step", "loss", *names, *metric_names], keep)
         self.writer = _tensorboard(out / "tb", start + 1)
         self.bar = None
         if trainer.progress:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=trainer.horizon, initial=start, unit="step", dynamic_ncols=True)
+            total = None if trainer.horizon == sys.maxsize else trainer.horizon
+            self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
         world = trainer.info.world_size
         self.audio_per_step = cfg.batch_size * world * cfg.chunk_size / SAMPLE_RATE
         self.last_time, self.last_step = time.perf_counter(), start
@@ -687,9 +753,9 @@ class _RunLog:
         losses: dict[str, torch.Tensor],
         lr: float,
         grad_norm: torch.Tensor,
+        last: bool = False,
     ) -> None:
         cfg, trainer = self.trainer.config, self.trainer
-        last = step == trainer.horizon
         if step % cfg.log_every == 0 or last:
             now = time.perf_counter()
             xrt = self.audio_per_step * (step - self.last_step) / (now - self.last_time)

@@ -9,9 +9,16 @@ Kinds (``WorkerConfig.kind``):
 * ``regressor``: frame-wise MLP (1x1 conv 256->256, PReLU, 1x1 conv to ``dim x r``) predicting a
   standardised target of the CLEAN chunk (``pase.targets.TARGETS[target]``); each output frame
   predicts the ``r = 7`` target frames ``t-3 .. t+3`` (zero beyond the edges); MSE.
-* ``waveform``: transposed-conv decoder back to the clean samples (x160); L1, not standardised.
-* ``lim``: local info max, ``[e_chunk; e_ctxt]`` vs ``[e_chunk; e_rand]`` at every frame; BCE.
-* ``gim``: global info max on time-averaged encodings, 4B pairs, half positive; BCE.
+* ``waveform``: transposed-conv decoder back to the clean samples (x160); L1 on samples divided
+  by their fitted std (ours; the original regressed raw samples and its decoder never learned).
+* ``lim``: local info max: same utterance or not, at every frame (or pooled window); BCE.
+* ``gim``: global info max: the same on time-averaged encodings; BCE.
+
+Discriminator pairs are symmetric (ours, every preset): positives ``[a; c]`` and ``[c; a]``,
+negatives ``[a; r]`` and ``[r; a]`` (``a`` the distorted anchor, ``c`` its clean context, ``r`` a
+clean other file), so neither the slot nor "which input is distorted" predicts the label. The
+original GIM used negatives ``[a; r]`` and ``[c; r]``: with the clean ``c`` in the first slot the
+label was just "is the second input distorted?", a shortcut its head learned instead of identity.
 * ``spc``: sequence predictive coding (PASE v1): future vs past 5-frame blocks; BCE.
 
 Adding a task is one class registered with :func:`register_worker` and one ``WorkerConfig``
@@ -21,6 +28,7 @@ naming it (see the README for a 20-line example); the original never offered thi
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing as tp
 
 import torch
@@ -48,6 +56,18 @@ class WorkerConfig:
     hidden: int = 256
     #: Weight of this worker's loss in the total (1 for every worker in the reference).
     weight: float = 1.0
+    #: Discriminators (lim, gim): how a pair is scored. "mlp" (reference): an MLP on the
+    #: concatenation ``[x; y]``; "bilinear": ``<g(x), g(y)>`` with a shared MLP ``g``; "cosine":
+    #: the cosine of ``g(x)`` and ``g(y)`` over ``temperature``. The last two are symmetric.
+    head: tp.Literal["mlp", "bilinear", "cosine"] = "mlp"
+    #: Discriminators: "one" (reference): each anchor against its own ``rand``, balanced BCE;
+    #: "batch": InfoNCE, each anchor against its context and every ``ctxt``/``rand`` of the batch.
+    negatives: tp.Literal["one", "batch"] = "one"
+    #: Discriminators: frames mean-pooled per decision; None: the kind's own (lim 1, gim all),
+    #: 0: the whole chunk.
+    pool: int | None = None
+    #: Discriminators: logit scale of the cosine head (logit = cos / temperature).
+    temperature: float = 0.1
 
     @classmethod
     def from_dict(cls, d: dict[str, tp.Any]) -> WorkerConfig:
@@ -65,7 +85,13 @@ class WorkerBatch:
 
 
 class Worker(nn.Module):
-    """Base class: ``loss(batch) -> scalar``. Subclasses register with :func:`register_worker`."""
+    """Base class: ``loss(batch) -> scalar``. Subclasses register with :func:`register_worker`.
+
+    ``metrics(batch)`` gives validation scores beyond the loss (e.g. a discriminator's accuracy),
+    named ``<worker>_<metric>`` in the run's ``valid.csv``; ``metric_names`` lists them up front.
+    """
+
+    metric_names: tp.ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: WorkerConfig, embedding_dim: int) -> None:
         super().__init__()
@@ -74,6 +100,9 @@ class Worker(nn.Module):
 
     def loss(self, batch: WorkerBatch) -> Tensor:
         raise NotImplementedError
+
+    def metrics(self, batch: WorkerBatch) -> dict[str, Tensor]:
+        return {}
 
 
 WORKERS: dict[str, type[Worker]] = {}
@@ -97,8 +126,47 @@ def mlp_head(cin: int, hidden: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv1d(cin, hidden, 1), nn.PReLU(hidden), nn.Conv1d(hidden, cout, 1))
 
 
+class StandardisedTarget(Worker):
+    """A worker whose target is standardised per dimension by statistics fitted on clean
+    training chunks (:meth:`PaseModel.fit_target_stats`), kept in buffers so every checkpoint
+    carries them."""
+
+    def __init__(self, config: WorkerConfig, embedding_dim: int) -> None:
+        super().__init__(config, embedding_dim)
+        dim = self.target_dim
+        self.register_buffer("target_mean", torch.zeros(dim))
+        self.register_buffer("target_std", torch.ones(dim))
+        self.register_buffer("stats_fitted", torch.tensor(False))
+
+    @property
+    def target_dim(self) -> int:
+        raise NotImplementedError
+
+    def compute_target(self, wav: Tensor) -> Tensor:
+        """Raw target of the clean chunk: ``wav: [B, T] -> [B, F, dim]`` (no gradient)."""
+        raise NotImplementedError
+
+    def set_target_stats(self, mean: Tensor, std: Tensor) -> None:
+        """Standardise targets as ``(t - mean) / std`` from now on (``[dim]`` each)."""
+        for name, value in (("target_mean", mean), ("target_std", std)):
+            tp.cast(Tensor, getattr(self, name)).copy_(value)
+        tp.cast(Tensor, self.stats_fitted).fill_(True)
+
+    def raw_target(self, wav: Tensor) -> Tensor:
+        """:meth:`compute_target` as training runs it: float32 signal processing, no gradient,
+        outside any autocast region."""
+        with torch.no_grad(), torch.autocast(wav.device.type, enabled=False):
+            return self.compute_target(wav.float())
+
+    def _target(self, wav: Tensor) -> Tensor:
+        t = self.raw_target(wav)
+        mean = tp.cast(Tensor, self.target_mean)
+        std = tp.cast(Tensor, self.target_std)
+        return ((t - mean) / std).transpose(1, 2)  # [B, dim, F]
+
+
 @register_worker("regressor")
-class Regressor(Worker):
+class Regressor(StandardisedTarget):
     """Predicts ``r`` frames of a standardised target per encoder frame; MSE.
 
     Subclasses may override :meth:`compute_target` and :attr:`target_dim` to regress anything
@@ -107,12 +175,7 @@ class Regressor(Worker):
 
     def __init__(self, config: WorkerConfig, embedding_dim: int) -> None:
         super().__init__(config, embedding_dim)
-        dim = self.target_dim
-        self.head = mlp_head(embedding_dim, config.hidden, dim * config.context)
-        # Standardisation statistics live in buffers so they are saved with every checkpoint.
-        self.register_buffer("target_mean", torch.zeros(dim))
-        self.register_buffer("target_std", torch.ones(dim))
-        self.register_buffer("stats_fitted", torch.tensor(False))
+        self.head = mlp_head(embedding_dim, config.hidden, self.target_dim * config.context)
 
     @property
     def target_name(self) -> str:
@@ -126,27 +189,8 @@ class Regressor(Worker):
             )
         return TARGETS[self.target_name].dim
 
-    def set_target_stats(self, mean: Tensor, std: Tensor) -> None:
-        """Standardise targets as ``(t - mean) / std`` from now on (``[dim]`` each)."""
-        for name, value in (("target_mean", mean), ("target_std", std)):
-            tp.cast(Tensor, getattr(self, name)).copy_(value)
-        tp.cast(Tensor, self.stats_fitted).fill_(True)
-
     def compute_target(self, wav: Tensor) -> Tensor:
-        """Raw target of the clean chunk: ``wav: [B, T] -> [B, F, dim]`` (no gradient)."""
         return TARGETS[self.target_name].fn(wav)
-
-    def raw_target(self, wav: Tensor) -> Tensor:
-        """:meth:`compute_target` as training runs it: float32 signal processing, no gradient,
-        outside any autocast region."""
-        with torch.no_grad(), torch.autocast(wav.device.type, enabled=False):
-            return self.compute_target(wav.float())
-
-    def _target(self, wav: Tensor) -> Tensor:
-        t = self.raw_target(wav)
-        mean = tp.cast(Tensor, self.target_mean)
-        std = tp.cast(Tensor, self.target_std)
-        return ((t - mean) / std).transpose(1, 2)  # [B, dim, F]
 
     def loss(self, batch: WorkerBatch) -> Tensor:
         target = self._target(batch.clean)
@@ -165,8 +209,20 @@ class Regressor(Worker):
 
 
 @register_worker("waveform")
-class WaveformDecoder(Worker):
-    """Decodes the clean waveform from the features (x160 by transposed convs); L1."""
+class WaveformDecoder(StandardisedTarget):
+    """Decodes the clean waveform from the features (x160 by transposed convs); L1.
+
+    Two **ours** changes, measured on the packaged encoder and at init (issue 10): the original's
+    decoder, with PyTorch's default init and PReLU slopes 0, shrank its signal about 3x per layer,
+    so its output stayed near silence (std 0.001 vs 0.12 for the target) and the gradient it sent
+    to the encoder was 100-500x smaller than any other worker's: it never learned. Here every conv
+    is initialised to keep the variance of a ReLU network (He init, with each transposed conv's
+    true fan-in ``in x kernel / stride``), and the target samples are divided by their fitted std
+    (the loss is then on the scale of the standardised regressors). ``metrics`` reports
+    ``rel_l1``: the L1 over that of the all-zero prediction (1.0 = the silence predictor).
+    """
+
+    metric_names = ("rel_l1",)
 
     def __init__(self, config: WorkerConfig, embedding_dim: int) -> None:
         super().__init__(config, embedding_dim)
@@ -174,19 +230,128 @@ class WaveformDecoder(Worker):
         cin = embedding_dim
         # (channels, kernel, stride, padding): padding (k - s) / 2 makes each layer exactly x s.
         for cout, k, s in ((512, 30, 4), (256, 30, 4), (128, 30, 10)):
-            layers += [
-                nn.ConvTranspose1d(cin, cout, k, stride=s, padding=(k - s) // 2),
-                nn.PReLU(cout, init=0.0),
-            ]
+            up = nn.ConvTranspose1d(cin, cout, k, stride=s, padding=(k - s) // 2)
+            nn.init.normal_(up.weight, std=math.sqrt(2.0 * s / (cin * k)))
+            nn.init.zeros_(tp.cast(Tensor, up.bias))
+            layers += [up, nn.PReLU(cout, init=0.0)]
             cin = cout
-        layers += [nn.Conv1d(128, 64, 1), nn.PReLU(64, init=0.0), nn.Conv1d(64, 1, 1)]
+        proj, out = nn.Conv1d(128, 64, 1), nn.Conv1d(64, 1, 1)
+        nn.init.kaiming_normal_(proj.weight, nonlinearity="relu")
+        nn.init.normal_(out.weight, std=math.sqrt(1.0 / 64))
+        for conv in (proj, out):
+            nn.init.zeros_(tp.cast(Tensor, conv.bias))
+        layers += [proj, nn.PReLU(64, init=0.0), out]
         self.decoder = nn.Sequential(*layers)
 
+    @property
+    def target_dim(self) -> int:
+        return 1
+
+    def compute_target(self, wav: Tensor) -> Tensor:
+        return wav[..., None]  # [B, T, 1]: one "frame" per sample
+
+    def _pred_target(self, batch: WorkerBatch) -> tuple[Tensor, Tensor]:
+        pred = self.decoder(batch.chunk)[:, 0].float()  # [B, 160 F]
+        target = self._target(batch.clean)[:, 0]  # [B, T]
+        return pred, F.pad(target, (0, pred.shape[-1] - target.shape[-1]))
+
     def loss(self, batch: WorkerBatch) -> Tensor:
-        wav = self.decoder(batch.chunk)[:, 0].float()  # [B, 160 F]
-        clean = batch.clean.float()
-        clean = F.pad(clean, (0, wav.shape[-1] - clean.shape[-1]))
-        return F.l1_loss(wav, clean)
+        pred, target = self._pred_target(batch)
+        return F.l1_loss(pred, target)
+
+    def metrics(self, batch: WorkerBatch) -> dict[str, Tensor]:
+        pred, target = self._pred_target(batch)
+        return {"rel_l1": F.l1_loss(pred, target) / target.abs().mean().clamp_min(1e-12)}
+
+
+class PairDiscriminator(Worker):
+    """Same utterance or not, from pairs of encodings of the anchor ``a`` (distorted), its
+    context ``c`` (another window of the same file, clean) and ``r`` (another file, clean).
+
+    Encodings are mean-pooled over windows of ``pool`` frames (0: the whole chunk) and each
+    window of ``a`` is paired with the same window of ``c`` (positive) and ``r`` (negative).
+    Pairs are symmetric (see the module docstring). ``negatives="batch"`` scores each anchor
+    window against every ``c`` and ``r`` of the batch at that window (InfoNCE, 2B candidates,
+    all clean, so distortion is no cue either).
+
+    ``metrics`` reports ``acc``: the fraction of anchor windows whose positive scores above their
+    own negative (two-alternative forced choice; chance 0.5, a tie counts half).
+    """
+
+    metric_names = ("acc",)
+    default_pool = 1
+
+    def __init__(self, config: WorkerConfig, embedding_dim: int) -> None:
+        super().__init__(config, embedding_dim)
+        if config.head not in ("mlp", "bilinear", "cosine"):
+            raise ValueError(
+                f"worker {config.name!r}: head must be mlp, bilinear or cosine, got {config.head!r}"
+            )
+        if config.negatives not in ("one", "batch"):
+            raise ValueError(
+                f"worker {config.name!r}: negatives must be one or batch, got {config.negatives!r}"
+            )
+        self.pool = self.default_pool if config.pool is None else config.pool
+        if self.pool < 0:
+            raise ValueError(f"worker {config.name!r}: pool must be >= 0 (0: whole chunk), got {self.pool}")
+        if config.head == "mlp":
+            self.head = mlp_head(2 * embedding_dim, config.hidden, 1)
+        else:
+            self.head = mlp_head(embedding_dim, config.hidden, config.hidden)
+            self.bias = nn.Parameter(torch.zeros(()))
+
+    def _pooled(self, e: Tensor) -> Tensor:
+        """``[B, D, F] -> [B, D, W]`` windows (a trailing partial window is dropped)."""
+        if self.pool == 0 or self.pool >= e.shape[-1]:
+            return e.mean(dim=-1, keepdim=True)
+        if self.pool == 1:
+            return e
+        return F.avg_pool1d(e, self.pool)
+
+    def _embed(self, e: Tensor) -> Tensor:
+        g = self.head(e).float()
+        return F.normalize(g, dim=1) if self.config.head == "cosine" else g
+
+    def _score(self, x: Tensor, y: Tensor) -> Tensor:
+        """Logits of aligned pairs ``x[b, :, w]`` with ``y[b, :, w]``: ``[B, 1, W]``."""
+        if self.config.head == "mlp":
+            # Both slot orders, averaged: the score is symmetric like the similarity heads'.
+            xy = self.head(torch.cat([torch.cat([x, y], 1), torch.cat([y, x], 1)])).float()
+            return 0.5 * sum(xy.chunk(2))  # type: ignore[return-value]
+        gx, gy = self._embed(x), self._embed(y)
+        return self._logit((gx * gy).sum(1, keepdim=True))
+
+    def _logit(self, dot: Tensor) -> Tensor:
+        if self.config.head == "cosine":
+            return dot / self.config.temperature + self.bias
+        return dot / math.sqrt(self.config.hidden) + self.bias
+
+    def _all_scores(self, a: Tensor, cand: Tensor) -> Tensor:
+        """Logits of every anchor ``a[i]`` with every candidate ``cand[j]`` per window: ``[W, B, N]``."""
+        if self.config.head == "mlp":
+            B, N, W_ = a.shape[0], cand.shape[0], a.shape[-1]
+            ai = a[:, None].expand(B, N, *a.shape[1:]).reshape(B * N, -1, W_)
+            cj = cand[None].expand(B, N, *cand.shape[1:]).reshape(B * N, -1, W_)
+            return self._score(ai, cj).view(B, N, W_).permute(2, 0, 1)
+        ga, gc = self._embed(a), self._embed(cand)
+        return self._logit(torch.einsum("bdw,ndw->wbn", ga, gc))
+
+    def _pooled_triplet(self, batch: WorkerBatch) -> tuple[Tensor, Tensor, Tensor]:
+        return self._pooled(batch.chunk), self._pooled(batch.ctxt), self._pooled(batch.rand)
+
+    def loss(self, batch: WorkerBatch) -> Tensor:
+        a, c, r = self._pooled_triplet(batch)
+        if self.config.negatives == "one":
+            return _bce_balanced(self._score(a, c), self._score(a, r))
+        B = a.shape[0]
+        logits = self._all_scores(a, torch.cat([c, r]))  # [W, B, 2B]; candidate i is a[i]'s positive
+        labels = torch.arange(B, device=a.device).expand(logits.shape[0], B)
+        return F.cross_entropy(logits.reshape(-1, 2 * B), labels.reshape(-1))
+
+    def metrics(self, batch: WorkerBatch) -> dict[str, Tensor]:
+        a, c, r = self._pooled_triplet(batch)
+        pos, neg = self._score(a, c), self._score(a, r)
+        return {"acc": (pos > neg).float().mean() + 0.5 * (pos == neg).float().mean()}
 
 
 def _bce_balanced(pos: Tensor, neg: Tensor) -> Tensor:
@@ -196,32 +361,17 @@ def _bce_balanced(pos: Tensor, neg: Tensor) -> Tensor:
 
 
 @register_worker("lim")
-class LocalInfoMax(Worker):
-    """Same utterance or not, decided at every frame from ``[e_chunk; e_other]``."""
+class LocalInfoMax(PairDiscriminator):
+    """LIM: decided at every frame (frame t of the anchor with frame t of the other chunk)."""
 
-    def __init__(self, config: WorkerConfig, embedding_dim: int) -> None:
-        super().__init__(config, embedding_dim)
-        self.head = mlp_head(2 * embedding_dim, config.hidden, 1)
-
-    def loss(self, batch: WorkerBatch) -> Tensor:
-        pos = self.head(torch.cat([batch.chunk, batch.ctxt], dim=1))
-        neg = self.head(torch.cat([batch.chunk, batch.rand], dim=1))
-        return _bce_balanced(pos, neg)
+    default_pool = 1
 
 
 @register_worker("gim")
-class GlobalInfoMax(Worker):
-    """Same utterance or not, from time-averaged encodings: 2B positive and 2B negative pairs."""
+class GlobalInfoMax(PairDiscriminator):
+    """GIM: decided once per chunk, on time-averaged encodings."""
 
-    def __init__(self, config: WorkerConfig, embedding_dim: int) -> None:
-        super().__init__(config, embedding_dim)
-        self.head = mlp_head(2 * embedding_dim, config.hidden, 1)
-
-    def loss(self, batch: WorkerBatch) -> Tensor:
-        c, x, r = (e.mean(dim=-1, keepdim=True) for e in (batch.chunk, batch.ctxt, batch.rand))
-        pos = self.head(torch.cat([torch.cat([c, x], 1), torch.cat([x, c], 1)]))
-        neg = self.head(torch.cat([torch.cat([c, r], 1), torch.cat([x, r], 1)]))
-        return _bce_balanced(pos, neg)
+    default_pool = 0
 
 
 @register_worker("spc")
@@ -367,8 +517,14 @@ class PaseModel(nn.Module):
     def worker_names(self) -> list[str]:
         return list(self.workers.keys())
 
-    def regressors(self) -> dict[str, Regressor]:
-        return {n: w for n, w in self.workers.items() if isinstance(w, Regressor)}
+    def regressors(self) -> dict[str, StandardisedTarget]:
+        """The workers whose targets are standardised by fitted statistics."""
+        return {n: w for n, w in self.workers.items() if isinstance(w, StandardisedTarget)}
+
+    @property
+    def metric_names(self) -> list[str]:
+        """``<worker>_<metric>`` of every validation metric, in order."""
+        return [f"{n}_{m}" for n, w in self.workers.items() for m in tp.cast(Worker, w).metric_names]
 
     @property
     def has_target_stats(self) -> bool:
@@ -401,14 +557,30 @@ class PaseModel(nn.Module):
     def worker_parameters(self) -> list[nn.Parameter]:
         return list(self.workers.parameters())
 
-    def forward(self, chunk: Tensor, clean: Tensor, ctxt: Tensor, rand: Tensor) -> dict[str, Tensor]:
-        """``chunk``: the (distorted) anchor, ``clean``: the same anchor undistorted, ``ctxt``/``rand``:
-        the other two chunks, each ``[B, T]``. Returns the (unweighted) loss of every worker."""
+    def _worker_batch(self, chunk: Tensor, clean: Tensor, ctxt: Tensor, rand: Tensor) -> WorkerBatch:
         B = chunk.shape[0]
         emb = self.encoder.encode(torch.cat([chunk, ctxt, rand]))
         e_chunk, e_ctxt, e_rand = emb.split(B)
-        batch = WorkerBatch(clean=clean, chunk=e_chunk, ctxt=e_ctxt, rand=e_rand)
+        return WorkerBatch(clean=clean, chunk=e_chunk, ctxt=e_ctxt, rand=e_rand)
+
+    def forward(self, chunk: Tensor, clean: Tensor, ctxt: Tensor, rand: Tensor) -> dict[str, Tensor]:
+        """``chunk``: the (distorted) anchor, ``clean``: the same anchor undistorted, ``ctxt``/``rand``:
+        the other two chunks, each ``[B, T]``. Returns the (unweighted) loss of every worker."""
+        batch = self._worker_batch(chunk, clean, ctxt, rand)
         return {name: tp.cast(Worker, w).loss(batch) for name, w in self.workers.items()}
+
+    def evaluate(
+        self, chunk: Tensor, clean: Tensor, ctxt: Tensor, rand: Tensor
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Like :meth:`forward`, plus every worker's validation metrics (``<worker>_<metric>``)
+        computed on the same encodings."""
+        batch = self._worker_batch(chunk, clean, ctxt, rand)
+        losses, metrics = {}, {}
+        for name, w in self.workers.items():
+            worker = tp.cast(Worker, w)
+            losses[name] = worker.loss(batch)
+            metrics.update({f"{name}_{k}": v for k, v in worker.metrics(batch).items()})
+        return losses, metrics
 
     def total_loss(self, losses: dict[str, Tensor]) -> Tensor:
         """Weighted sum of the worker losses (all weights 1 in the reference recipe)."""

@@ -250,3 +250,54 @@ def test_prefetch_stops_its_reader_and_reraises_its_errors() -> None:
     assert next(batches) == 1
     with pytest.raises(OSError, match="a.wav"):
         next(batches)
+
+
+def test_time_budget_ends_the_run_and_drives_the_schedule(corpus: Path, tmp_path: Path) -> None:
+    """``max_seconds`` alone ends a run once its steps have used the budget, the poly decay runs
+    over it, and the spent time survives a checkpoint."""
+    cfg = tiny_config(corpus, max_steps=None, max_seconds=1.5, valid_every=1000)
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    assert trainer.run() == 0
+    assert 1.5 <= trainer.train_seconds < 60 and trainer.step >= 1
+    rows = _rows(tmp_path / "run" / "metrics.csv")
+    lrs = [float(r["lr"]) for r in rows]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < lrs[0]
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert saved["train_seconds"] == pytest.approx(trainer.train_seconds)
+    assert len(_rows(tmp_path / "run" / "valid.csv")) == 1  # the final validation
+    half = learning_rate_factor(cfg, 0, 10**9, 10, seconds=0.75)
+    assert half == pytest.approx(0.5**0.9)
+
+
+def test_drop_workers_and_worker_options(corpus: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(
+        corpus,
+        drop_workers=["waveform", "lps", "lps_long"],
+        worker_options={"gim": {"negatives": "batch", "head": "cosine"}, "lim": {"pool": 4}},
+        max_steps=2,
+        valid_every=2,
+    )
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    assert "waveform" not in trainer.model.workers and len(trainer.model.workers) == 9
+    assert trainer.model.workers["gim"].config.negatives == "batch"
+    assert trainer.run() == 0
+    valid = _rows(tmp_path / "run" / "valid.csv")[-1]
+    # discriminators report their pair accuracy on the held-out speakers
+    assert 0.0 <= float(valid["lim_acc"]) <= 1.0 and 0.0 <= float(valid["gim_acc"]) <= 1.0
+    with pytest.raises(ValueError, match="unknown workers"):
+        Trainer(tiny_config(corpus, drop_workers=["nope"]), tmp_path / "bad", progress=False)
+
+
+def test_overlap_interferer_is_never_the_items_own_negative(corpus: Path, tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config(corpus), tmp_path / "run", progress=False)
+    seen: dict[str, torch.Tensor] = {}
+
+    def spy(chunk: torch.Tensor, *, other: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        seen["other"] = other
+        return chunk
+
+    trainer.distorter = spy  # type: ignore[assignment]
+    batch = next(iter(trainer.batches))
+    trainer._losses(batch, trainer.distortion_gen, trainer.model)
+    for i in range(batch.rand.shape[0]):
+        assert not torch.equal(seen["other"][i], batch.rand[i])
