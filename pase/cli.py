@@ -1,4 +1,4 @@
-"""The ``pase`` command line: ``pase extract | train | eval | plot | show-distortions | convert-original``.
+"""The ``pase`` command line: ``pase COMMAND`` (extract, train, eval, ablate, plot, show-distortions, ...).
 
 Each command lives beside the code it drives; its module exposes ``register_cli(subparsers)``,
 which adds an argparse sub-parser and sets ``func`` to a handler returning an exit code.
@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "pase.extract",
     "pase.train",
     "pase.eval.cli",
+    "pase.ablate",
     "pase.plots",
     "pase.distortions",
     "pase.hub",

@@ -129,6 +129,9 @@ class TrainConfig:
     drop_workers: list[str] = dataclasses.field(default_factory=list)
     #: WorkerConfig fields changed per worker, e.g. ``{"gim": {"negatives": "batch"}}``.
     worker_options: dict[str, dict[str, tp.Any]] = dataclasses.field(default_factory=dict)
+    #: Take each item's negative (``rand``) from the previous item's ``ctxt`` instead of reading
+    #: a third chunk: the encoder runs on 2B chunks instead of 3B. False: the reference.
+    rand_from_batch: bool = False
     #: Training time budget in seconds (None: none): the run stops when it is spent, and the
     #: poly schedule decays over it (over whichever of max_steps and this comes first).
     max_seconds: float | None = None
@@ -635,7 +638,8 @@ class Trainer:
         if self.autocast_dtype is not None:
             autocast = torch.autocast(self.info.device.type, dtype=self.autocast_dtype)
         with autocast:
-            return module(distorted, batch.chunk, batch.ctxt, batch.rand)
+            rand = None if self.config.rand_from_batch else batch.rand
+            return module(distorted, batch.chunk, batch.ctxt, rand)
 
     def train_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """One optimizer update on ``batch``: ``(total loss, worker losses, grad norm)``.
