@@ -29,6 +29,13 @@ class SincConv(nn.Module):
     ``low = min_low_hz + |low_hz_|``, ``high = clamp(low + min_band_hz + |band_hz_|, min_low_hz, sr/2)``.
     The parameter names and shapes (``low_hz_``, ``band_hz_``: ``[C, 1]``, in Hz) match the original
     checkpoints, so ``FE_e199.ckpt`` loads without conversion of this block.
+
+    In effect a fixed filterbank under the reference recipe: Adam moves a parameter by about its
+    learning rate per step, and the parameters are in Hz, so at the encoder's 1e-3 a cut-off
+    moves at most ~1 Hz per 1000 steps (measured: at most 1.7 Hz over the first packaged model's
+    1900 steps, below fp16 rounding of the saved weights). The original had the same units and
+    learning rate. Learning the bands at a useful rate would need parameters in a normalised unit
+    (as later SincNet versions did) or their own learning rate; neither is part of any preset.
     """
 
     def __init__(

@@ -1,10 +1,14 @@
 """Self-supervised regression targets, batched on whatever device the waveform is on.
 
 Every target maps ``wav: [B, T]`` (float, 16 kHz) to ``[B, F, D]`` float32 with
-``F = ceil(T / 160)`` (:func:`pase.audio.num_frames`), frame ``t`` **centred on sample 160 t**,
-exactly like the encoder's frames. The original centred LPS, MFCC and prosody frames but *started*
-FBANK and gammatone windows at 160 t, so those lagged the encoder by half a window (up to 6.4
-frames for gammatone-long); ours centres all of them.
+``F = ceil(T / 160)`` (:func:`pase.audio.num_frames`), frame ``t`` **centred on sample 160 t**.
+The original centred LPS, MFCC and prosody frames but *started* FBANK and gammatone windows at
+160 t, so those lagged by half a window (up to 6.4 frames for gammatone-long); ours centres all
+of them. The encoder's frames are not centred exactly there: its asymmetric conv padding puts the
+centre of frame ``t`` 0.4-1.1 frames later (the response to an impulse at sample 16 000 is
+centred at frame 98.9-99.6 at init, over seeds; ``tests/test_targets.py`` measures it),
+and a trained QRNN smears the response forward (centred at 106.8 in the first packaged model).
+The regressors' ``r = 7`` context frames (t-3 .. t+3) cover that offset, so targets stay on 160 t.
 
 Edges are **zero-padded** (half a window each side): reflection would need a signal longer than
 the window (a 2048-sample window on a 400-sample input has nothing to reflect), and zero padding
@@ -154,6 +158,12 @@ def lps(wav: Tensor, win_length: int = 400, n_fft: int = 2048) -> Tensor:
 
     ``wav: [B, T]`` -> ``[B, F, n_fft // 2 + 1]`` (1025 by default). Rectangular window of
     ``win_length`` samples, as in the original (the spec leaves the window shape to it).
+
+    The 2048-point FFT (zero-padded 400- or 512-sample windows) is the original's choice, kept as
+    the reference: it interpolates the spectrum 5x / 4x beyond the window's resolution, which
+    makes each LPS head 21,525 outputs wide and about 13 % of a CPU training step. A smaller
+    ``n_fft`` would lose no information; the CPU recipe's choice about the LPS pair is measured
+    by ``pase ablate`` (README, "The CPU recipe").
     """
     return _power_db(_power_spectrum(_check_wav(wav), win_length, n_fft, "boxcar"))
 

@@ -54,3 +54,16 @@ def test_extract_uses_the_packaged_weights_by_default(tmp_path: Path) -> None:
     with torch.no_grad():
         ref = enc(torch.from_numpy(load_audio(tmp_path / "a.wav"))[None])[0].numpy()
     np.testing.assert_allclose(feats, ref, atol=1e-5)
+
+
+def test_packaged_weights_are_trained_not_an_init() -> None:
+    """PyTorch initialises every conv within +-1/sqrt(fan_in); training moves a good share of the
+    weights past that bound in every layer (an untrained encoder has none there)."""
+    import math
+
+    for enc, trained in ((Encoder.from_pretrained("pase+"), True), (Encoder.from_config("pase+"), False)):
+        for name, m in enc.named_modules():
+            if isinstance(m, torch.nn.Conv1d):
+                bound = 1 / math.sqrt(m.weight.shape[1] * m.weight.shape[2])
+                beyond = float((m.weight.abs() > bound).float().mean())
+                assert (beyond > 0.05) if trained else (beyond == 0.0), (name, beyond)

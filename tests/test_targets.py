@@ -3,6 +3,8 @@ reference library on real speech (librosa, the gammatone package, Praat via pars
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from pathlib import Path
 
@@ -314,3 +316,26 @@ def test_pitch_agrees_with_praat(speech_dir: Path) -> None:
     assert both > 1000
     assert gross / both < 0.05
     assert agree / total > 0.85
+
+
+@pytest.mark.parametrize("preset", ["pase+", "pase"])
+def test_encoder_frame_centre_measured_with_an_impulse(preset: str) -> None:
+    """Targets centre frame t on sample 160 t; the encoder's frame t sits a little under one
+    frame later (pase/targets.py says so): the response to an impulse at sample 160 * 100 is
+    centred between frames 98.5 and 100 at init (98.9-99.6 measured over seeds)."""
+    from pase import Encoder
+
+    from pase.encoder import EncoderConfig
+
+    torch.manual_seed(0)
+    # Linear PReLUs: the response shows the geometry (padding, strides), not which units are dead.
+    config = dataclasses.replace(EncoderConfig.from_preset(preset), prelu_init=1.0)
+    enc = Encoder(config).eval()
+    x = torch.zeros(1, 32000)
+    with torch.no_grad():
+        silence = enc(x)[0]
+        x[0, 16000] = 1.0
+        response = (enc(x)[0] - silence).square().sum(-1)
+    centre = float((response * torch.arange(response.numel())).sum() / response.sum())
+    assert int(response.argmax()) in (98, 99, 100)
+    assert 98.5 <= centre <= 100.0, centre

@@ -88,7 +88,7 @@ def test_full_pase_plus_step_on_distorted_batch(tmp_path: Path) -> None:
 
 
 def test_standardised_targets_have_unit_spread() -> None:
-    model = PaseModel(EncoderConfig(), [WorkerConfig("mfcc")])
+    model = PaseModel(EncoderConfig(), [WorkerConfig("mfcc"), WorkerConfig("waveform", kind="waveform")])
     wav = batch(3)
     model.fit_target_stats([wav])
     reg = model.workers["mfcc"]
@@ -96,6 +96,21 @@ def test_standardised_targets_have_unit_spread() -> None:
     z = reg._target(wav)  # [B, D, F]
     assert z.mean(dim=(0, 2)).abs().max() < 1e-3
     assert (z.std(dim=(0, 2), unbiased=False) - 1).abs().max() < 1e-3
+
+
+def test_target_stats_hold_on_audio_they_were_not_fitted_on() -> None:
+    """Fitted on 8 chunks, the standardisation still gives about zero mean and unit spread on 8
+    other chunks, for every kind of target (the waveform's too)."""
+    names = ["mfcc", "fbank_long", "gammatone", "prosody"]
+    model = PaseModel(
+        EncoderConfig(), [*(WorkerConfig(n) for n in names), WorkerConfig("w", kind="waveform")]
+    )
+    model.fit_target_stats([batch(4, seed=0), batch(4, seed=4)])
+    held_out = torch.cat([batch(4, seed=50), batch(4, seed=54)])
+    for name, w in model.regressors().items():
+        z = w._target(held_out)
+        mean, std = float(z.mean()), float(z.std())
+        assert abs(mean) < 0.25 and 0.75 < std < 1.25, (name, mean, std)
 
 
 def test_regressor_context_slots_predict_neighbouring_frames() -> None:
