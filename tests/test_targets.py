@@ -4,7 +4,6 @@ reference library on real speech (librosa, the gammatone package, Praat via pars
 from __future__ import annotations
 
 import dataclasses
-
 import math
 from pathlib import Path
 
@@ -324,7 +323,6 @@ def test_encoder_frame_centre_measured_with_an_impulse(preset: str) -> None:
     frame later (pase/targets.py says so): the response to an impulse at sample 160 * 100 is
     centred between frames 98.5 and 100 at init (98.9-99.6 measured over seeds)."""
     from pase import Encoder
-
     from pase.encoder import EncoderConfig
 
     torch.manual_seed(0)
