@@ -124,11 +124,13 @@ def load_pretrained(name_or_dir: str | os.PathLike[str], map_location: str | tor
         encoder = Encoder(EncoderConfig.from_dict(meta["config"]))
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{cfg_path}: invalid encoder config ({exc})") from None
-    _load_state(encoder, state, str(weights))
+    load_state(encoder, state, str(weights))
     return encoder.to(map_location).eval()
 
 
-def _load_state(encoder: Encoder, state: dict[str, torch.Tensor], source: str) -> None:
+def load_state(encoder: Encoder, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` (our names) into ``encoder``; any missing, extra or misshapen tensor is a
+    :class:`CheckpointError` naming ``source``, never a partial load."""
     own = encoder.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -175,8 +177,8 @@ def _unwrap(obj: tp.Any, source: str) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def load_original(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Encoder:
-    """Load a PASE+ checkpoint of the original code: 78 keys, flat or ``{"step", "state_dict"}``.
+def read_original(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], EncoderConfig]:
+    """Read an original PASE/PASE+ checkpoint without executing code: (state in our names, config).
 
     The architecture (PASE+ with QRNN, or PASE v1) is inferred from the keys.
     """
@@ -199,8 +201,17 @@ def load_original(path: str | os.PathLike[str], map_location: str | torch.device
         embedding_dim=int(state["W.weight"].shape[0]),
         rnn_hidden=int(state["rnn.rnn.linear.weight"].shape[0] // 3) if has_rnn else 512,
     )
+    return state, cfg
+
+
+def load_original(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Encoder:
+    """Load a PASE+ checkpoint of the original code: 78 keys, flat or ``{"step", "state_dict"}``.
+
+    The architecture (PASE+ with QRNN, or PASE v1) is inferred from the keys.
+    """
+    state, cfg = read_original(path)
     encoder = Encoder(cfg)
-    _load_state(encoder, state, source)
+    load_state(encoder, state, str(path))
     return encoder.to(map_location).eval()
 
 
