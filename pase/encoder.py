@@ -205,12 +205,17 @@ class Encoder(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, name_or_dir: str | Path = "pase+", map_location: str | torch.device = "cpu"
+        cls,
+        name_or_dir: str | Path = "pase+",
+        map_location: str | torch.device = "cpu",
+        revision: str | None = None,
     ) -> Encoder:
-        """Load weights saved by :meth:`save_pretrained`, or the packaged ``"pase+"`` weights."""
+        """Load the packaged ``"pase+"`` weights, a directory written by :meth:`save_pretrained`, or a
+        Hugging Face Hub repo ``"org/name"`` (needs ``pip install 'pase-speech[hub]'``; offline, the
+        Hub cache is used)."""
         from pase.hub import load_pretrained
 
-        return load_pretrained(name_or_dir, map_location=map_location)
+        return load_pretrained(name_or_dir, map_location=map_location, revision=revision)
 
     @classmethod
     def from_original(cls, path: str | Path, map_location: str | torch.device = "cpu") -> Encoder:
@@ -224,6 +229,19 @@ class Encoder(nn.Module):
         from pase.hub import save_pretrained
 
         return save_pretrained(self, directory, dtype=dtype)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        private: bool | None = None,
+        token: str | None = None,
+        commit_message: str = "Upload PASE encoder",
+    ) -> str:
+        """Upload to the Hugging Face Hub (``config.json`` + ``model.safetensors``); returns the commit
+        URL. Needs ``pip install 'pase-speech[hub]'`` and a token (``huggingface-cli login``)."""
+        from pase.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, private=private, token=token, commit_message=commit_message)
 
     @property
     def embedding_dim(self) -> int:
