@@ -18,10 +18,18 @@ Output content (float32, frames first, 100 frames per second, frame ``t`` centre
   ``--layers all`` -> ``"layer_0"`` ... ``"layer_{L-1}"``, each ``[F, D]``; the metadata holds
   ``sample_rate``, ``hop`` and ``source``.
 
-``DIR/index.jsonl`` gets one JSON line per written output (appended, one ``write`` per line):
-``input`` (absolute path), ``output`` (relative to ``DIR``), ``frames``, ``seconds`` (duration
-at 16 kHz), ``dims`` (feature size ``D``), ``shape``, ``layers``, ``format``. A rerun with
-``--overwrite`` appends again; the last line for an output describes it.
+``DIR/index.jsonl`` has one JSON line per output: ``input`` (absolute path), ``output``
+(relative to ``DIR``), ``frames``, ``seconds`` (duration at 16 kHz), ``dims`` (feature size
+``D``), ``shape``, ``layers``, ``format``. While a run goes, each process appends its lines to
+``DIR/.index.rank<R>.jsonl`` (crash-safe, one ``write`` per line); at the end they are merged
+into ``index.jsonl`` (atomically, one line per output: ``--overwrite`` replaces an output's line
+instead of adding one). Parts left by a crashed run are merged by the next run.
+
+Scale-out: under ``torchrun --nproc_per_node N [--nnodes M] -m pase.cli extract ...`` every
+process resolves the same inputs and takes every N-th of them (rank R: items R, R + N, ...), so
+each output is written by exactly one process; each uses ``cuda:LOCAL_RANK`` when CUDA is
+available, else the CPU. Only rank 0 shows progress and the input problems; each bad file is
+reported by the one process that met it; the final summary and the exit code cover all ranks.
 
 Files are processed in order of duration. On CUDA, short files are batched (up to
 ``batch_size`` files of similar length, zero-padded, run with ``lengths=``); in a padded batch
@@ -198,6 +206,13 @@ def load_encoder(
     return encoder.to(torch.device(device)).eval()
 
 
+def packaged_models() -> list[str]:
+    """Preset names whose pretrained weights ship with this installation."""
+    from pase.hub import CONFIG_NAME, PACKAGED, PRETRAINED_DIR
+
+    return [n for n in PRESETS if n in PACKAGED and (PRETRAINED_DIR / PACKAGED[n] / CONFIG_NAME).exists()]
+
+
 def default_batch_size(device_type: str) -> int:
     """Files per batch when not given: 1 on CPU (batching is no faster there), 8 on GPUs."""
     return 1 if device_type == "cpu" else 8
@@ -301,14 +316,42 @@ def save_features(path: Path, feats: np.ndarray, fmt: Format, layers: Layers, so
     write_atomic(path, write)
 
 
-def _append_index(out_dir: Path, record: dict[str, tp.Any]) -> None:
-    """Append one JSON line with a single ``write`` on an ``O_APPEND`` descriptor."""
+def _index_part(out_dir: Path, rank: int) -> Path:
+    return out_dir / f".index.rank{rank}.jsonl"
+
+
+def _append_index(out_dir: Path, record: dict[str, tp.Any], rank: int = 0) -> None:
+    """Append one JSON line to this rank's index part, one ``write`` on an ``O_APPEND`` descriptor."""
     line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-    fd = os.open(out_dir / INDEX_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(_index_part(out_dir, rank), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)
     finally:
         os.close(fd)
+
+
+def merge_index(out_dir: str | os.PathLike[str]) -> int:
+    """Merge the per-rank index parts into ``index.jsonl``, one line per output (a later line for
+    the same output replaces the earlier one in place); returns the number of lines."""
+    out = Path(out_dir)
+    parts = sorted(out.glob(".index.rank*.jsonl"))
+    if not parts:
+        return 0
+    records: dict[str, str] = {}
+    for path in [out / INDEX_NAME, *parts]:
+        if not path.exists():
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                key = json.loads(line)["output"]
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line of a killed run; its output is redone or listed later
+            records[key] = line
+    text = "".join(line + "\n" for line in records.values())
+    write_atomic(out / INDEX_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    for path in parts:
+        path.unlink()
+    return len(records)
 
 
 def extract_files(
@@ -324,8 +367,13 @@ def extract_files(
     window_seconds: float | None = None,
     progress: bool = False,
     report: tp.Callable[[str], None] | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> ExtractSummary:
     """Extract features of every input into ``out_dir`` (layout: module docstring).
+
+    ``shard=(rank, world_size)`` processes only this rank's share of the inputs and leaves the
+    index part for the caller to merge (:func:`merge_index`, after every rank is done); input
+    problems are then reported by rank 0 only. With one rank the index is merged here.
 
     ``encoder`` should be in eval mode (see :func:`load_encoder`). ``batch_size`` defaults to
     :func:`default_batch_size` for the encoder's device. Existing outputs are skipped
@@ -342,6 +390,9 @@ def extract_files(
         batch_size = default_batch_size(next(encoder.parameters()).device.type)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+    rank, world_size = shard
+    if not 0 <= rank < world_size:
+        raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size, not {shard}")
     from tqdm import tqdm
 
     start = time.perf_counter()
@@ -356,8 +407,13 @@ def extract_files(
             report(_one_line(f"{path}: {problem}"))
 
     jobs, problems = resolve_inputs(inputs, out, "." + fmt)
-    for path, problem in problems:
-        fail(path, problem)
+    if rank == 0:
+        for path, problem in problems:
+            fail(path, problem)
+    # Shard before looking at existing outputs: another rank may already be writing its own.
+    jobs = jobs[rank::world_size]
+    if world_size > 1:
+        bar.set_description_str(f"rank {rank}/{world_size}")
     todo = [j for j in jobs if overwrite or not j.output.exists()]
     summary.skipped = len(jobs) - len(todo)
     bar.total = len(todo)
@@ -382,7 +438,7 @@ def extract_files(
         for (job, wav), f in zip(loaded, feats, strict=True):
             try:
                 save_features(job.output, f, fmt, layers, job.source)
-                _append_index(out, _index_record(job, out, f, len(wav), fmt, layers))
+                _append_index(out, _index_record(job, out, f, len(wav), fmt, layers), rank)
             except OSError as exc:
                 fail(job.output, f"cannot write output ({type(exc).__name__}: {exc})")
             else:
@@ -393,6 +449,8 @@ def extract_files(
         elapsed = time.perf_counter() - start
         bar.set_postfix_str(f"{summary.audio_seconds / max(elapsed, 1e-9):.1f}x real time")
     bar.close()
+    if world_size == 1:
+        merge_index(out)
     summary.wall_seconds = time.perf_counter() - start
     return summary
 
@@ -412,28 +470,125 @@ def _index_record(
     }
 
 
+@dataclass(frozen=True)
+class Ranks:
+    """Where this process stands in a ``torchrun`` job (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+    ``LOCAL_WORLD_SIZE``); one process outside torchrun."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+
+    @classmethod
+    def from_env(cls) -> Ranks:
+        env = os.environ
+        world = int(env.get("WORLD_SIZE", "1"))
+        return cls(
+            rank=int(env.get("RANK", "0")),
+            world_size=world,
+            local_rank=int(env.get("LOCAL_RANK", "0")),
+            local_world_size=int(env.get("LOCAL_WORLD_SIZE", str(world))),
+        )
+
+
+def _pick_device(requested: str, ranks: Ranks) -> str:
+    """``auto`` -> CUDA when available; under torchrun each process takes ``cuda:LOCAL_RANK``."""
+    import torch
+
+    device = requested
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and ranks.world_size > 1:
+        device = f"cuda:{ranks.local_rank % max(1, torch.cuda.device_count())}"
+    return device
+
+
+def check_writable(out: Path) -> str | None:
+    """None if files can be created in ``out`` (created if missing), else the reason, one line."""
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".pase-write-test-"):
+            pass
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc.strerror or exc}"
+    return None
+
+
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
+
+    ranks = Ranks.from_env()
 
     def err(line: str) -> None:
         tqdm.write(line, file=sys.stderr)  # prints above a running progress bar, not into it
 
+    def err_main(line: str) -> None:
+        if ranks.rank == 0:
+            err(line)
+
     import torch
 
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device.startswith("cuda") and not torch.cuda.is_available():
-        err(f"pase extract: --device {device}, but CUDA is not available to torch {torch.__version__}")
+    device = _pick_device(args.device, ranks)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        err_main(f"pase extract: --device {device}, but CUDA is not available to torch {torch.__version__}")
         return 2
+    problem = check_writable(args.out)
+    if problem is not None:
+        err_main(f"pase extract: cannot write to --out {args.out} ({problem})")
+        return 2
+    group = _init_group(ranks)
+    try:
+        return _extract_ranked(args, device, ranks, group, err, err_main)
+    finally:
+        if group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _init_group(ranks: Ranks) -> bool:
+    """Join the torchrun job (gloo: only small objects are exchanged, on CPU or GPU machines)."""
+    if ranks.world_size == 1:
+        return False
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    return True
+
+
+def _gather(obj: tp.Any, group: bool) -> list[tp.Any]:
+    if not group:
+        return [obj]
+    import torch.distributed as dist
+
+    gathered: list[tp.Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def _extract_ranked(
+    args: argparse.Namespace,
+    device: str,
+    ranks: Ranks,
+    group: bool,
+    err: tp.Callable[[str], None],
+    err_main: tp.Callable[[str], None],
+) -> int:
+    load_error = None
     try:
         encoder = load_encoder(args.model, device, args.random_init, args.seed)
     except Exception as exc:  # any reason a model cannot load is one line for the user
         hint = "" if args.random_init else " (or pass --random-init to test with an untrained one)"
-        err(_one_line(f"pase extract: cannot load model {args.model!r}: {exc}{hint}"))
+        load_error = _one_line(f"pase extract: cannot load model {args.model!r}: {exc}{hint}")
+    errors = [e for e in _gather(load_error, group) if e is not None]
+    if errors:
+        err_main(errors[0])
         return 2
     if args.random_init:
-        err(
+        err_main(
             f"pase extract: WARNING: random-init {args.model} encoder (seed {args.seed}); "
             "its features are for testing pipelines, not for downstream use"
         )
@@ -446,14 +601,27 @@ def _run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         overwrite=args.overwrite,
         window_seconds=args.window_seconds,
-        progress=not args.no_progress and sys.stderr.isatty(),
+        progress=ranks.rank == 0 and not args.no_progress and sys.stderr.isatty(),
         report=err,
+        shard=(ranks.rank, ranks.world_size),
     )
-    err(
-        f"pase extract: {summary} ({summary.audio_seconds:.1f} s of audio in "
-        f"{summary.wall_seconds:.1f} s, {summary.real_time_factor:.1f}x real time) -> {args.out}"
+    counts = (summary.extracted, summary.skipped, summary.failed, summary.audio_seconds, summary.wall_seconds)
+    parts = _gather(counts, group)
+    if ranks.rank == 0 and group:
+        merge_index(args.out)
+    total = ExtractSummary(
+        extracted=sum(p[0] for p in parts),
+        skipped=sum(p[1] for p in parts),
+        failed=sum(p[2] for p in parts),
+        audio_seconds=sum(p[3] for p in parts),
+        wall_seconds=max(p[4] for p in parts),
     )
-    return 0 if summary.ok else 1
+    procs = f", {ranks.world_size} processes" if group else ""
+    err_main(
+        f"pase extract: {total} ({total.audio_seconds:.1f} s of audio in {total.wall_seconds:.1f} s"
+        f"{procs}, {total.real_time_factor:.1f}x real time) -> {args.out}"
+    )
+    return 0 if total.ok else 1
 
 
 def _positive_int(text: str) -> int:
@@ -485,17 +653,19 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         default="final",
         help="final: [F, D]; all: every hidden state, [L, F, D] in npy or layer_0.. in safetensors",
     )
+    packaged = packaged_models()
     p.add_argument(
         "--model",
         default="pase+",
-        help="pase+ | pase (packaged pretrained weights), a save_pretrained DIR, or an original "
-        "FILE.ckpt (default pase+)",
+        help=(f"{' | '.join(packaged)} (packaged pretrained weights), " if packaged else "")
+        + "a save_pretrained DIR, a Hugging Face Hub repo org/name (needs pase-speech[hub]), or an "
+        "original FILE.ckpt (default pase+)",
     )
     p.add_argument(
         "--random-init",
         action="store_true",
-        help="use a randomly initialised preset (seeded by --seed) instead of trained weights: "
-        "for testing pipelines only",
+        help=f"use a randomly initialised preset ({' | '.join(PRESETS)}, seeded by --seed) instead of "
+        "trained weights: for testing pipelines only",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for --random-init (default 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -99,12 +100,93 @@ def test_rerun_skips_existing_and_overwrite_redoes(tree: Path, tmp_path: Path, c
     rc, text = run(capsys, tree, "--out", out, *RANDOM)
     assert "extracted 1, skipped 2, failed 4" in text and rc != 0
     assert (out / "sub/b.npy").stat().st_mtime_ns == first["sub/b.npy"]
-    assert len(index_lines(out)) == 4
+    assert sorted(r["output"] for r in index_lines(out)) == sorted(GOOD.values())
 
     rc, text = run(capsys, tree, "--out", out, "--overwrite", *RANDOM)
     assert "extracted 3, skipped 0, failed 4" in text
     assert (out / "sub/b.npy").stat().st_mtime_ns != first["sub/b.npy"]
-    assert len(index_lines(out)) == 7
+    assert sorted(r["output"] for r in index_lines(out)) == sorted(GOOD.values())  # no duplicates
+    assert not list(out.glob(".index.rank*"))
+
+
+def test_index_parts_of_a_killed_run_are_merged(tree: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    run(capsys, tree, "--out", out, *RANDOM)
+    index = (out / "index.jsonl").read_text()
+    (out / "index.jsonl").unlink()
+    # A killed run leaves its part (here: two lines, the last one torn) and no merged index.
+    torn = index.splitlines()[0] + "\n" + index.splitlines()[1][:20]
+    (out / ".index.rank1.jsonl").write_text(torn)
+    (out / "a.npy").unlink()
+    rc, text = run(capsys, tree, "--out", out, *RANDOM)
+    assert "extracted 1, skipped 2, failed 4" in text
+    outputs = [r["output"] for r in index_lines(out)]
+    assert len(outputs) == len(set(outputs)) and "a.npy" in outputs
+    assert not list(out.glob(".index.rank*"))
+
+
+def test_unwritable_out_is_checked_once_up_front(tree: Path, tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file where a folder should be")
+    rc, text = run(capsys, tree, "--out", blocker / "out", *RANDOM)
+    assert rc == 2 and "Traceback" not in text
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot write to --out" in lines[0] and "file.txt" in lines[0]
+
+
+def test_help_offers_only_packaged_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    def model_help() -> str:
+        with pytest.raises(SystemExit):
+            main(["extract", "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        text = text[text.index("options:") :]
+        return text[text.index("--model MODEL") : text.index("--random-init ")]
+
+    assert model_help().startswith("--model MODEL pase+ (packaged pretrained weights)")
+    assert "pase |" not in model_help()  # no PASE v1 weights are packaged
+    monkeypatch.setattr("pase.hub.PRETRAINED_DIR", tmp_path)  # an installation without weights
+    assert "packaged" not in model_help()
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_equal_one(tree: Path, tmp_path: Path) -> None:
+    for i in range(5):  # enough good files that both ranks get several
+        sf.write(tree / f"extra{i}.wav", synth_speechlike(0.3 + 0.1 * i, 16000, seed=20 + i), 16000)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    single = tmp_path / "single"
+    multi = tmp_path / "multi"
+    args = ["extract", str(tree), *RANDOM]
+    one = subprocess.run(
+        [sys.executable, "-m", "pase.cli", *args, "--out", str(single)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+    def launch() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*torchrun, "-m", "pase.cli", *args, "--out", str(multi)],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+
+    two = launch()
+    assert one.returncode == two.returncode == 1, two.stderr
+    # torchrun itself prints a ChildFailedError report when ranks exit 1; none of our code may raise.
+    assert not re.search(r'File "[^"]*/pase/', two.stderr), two.stderr
+    assert "extracted 8, skipped 0, failed 4" in two.stderr
+    assert two.stderr.count("extracted 8") == 1  # the summary covers both ranks, printed once
+    for name in BAD:  # each bad file is reported by the one rank that met it
+        assert sum(str(tree / name) in line for line in two.stderr.splitlines()) == 1, name
+    outputs = sorted(p.relative_to(single).as_posix() for p in single.rglob("*.npy"))
+    assert outputs == sorted(p.relative_to(multi).as_posix() for p in multi.rglob("*.npy"))
+    for rel in outputs:
+        np.testing.assert_array_equal(np.load(single / rel), np.load(multi / rel))
+    records = sorted((r["output"], r["frames"]) for r in index_lines(multi))
+    assert records == sorted((r["output"], r["frames"]) for r in index_lines(single))  # one line each
+    assert not list(multi.glob(".index.rank*"))
+
+    again = launch()  # resumable: a rerun of the whole job skips everything that exists
+    assert "extracted 0, skipped 8, failed 4" in again.stderr
+    assert len(index_lines(multi)) == 8
 
 
 def test_all_layers_npy_and_safetensors(tmp_path: Path, capsys) -> None:
