@@ -238,7 +238,7 @@ class Encoder(nn.Module):
         commit_message: str = "Upload PASE encoder",
     ) -> str:
         """Upload to the Hugging Face Hub (``config.json`` + ``model.safetensors``); returns the commit
-        URL. Needs ``pip install 'pase-speech[hub]'`` and a token (``huggingface-cli login``)."""
+        URL. Needs ``pip install 'pase-speech[hub]'`` and a token (``HF_TOKEN`` or ``hf auth login``)."""
         from pase.hub import push_to_hub
 
         return push_to_hub(self, repo_id, private=private, token=token, commit_message=commit_message)
