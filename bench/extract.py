@@ -15,6 +15,14 @@ once in a child process (its own wall time and peak RSS, from ``wait4``), checke
 ``ceil(T / 160)`` frames and against the 4 GB peak-memory limit.
 
     python bench/extract.py --long-hours 1 --out bench/extract.json
+
+``--throughput`` adds files/s rows for ``pase extract``'s own loop (``extract_files``: decode,
+batch, encode, write; model loading excluded) on generated folders of short files (0.3-0.5 s,
+like spoken digits) and of 10 s files, at 1 and 2 CPU threads, with the default batching and
+(short files) one file per call, each on an idle machine and beside one busy process (a child
+spinning on one core), as on a shared workstation.
+
+    python bench/extract.py --throughput --throughput-only --out bench/results/extract_threads.json
 """
 
 from __future__ import annotations
@@ -172,6 +180,93 @@ def pipeline_row(device: torch.device, repeats: int, files: int = 16, seconds: f
     }
 
 
+#: (label, shortest and longest file in seconds, number of files) for the throughput rows.
+THROUGHPUT_CASES: tuple[tuple[str, float, float, int], ...] = (
+    ("0.4 s", 0.3, 0.5, 200),
+    ("10 s", 10.0, 10.0, 8),
+)
+
+
+def _busy_neighbour() -> subprocess.Popen[bytes]:
+    """A child process that keeps one core busy until killed."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def _write_folder(folder: Path, lo: float, hi: float, n: int, seed: int) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    for i in range(n):
+        wav = 0.1 * rng.standard_normal(int(rng.uniform(lo, hi) * SAMPLE_RATE)).astype(np.float32)
+        sf.write(folder / f"{i:04d}.flac", wav, SAMPLE_RATE)
+
+
+def throughput_rows(
+    threads: tp.Sequence[int] = (1, 2),
+    cases: tp.Sequence[tuple[str, float, float, int]] = THROUGHPUT_CASES,
+    busy: tp.Sequence[bool] = (False, True),
+) -> list[dict]:
+    """files/s of ``extract_files`` (PASE+, random init, CPU) for every case x threads x
+    neighbour; short files also with ``batch_size=1`` to show what equal-length batching buys."""
+    from pase.extract import extract_files
+
+    encoder = Encoder.from_config("pase+").eval()
+    before = torch.get_num_threads()
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="pase-threads-") as tmp:
+        out = Path(tmp) / "out"
+        _write_folder(Path(tmp) / "warmup", 0.3, 0.5, 8, seed=99)
+        configs = []
+        for k, (name, lo, hi, n) in enumerate(cases):
+            _write_folder(Path(tmp) / f"case{k}", lo, hi, n, seed=k)
+            for batch in [None, 1] if hi <= 2.0 else [None]:
+                configs += [(name, Path(tmp) / f"case{k}", batch, t) for t in threads]
+        try:
+            for with_busy in busy:
+                neighbour = _busy_neighbour() if with_busy else None
+                try:
+                    for name, folder, batch, t in configs:
+                        kw: dict[str, tp.Any] = {"overwrite": True, "num_threads": t}
+                        extract_files([Path(tmp) / "warmup"], out, encoder, **kw)
+                        s = extract_files([folder], out, encoder, batch_size=batch, **kw)
+                        if not s.ok:
+                            raise RuntimeError(f"throughput benchmark failed: {s}")
+                        rows.append(
+                            {
+                                "device": "cpu",
+                                "extractor": "pase extract loop (pase+), files/s",
+                                "files": s.extracted,
+                                "file_seconds": name,
+                                "batch_size": "auto" if batch is None else batch,
+                                "threads": t,
+                                "busy_neighbour": with_busy,
+                                "wall_s": round(s.wall_seconds, 3),
+                                "files_per_s": round(s.extracted / s.wall_seconds, 2),
+                                "x_real_time": round(s.real_time_factor, 1),
+                            }
+                        )
+                finally:
+                    if neighbour is not None:
+                        neighbour.kill()
+                        neighbour.wait()
+        finally:
+            torch.set_num_threads(before)
+    return rows
+
+
+def throughput_table(rows: list[dict]) -> str:
+    head = "| files | batch | threads | busy neighbour | files/s | x real time |"
+    lines = [head, "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['files']} x {r['file_seconds']} | {r['batch_size']} | {r['threads']} | "
+            f"{'yes' if r['busy_neighbour'] else 'no'} | {r['files_per_s']:.2f} | {r['x_real_time']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def write_long_speech(path: Path, hours: float, block_seconds: float = 60.0, seed: int = 0) -> int:
     """Write ``hours`` of speech-like 16 kHz FLAC to ``path`` one block at a time (so that the
     whole signal is never in memory): 14 harmonics of an F0 gliding over 90-220 Hz, a syllabic
@@ -294,9 +389,20 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
         "process: wall time, peak RSS, frame count, 4 GB limit (default 0: off)",
     )
     parser.add_argument("--long-only", action="store_true", help="with --long-hours: skip the speed cases")
+    parser.add_argument(
+        "--throughput",
+        action="store_true",
+        help="also files/s of pase extract for 0.4 s and 10 s files at 1 and 2 threads, idle and "
+        "beside a busy process",
+    )
+    parser.add_argument(
+        "--throughput-only", action="store_true", help="with --throughput: skip the speed cases"
+    )
     args = parser.parse_args(argv)
     if args.long_hours < 0 or (args.long_only and not args.long_hours):
         parser.error("--long-hours must be >= 0, and --long-only needs --long-hours")
+    if args.throughput_only and not args.throughput:
+        parser.error("--throughput-only needs --throughput")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     devices = [torch.device("cpu")]
@@ -304,12 +410,13 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
         devices.append(torch.device("cuda"))
     load_before = os.getloadavg()
     rows: list[dict] = []
-    if not args.long_only:
+    if not (args.long_only or args.throughput_only):
         rows = run(devices, DEFAULT_SHAPES, args.repeats)
         rows += [pipeline_row(device, args.repeats) for device in devices]
     long_rows = [long_file_row(args.long_hours, devices[-1], args.threads)] if args.long_hours else []
+    thread_rows = throughput_rows() if args.throughput else []
     result = {
-        "rows": rows + long_rows,
+        "rows": rows + long_rows + thread_rows,
         "torch": torch.__version__,
         "cpu_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
@@ -328,6 +435,8 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
         print(table(rows))
     if long_rows:
         print(long_table(long_rows))
+    if thread_rows:
+        print(throughput_table(thread_rows))
     print(
         f"torch {result['torch']}, {result['cpu_threads']} CPU threads, 1-min load average "
         f"{load_before[0]:.1f} -> {os.getloadavg()[0]:.1f}; written to {args.out}"

@@ -28,6 +28,9 @@ from pase.qrnn import QRNN
 from pase.sincnet import SincConv
 
 RNNType = tp.Literal["qrnn", "lstm", "gru", "none"]
+#: "hop": zero-pad the input to a multiple of 160 (ours). "original": the original code's framing,
+#: see :meth:`Encoder.hidden_states`.
+Padding = tp.Literal["hop", "original"]
 
 
 @dataclasses.dataclass
@@ -202,12 +205,17 @@ class Encoder(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, name_or_dir: str | Path = "pase+", map_location: str | torch.device = "cpu"
+        cls,
+        name_or_dir: str | Path = "pase+",
+        map_location: str | torch.device = "cpu",
+        revision: str | None = None,
     ) -> Encoder:
-        """Load weights saved by :meth:`save_pretrained`, or the packaged ``"pase+"`` weights."""
+        """Load the packaged ``"pase+"`` weights, a directory written by :meth:`save_pretrained`, or a
+        Hugging Face Hub repo ``"org/name"`` (needs ``pip install 'pase-speech[hub]'``; offline, the
+        Hub cache is used)."""
         from pase.hub import load_pretrained
 
-        return load_pretrained(name_or_dir, map_location=map_location)
+        return load_pretrained(name_or_dir, map_location=map_location, revision=revision)
 
     @classmethod
     def from_original(cls, path: str | Path, map_location: str | torch.device = "cpu") -> Encoder:
@@ -221,6 +229,19 @@ class Encoder(nn.Module):
         from pase.hub import save_pretrained
 
         return save_pretrained(self, directory, dtype=dtype)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        private: bool | None = None,
+        token: str | None = None,
+        commit_message: str = "Upload PASE encoder",
+    ) -> str:
+        """Upload to the Hugging Face Hub (``config.json`` + ``model.safetensors``); returns the commit
+        URL. Needs ``pip install 'pase-speech[hub]'`` and a token (``HF_TOKEN`` or ``hf auth login``)."""
+        from pase.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, private=private, token=token, commit_message=commit_message)
 
     @property
     def embedding_dim(self) -> int:
@@ -242,13 +263,38 @@ class Encoder(nn.Module):
                 f"samples ({1000 * MIN_SAMPLES // self.config.sample_rate} ms at 16 kHz)"
             )
 
-    def _frontend(self, wav: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``wav: [B, T]`` (T a multiple of 160) -> (last block ``[B, C, F]``, skips ``[B, D, F]``)."""
+    def original_num_frames(self, num_samples: int) -> int:
+        """Frames the original code gives for ``num_samples`` raw samples (no padding to 160).
+
+        For PASE+ that is ``T // 160``, plus one when ``T mod 160 >= 151``.
+        """
+        n = num_samples  # the sinc block keeps the length
+        for block in self.blocks[1:]:
+            assert isinstance(block, ConvBlock)
+            k, s = block.conv.kernel_size[0], block.conv.stride[0]
+            n = (n + sum(block.pad) - k) // s + 1
+        return n
+
+    def _frontend(
+        self, wav: torch.Tensor, padding: Padding = "hop"
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``wav: [B, T]`` -> (last block ``[B, C, F]``, skips ``[B, D, F]``).
+
+        ``padding="hop"``: T is a multiple of 160 and every skip pools exactly. ``"original"``: any T;
+        each skip is projected at its own rate, then mean-pooled over groups of ``L // F`` steps
+        with the tail dropped, as the original did (so the module hooks of ``denseskips`` see the
+        full-rate projections, which s3prl's PASE+ upstream relies on).
+        """
         x = wav[:, None]
+        n_frames = self.original_num_frames(wav.shape[-1]) if padding == "original" else 0
         skips = []
         for i, block in enumerate(self.blocks):
             x = block(x)
-            if i < len(self.denseskips):
+            if i >= len(self.denseskips):
+                continue
+            if padding == "original":
+                skips.append(_pool_truncated(self.denseskips[i](x), n_frames))
+            else:
                 pooled = F.avg_pool1d(x, self.skip_pools[i]) if self.skip_pools[i] > 1 else x
                 skips.append(self.denseskips[i](pooled))
         return x, skips
@@ -271,14 +317,24 @@ class Encoder(nn.Module):
         rem = wav.shape[-1] % HOP
         return F.pad(wav, (0, HOP - rem)) if rem else wav
 
-    def encode(self, wav: torch.Tensor) -> torch.Tensor:
+    def encode(self, wav: torch.Tensor, padding: Padding = "hop") -> torch.Tensor:
         """``wav: [B, T] -> [B, D, F]`` channels first (what workers consume during training)."""
-        return self.hidden_states(wav)[-1]
+        return self.hidden_states(wav, padding=padding)[-1]
 
-    def hidden_states(self, wav: torch.Tensor) -> list[torch.Tensor]:
-        """``wav: [B, T]`` -> the hidden states, each ``[B, D, F]`` (channels first)."""
+    def hidden_states(self, wav: torch.Tensor, padding: Padding = "hop") -> list[torch.Tensor]:
+        """``wav: [B, T]`` -> the hidden states, each ``[B, D, F]`` (channels first).
+
+        ``padding="hop"`` (ours): ``F = ceil(T / 160)``. ``padding="original"`` reproduces the
+        original code for any T: reflect padding of the raw length only, ``F`` from
+        :meth:`original_num_frames`, and skips pooled by ``L // F`` (159 or 161-163 instead of 160
+        for the sinc skip when T is not a multiple of 160). Both agree when T is a multiple of 160.
+        """
         self._check_input(wav)
-        x, skips = self._frontend(self._pad_to_hop(wav))
+        if padding == "hop":
+            wav = self._pad_to_hop(wav)
+        elif padding != "original":
+            raise ValueError(f"padding must be 'hop' or 'original', got {padding!r}")
+        x, skips = self._frontend(wav, padding)
         return skips + self._head(x, skips)[0]
 
     @staticmethod
@@ -372,3 +428,10 @@ class Encoder(nn.Module):
             else:
                 out_chunks.append(torch.stack([s[0].T for s in states]))
         return torch.cat(out_chunks, dim=-2)
+
+
+def _pool_truncated(x: torch.Tensor, n_frames: int) -> torch.Tensor:
+    """``x: [B, D, L] -> [B, D, n_frames]``: mean over consecutive groups of ``L // n_frames``
+    steps, dropping the last ``L mod n_frames`` (the original's skip alignment)."""
+    factor = x.shape[-1] // n_frames
+    return x[..., : n_frames * factor].unflatten(-1, (n_frames, factor)).mean(-1)

@@ -18,18 +18,35 @@ Output content (float32, frames first, 100 frames per second, frame ``t`` centre
   ``--layers all`` -> ``"layer_0"`` ... ``"layer_{L-1}"``, each ``[F, D]``; the metadata holds
   ``sample_rate``, ``hop`` and ``source``.
 
-``DIR/index.jsonl`` gets one JSON line per written output (appended, one ``write`` per line):
-``input`` (absolute path), ``output`` (relative to ``DIR``), ``frames``, ``seconds`` (duration
-at 16 kHz), ``dims`` (feature size ``D``), ``shape``, ``layers``, ``format``. A rerun with
-``--overwrite`` appends again; the last line for an output describes it.
+``DIR/index.jsonl`` has one JSON line per output: ``input`` (absolute path), ``output``
+(relative to ``DIR``), ``frames``, ``seconds`` (duration at 16 kHz), ``dims`` (feature size
+``D``), ``shape``, ``layers``, ``format``. While a run goes, each process appends its lines to
+``DIR/.index.rank<R>.jsonl`` (crash-safe, one ``write`` per line); at the end they are merged
+into ``index.jsonl`` (atomically, one line per output: ``--overwrite`` replaces an output's line
+instead of adding one). Parts left by a crashed run are merged by the next run.
 
-Files are processed in order of duration. On CUDA, short files are batched (up to
-``batch_size`` files of similar length, zero-padded, run with ``lengths=``); in a padded batch
-the last ~8 frames of a shorter item (the receptive field of the padding) differ slightly from
-its unbatched features. On CPU the default batch size is 1: batching does not speed up CPU
-inference (measured: 1 x 4 s ran ~30 % faster per second of audio than 8 x 4 s), and every
-output then equals ``encoder(wav)`` exactly. Files longer than ``long_seconds`` go one by one
-through :meth:`Encoder.infer_long`, which bounds memory.
+Scale-out: under ``torchrun --nproc_per_node N [--nnodes M] -m pase.cli extract ...`` every
+process resolves the same inputs and takes every N-th of them (rank R: items R, R + N, ...), so
+each output is written by exactly one process; each uses ``cuda:LOCAL_RANK`` when CUDA is
+available, else the CPU. Only rank 0 shows progress and the input problems; each bad file is
+reported by the one process that met it; the final summary and the exit code cover all ranks.
+
+Batching. On CUDA (default ``batch_size`` 8) files of similar length are batched, zero-padded
+and run with ``lengths=``; the last ~8 frames of a shorter item (the receptive field of the
+padding) then differ slightly from its unbatched features. On CPU by default only short files
+(up to ``SHORT_SECONDS``) are batched, up to 8 at a time, and only files with the same frame
+count ``ceil(T / 160)`` share a batch: the encoder pads every input to a multiple of 160 anyway,
+so each output equals ``encoder(wav)`` up to float rounding (tested to 1e-5), while the fixed cost
+of a call is shared. Longer files go one by one on CPU, where batching does not help (measured:
+1 x 4 s ran ~30 % faster per second of audio than 8 x 4 s). ``batch_size=1`` processes every file
+alone, in input order. Files longer than ``long_seconds`` always go one by one through
+:meth:`Encoder.infer_long`, which bounds memory.
+
+Threads (``--num-threads``, CPU only). The default is 1 thread per process when most files are
+short, since small tensors gain little from intra-op threads and lose much when a core is busy
+(measured on 2 cores beside a busy process: 0.4 s files at 19 files/s with 1 thread, 2.1 with
+torch's default 2); otherwise the available cores divided by the processes on this machine.
+To use many cores on many short files, run several processes with ``torchrun``.
 
 Bad inputs (missing, unreadable, empty, non-audio, NaN/Inf, shorter than
 :data:`pase.audio.MIN_SAMPLES`) are reported in one line each and skipped; the rest goes on.
@@ -39,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -70,6 +88,10 @@ LIST_SUFFIXES = (".txt", ".lst")
 INDEX_NAME = "index.jsonl"
 #: Files longer than this are not batched but streamed through ``Encoder.infer_long``.
 LONG_SECONDS = 30.0
+#: On CPU, files up to this long are batched by equal frame count (the rest go one by one).
+SHORT_SECONDS = 2.0
+#: Files per batch of short files on CPU, and of any files on CUDA, when ``batch_size`` is not given.
+AUTO_BATCH = 8
 #: tqdm's default layout, but always in files/s (its default flips to s/file below 1 file/s).
 BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]"
 #: Preset names that ``--model`` accepts besides a directory or an original ``.ckpt``.
@@ -198,9 +220,11 @@ def load_encoder(
     return encoder.to(torch.device(device)).eval()
 
 
-def default_batch_size(device_type: str) -> int:
-    """Files per batch when not given: 1 on CPU (batching is no faster there), 8 on GPUs."""
-    return 1 if device_type == "cpu" else 8
+def packaged_models() -> list[str]:
+    """Preset names whose pretrained weights ship with this installation."""
+    from pase.hub import CONFIG_NAME, PACKAGED, PRETRAINED_DIR
+
+    return [n for n in PRESETS if n in PACKAGED and (PRETRAINED_DIR / PACKAGED[n] / CONFIG_NAME).exists()]
 
 
 def _durations(jobs: list[Job]) -> list[float]:
@@ -215,24 +239,35 @@ def _durations(jobs: list[Job]) -> list[float]:
     return seconds
 
 
-def _plan(jobs: list[Job], batch_size: int, long_seconds: float) -> list[list[Job]]:
-    """Group jobs into batches of similar duration; long files get a batch of their own."""
-    if batch_size == 1:  # keep the input order and skip reading every header
-        return [[job] for job in jobs]
-    order = sorted(zip(_durations(jobs), range(len(jobs)), strict=True))
-    batches: list[list[Job]] = []
-    current: list[Job] = []
-    for seconds, i in order:
-        if seconds > long_seconds:
-            batches.append([jobs[i]])
-            continue
-        current.append(jobs[i])
-        if len(current) == batch_size:
-            batches.append(current)
-            current = []
-    if current:
-        batches.append(current)
-    return batches
+def _chunks(items: list[Job], size: int) -> list[list[Job]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _plan(
+    jobs: list[Job], seconds: list[float], batch_size: int, max_seconds: float, exact: bool
+) -> list[list[Job]]:
+    """Batches of up to ``batch_size`` jobs; jobs longer than ``max_seconds`` get one of their own.
+
+    ``exact``: a batch only holds files with the same frame count (from the header); otherwise
+    files are sorted by duration and neighbours share a batch.
+    """
+    alone = [[jobs[i]] for i in range(len(jobs)) if seconds[i] > max_seconds]
+    rest = sorted((seconds[i], i) for i in range(len(jobs)) if seconds[i] <= max_seconds)
+    if not exact:
+        return alone + _chunks([jobs[i] for _, i in rest], batch_size)
+    buckets: dict[int, list[Job]] = {}
+    for sec, i in rest:
+        buckets.setdefault(math.ceil(round(sec * SAMPLE_RATE) / HOP), []).append(jobs[i])
+    return alone + [batch for bucket in buckets.values() for batch in _chunks(bucket, batch_size)]
+
+
+def auto_num_threads(seconds: list[float], processes_here: int = 1) -> int:
+    """CPU threads per process: 1 when most files are short (see the module docstring), else the
+    available cores divided by the processes on this machine."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if seconds and sorted(seconds)[len(seconds) // 2] <= SHORT_SECONDS:
+        return 1
+    return max(1, cores // max(1, processes_here))
 
 
 def encode_batch(
@@ -241,12 +276,15 @@ def encode_batch(
     layers: Layers = "final",
     long_seconds: float = LONG_SECONDS,
     window_seconds: float | None = None,
+    exact: bool = False,
 ) -> list[np.ndarray]:
     """Features of 16 kHz mono waveforms (``wavs[i]: [T_i]``), each ``[F_i, D]`` or ``[L, F_i, D]``.
 
     Waveforms longer than ``long_seconds`` are streamed one by one with ``infer_long``; the
     others are zero-padded into one ``[B, T_max]`` batch (no padding for one), run with
-    ``lengths=``, and each is cut to its own frame count.
+    ``lengths=``, and each is cut to its own frame count. ``exact``: one batch per frame count
+    ``ceil(T / 160)``, so padding changes nothing and each output equals ``encoder(wav)`` up to
+    float rounding.
     """
     import torch
 
@@ -261,20 +299,31 @@ def encode_batch(
             kwargs = {} if window_seconds is None else {"window_seconds": window_seconds}
             wav = torch.from_numpy(w).to(device)
             feats[i] = encoder.infer_long(wav, layers=layers, **kwargs).float().cpu().numpy()
-        if short:
-            x = torch.zeros(len(short), max(len(wavs[i]) for i in short))
-            for row, i in enumerate(short):
-                x[row, : len(wavs[i])] = torch.from_numpy(wavs[i])
-            lengths = torch.tensor([len(wavs[i]) for i in short], dtype=torch.long, device=device)
-            x = x.to(device)
-            if layers == "final":
-                out, frames = encoder(x, lengths=lengths)
-            else:
-                states, frames = encoder.extract_features(x, lengths=lengths)
-                out = torch.stack(states, dim=1)  # [B, L, F, D]
-            for row, i in enumerate(short):
-                feats[i] = out[row, ..., : int(frames[row]), :].float().cpu().numpy()
+        groups: dict[int, list[int]] = {}
+        for i in short:
+            groups.setdefault(math.ceil(len(wavs[i]) / HOP) if exact else 0, []).append(i)
+        for group in groups.values():
+            feats.update(_encode_padded(encoder, wavs, group, layers, device))
     return [feats[i] for i in range(len(wavs))]
+
+
+def _encode_padded(
+    encoder: Encoder, wavs: list[np.ndarray], rows: list[int], layers: Layers, device: tp.Any
+) -> dict[int, np.ndarray]:
+    """``wavs[i]`` for ``i`` in ``rows``, zero-padded into one batch -> ``{i: features}``."""
+    import torch
+
+    x = torch.zeros(len(rows), max(len(wavs[i]) for i in rows))
+    for row, i in enumerate(rows):
+        x[row, : len(wavs[i])] = torch.from_numpy(wavs[i])
+    lengths = torch.tensor([len(wavs[i]) for i in rows], dtype=torch.long, device=device)
+    x = x.to(device)
+    if layers == "final":
+        out, frames = encoder(x, lengths=lengths)
+    else:
+        states, frames = encoder.extract_features(x, lengths=lengths)
+        out = torch.stack(states, dim=1)  # [B, L, F, D]
+    return {i: out[row, ..., : int(frames[row]), :].float().cpu().numpy() for row, i in enumerate(rows)}
 
 
 def save_features(path: Path, feats: np.ndarray, fmt: Format, layers: Layers, source: Path) -> None:
@@ -301,14 +350,42 @@ def save_features(path: Path, feats: np.ndarray, fmt: Format, layers: Layers, so
     write_atomic(path, write)
 
 
-def _append_index(out_dir: Path, record: dict[str, tp.Any]) -> None:
-    """Append one JSON line with a single ``write`` on an ``O_APPEND`` descriptor."""
+def _index_part(out_dir: Path, rank: int) -> Path:
+    return out_dir / f".index.rank{rank}.jsonl"
+
+
+def _append_index(out_dir: Path, record: dict[str, tp.Any], rank: int = 0) -> None:
+    """Append one JSON line to this rank's index part, one ``write`` on an ``O_APPEND`` descriptor."""
     line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-    fd = os.open(out_dir / INDEX_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(_index_part(out_dir, rank), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)
     finally:
         os.close(fd)
+
+
+def merge_index(out_dir: str | os.PathLike[str]) -> int:
+    """Merge the per-rank index parts into ``index.jsonl``, one line per output (a later line for
+    the same output replaces the earlier one in place); returns the number of lines."""
+    out = Path(out_dir)
+    parts = sorted(out.glob(".index.rank*.jsonl"))
+    if not parts:
+        return 0
+    records: dict[str, str] = {}
+    for path in [out / INDEX_NAME, *parts]:
+        if not path.exists():
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                key = json.loads(line)["output"]
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line of a killed run; its output is redone or listed later
+            records[key] = line
+    text = "".join(line + "\n" for line in records.values())
+    write_atomic(out / INDEX_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    for path in parts:
+        path.unlink()
+    return len(records)
 
 
 def extract_files(
@@ -324,11 +401,21 @@ def extract_files(
     window_seconds: float | None = None,
     progress: bool = False,
     report: tp.Callable[[str], None] | None = None,
+    shard: tuple[int, int] = (0, 1),
+    num_threads: int | tp.Literal["auto"] | None = None,
 ) -> ExtractSummary:
     """Extract features of every input into ``out_dir`` (layout: module docstring).
 
+    ``shard=(rank, world_size)`` processes only this rank's share of the inputs and leaves the
+    index part for the caller to merge (:func:`merge_index`, after every rank is done); input
+    problems are then reported by rank 0 only. With one rank the index is merged here.
+
+    ``num_threads`` (CPU only) sets torch's intra-op threads for this process: a number, or
+    ``"auto"`` for :func:`auto_num_threads` over this run's files (sharing the cores with the
+    ``LOCAL_WORLD_SIZE`` processes torchrun started here); None leaves torch's setting alone.
+
     ``encoder`` should be in eval mode (see :func:`load_encoder`). ``batch_size`` defaults to
-    :func:`default_batch_size` for the encoder's device. Existing outputs are skipped
+    equal-length batches of short files on CPU and 8 on CUDA (module docstring). Existing outputs are skipped
     unless ``overwrite``. Each bad input is counted in ``summary.failed``, recorded in
     ``summary.failures`` and passed to ``report`` as one line ``"<path>: <problem>"`` (use
     ``tqdm.write`` there when ``progress`` is on); it never stops the run. ``progress`` shows a
@@ -338,10 +425,13 @@ def extract_files(
         raise ValueError(f"format must be one of {FORMATS}, not {fmt!r}")
     if layers not in LAYERS:
         raise ValueError(f"layers must be one of {LAYERS}, not {layers!r}")
-    if batch_size is None:
-        batch_size = default_batch_size(next(encoder.parameters()).device.type)
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+    if num_threads is not None and num_threads != "auto" and num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1 or 'auto', not {num_threads!r}")
+    rank, world_size = shard
+    if not 0 <= rank < world_size:
+        raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size, not {shard}")
     from tqdm import tqdm
 
     start = time.perf_counter()
@@ -356,13 +446,34 @@ def extract_files(
             report(_one_line(f"{path}: {problem}"))
 
     jobs, problems = resolve_inputs(inputs, out, "." + fmt)
-    for path, problem in problems:
-        fail(path, problem)
+    if rank == 0:
+        for path, problem in problems:
+            fail(path, problem)
+    # Shard before looking at existing outputs: another rank may already be writing its own.
+    jobs = jobs[rank::world_size]
+    if world_size > 1:
+        bar.set_description_str(f"rank {rank}/{world_size}")
     todo = [j for j in jobs if overwrite or not j.output.exists()]
     summary.skipped = len(jobs) - len(todo)
     bar.total = len(todo)
     bar.refresh()
-    for batch in _plan(todo, batch_size, long_seconds):
+    on_cpu = next(encoder.parameters()).device.type == "cpu"
+    exact = batch_size is None and on_cpu
+    # Headers give durations for batching and the thread default; one file at a time needs neither.
+    headers = batch_size != 1 or (num_threads == "auto" and on_cpu)
+    seconds = _durations(todo) if headers else [0.0] * len(todo)
+    if num_threads is not None and on_cpu:
+        import torch
+
+        here = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        torch.set_num_threads(auto_num_threads(seconds, here) if num_threads == "auto" else num_threads)
+    if batch_size == 1:
+        batches = [[job] for job in todo]  # input order
+    elif exact:
+        batches = _plan(todo, seconds, AUTO_BATCH, SHORT_SECONDS, exact=True)
+    else:
+        batches = _plan(todo, seconds, batch_size or AUTO_BATCH, long_seconds, exact=False)
+    for batch in batches:
         loaded: list[tuple[Job, np.ndarray]] = []
         for job in batch:
             try:
@@ -373,7 +484,8 @@ def extract_files(
         if not loaded:
             continue
         try:
-            feats = encode_batch(encoder, [w for _, w in loaded], layers, long_seconds, window_seconds)
+            wavs = [w for _, w in loaded]
+            feats = encode_batch(encoder, wavs, layers, long_seconds, window_seconds, exact=exact)
         except (RuntimeError, ValueError) as exc:  # e.g. out of memory: report, keep going
             for job, _ in loaded:
                 fail(job.source, f"extraction failed ({type(exc).__name__}: {exc})")
@@ -382,7 +494,7 @@ def extract_files(
         for (job, wav), f in zip(loaded, feats, strict=True):
             try:
                 save_features(job.output, f, fmt, layers, job.source)
-                _append_index(out, _index_record(job, out, f, len(wav), fmt, layers))
+                _append_index(out, _index_record(job, out, f, len(wav), fmt, layers), rank)
             except OSError as exc:
                 fail(job.output, f"cannot write output ({type(exc).__name__}: {exc})")
             else:
@@ -393,6 +505,8 @@ def extract_files(
         elapsed = time.perf_counter() - start
         bar.set_postfix_str(f"{summary.audio_seconds / max(elapsed, 1e-9):.1f}x real time")
     bar.close()
+    if world_size == 1:
+        merge_index(out)
     summary.wall_seconds = time.perf_counter() - start
     return summary
 
@@ -412,28 +526,125 @@ def _index_record(
     }
 
 
+@dataclass(frozen=True)
+class Ranks:
+    """Where this process stands in a ``torchrun`` job (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+    ``LOCAL_WORLD_SIZE``); one process outside torchrun."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+
+    @classmethod
+    def from_env(cls) -> Ranks:
+        env = os.environ
+        world = int(env.get("WORLD_SIZE", "1"))
+        return cls(
+            rank=int(env.get("RANK", "0")),
+            world_size=world,
+            local_rank=int(env.get("LOCAL_RANK", "0")),
+            local_world_size=int(env.get("LOCAL_WORLD_SIZE", str(world))),
+        )
+
+
+def _pick_device(requested: str, ranks: Ranks) -> str:
+    """``auto`` -> CUDA when available; under torchrun each process takes ``cuda:LOCAL_RANK``."""
+    import torch
+
+    device = requested
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and ranks.world_size > 1:
+        device = f"cuda:{ranks.local_rank % max(1, torch.cuda.device_count())}"
+    return device
+
+
+def check_writable(out: Path) -> str | None:
+    """None if files can be created in ``out`` (created if missing), else the reason, one line."""
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".pase-write-test-"):
+            pass
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc.strerror or exc}"
+    return None
+
+
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
+
+    ranks = Ranks.from_env()
 
     def err(line: str) -> None:
         tqdm.write(line, file=sys.stderr)  # prints above a running progress bar, not into it
 
+    def err_main(line: str) -> None:
+        if ranks.rank == 0:
+            err(line)
+
     import torch
 
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device.startswith("cuda") and not torch.cuda.is_available():
-        err(f"pase extract: --device {device}, but CUDA is not available to torch {torch.__version__}")
+    device = _pick_device(args.device, ranks)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        err_main(f"pase extract: --device {device}, but CUDA is not available to torch {torch.__version__}")
         return 2
+    problem = check_writable(args.out)
+    if problem is not None:
+        err_main(f"pase extract: cannot write to --out {args.out} ({problem})")
+        return 2
+    group = _init_group(ranks)
+    try:
+        return _extract_ranked(args, device, ranks, group, err, err_main)
+    finally:
+        if group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _init_group(ranks: Ranks) -> bool:
+    """Join the torchrun job (gloo: only small objects are exchanged, on CPU or GPU machines)."""
+    if ranks.world_size == 1:
+        return False
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    return True
+
+
+def _gather(obj: tp.Any, group: bool) -> list[tp.Any]:
+    if not group:
+        return [obj]
+    import torch.distributed as dist
+
+    gathered: list[tp.Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def _extract_ranked(
+    args: argparse.Namespace,
+    device: str,
+    ranks: Ranks,
+    group: bool,
+    err: tp.Callable[[str], None],
+    err_main: tp.Callable[[str], None],
+) -> int:
+    load_error = None
     try:
         encoder = load_encoder(args.model, device, args.random_init, args.seed)
     except Exception as exc:  # any reason a model cannot load is one line for the user
         hint = "" if args.random_init else " (or pass --random-init to test with an untrained one)"
-        err(_one_line(f"pase extract: cannot load model {args.model!r}: {exc}{hint}"))
+        load_error = _one_line(f"pase extract: cannot load model {args.model!r}: {exc}{hint}")
+    errors = [e for e in _gather(load_error, group) if e is not None]
+    if errors:
+        err_main(errors[0])
         return 2
     if args.random_init:
-        err(
+        err_main(
             f"pase extract: WARNING: random-init {args.model} encoder (seed {args.seed}); "
             "its features are for testing pipelines, not for downstream use"
         )
@@ -446,14 +657,32 @@ def _run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         overwrite=args.overwrite,
         window_seconds=args.window_seconds,
-        progress=not args.no_progress and sys.stderr.isatty(),
+        progress=ranks.rank == 0 and not args.no_progress and sys.stderr.isatty(),
         report=err,
+        shard=(ranks.rank, ranks.world_size),
+        num_threads=args.num_threads,
     )
-    err(
-        f"pase extract: {summary} ({summary.audio_seconds:.1f} s of audio in "
-        f"{summary.wall_seconds:.1f} s, {summary.real_time_factor:.1f}x real time) -> {args.out}"
+    counts = (summary.extracted, summary.skipped, summary.failed, summary.audio_seconds, summary.wall_seconds)
+    parts = _gather(counts, group)
+    if ranks.rank == 0 and group:
+        merge_index(args.out)
+    total = ExtractSummary(
+        extracted=sum(p[0] for p in parts),
+        skipped=sum(p[1] for p in parts),
+        failed=sum(p[2] for p in parts),
+        audio_seconds=sum(p[3] for p in parts),
+        wall_seconds=max(p[4] for p in parts),
     )
-    return 0 if summary.ok else 1
+    procs = f", {ranks.world_size} processes" if group else ""
+    err_main(
+        f"pase extract: {total} ({total.audio_seconds:.1f} s of audio in {total.wall_seconds:.1f} s"
+        f"{procs}, {total.real_time_factor:.1f}x real time) -> {args.out}"
+    )
+    return 0 if total.ok else 1
+
+
+def _threads(text: str) -> int | str:
+    return text if text == "auto" else _positive_int(text)
 
 
 def _positive_int(text: str) -> int:
@@ -485,17 +714,19 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         default="final",
         help="final: [F, D]; all: every hidden state, [L, F, D] in npy or layer_0.. in safetensors",
     )
+    packaged = packaged_models()
     p.add_argument(
         "--model",
         default="pase+",
-        help="pase+ | pase (packaged pretrained weights), a save_pretrained DIR, or an original "
-        "FILE.ckpt (default pase+)",
+        help=(f"{' | '.join(packaged)} (packaged pretrained weights), " if packaged else "")
+        + "a save_pretrained DIR, a Hugging Face Hub repo org/name (needs pase-speech[hub]), or an "
+        "original FILE.ckpt (default pase+)",
     )
     p.add_argument(
         "--random-init",
         action="store_true",
-        help="use a randomly initialised preset (seeded by --seed) instead of trained weights: "
-        "for testing pipelines only",
+        help=f"use a randomly initialised preset ({' | '.join(PRESETS)}, seeded by --seed) instead of "
+        "trained weights: for testing pipelines only",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for --random-init (default 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
@@ -503,8 +734,16 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "--batch-size",
         type=_positive_int,
         default=None,
-        help="short files of similar length per batch (default: 1 on CPU, exact per-file "
-        "output; 8 on CUDA, where the last ~8 frames of padded items differ slightly)",
+        help=f"files of similar length per batch (default: on CPU, files up to {SHORT_SECONDS:g} s "
+        f"with equal frame counts, {AUTO_BATCH} at a time, output equal to per-file; on CUDA "
+        f"{AUTO_BATCH}, where the last ~8 frames of padded items differ slightly)",
+    )
+    p.add_argument(
+        "--num-threads",
+        type=_threads,
+        default="auto",
+        help="CPU threads per process (default auto: 1 when most files are short, else the free "
+        "cores divided by the processes on this machine)",
     )
     p.add_argument(
         "--window-seconds",

@@ -12,6 +12,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import typing as tp
 from pathlib import Path
 
@@ -69,8 +70,9 @@ def save_pretrained(
     return directory
 
 
-def resolve_pretrained(name_or_dir: str | os.PathLike[str]) -> Path:
-    """A directory for a packaged name (``"pase+"``) or the given directory; clear error otherwise."""
+def resolve_pretrained(name_or_dir: str | os.PathLike[str], revision: str | None = None) -> Path:
+    """A directory for a packaged name (``"pase+"``), a local directory, or a Hugging Face Hub repo
+    id (``"org/name"``, downloaded or taken from the Hub cache); clear error otherwise."""
     key = str(name_or_dir)
     if key in PACKAGED and not Path(key).exists():
         path = PRETRAINED_DIR / PACKAGED[key]
@@ -82,20 +84,84 @@ def resolve_pretrained(name_or_dir: str | os.PathLike[str]) -> Path:
             )
         return path
     path = Path(name_or_dir)
-    if not path.is_dir():
+    if path.is_dir():
+        return path
+    if not path.exists() and _REPO_ID.fullmatch(key):
+        return download_from_hub(key, revision=revision)
+    raise FileNotFoundError(
+        f"{path}: not a pretrained encoder directory (expected {CONFIG_NAME} and {WEIGHTS_NAME}); "
+        f"packaged names are {sorted(PACKAGED)}; Hugging Face Hub repos are named 'org/name'"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The Hugging Face Hub (optional extra: pip install 'pase-speech[hub]')
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+HUB_EXTRA_HINT = "pip install 'pase-speech[hub]'"
+
+
+def _import_hub(what: str) -> tp.Any:
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise ImportError(f"{what} needs the huggingface_hub package: {HUB_EXTRA_HINT}") from None
+    return huggingface_hub
+
+
+def download_from_hub(repo_id: str, revision: str | None = None) -> Path:
+    """The local snapshot directory of ``repo_id`` (config + weights only), downloaded if needed.
+
+    Offline (``HF_HUB_OFFLINE=1``) it comes from the Hub cache. Never executes code: the files are
+    then read by :func:`load_pretrained` like any local directory, checksum included.
+    """
+    hf = _import_hub(f"loading {repo_id!r} from the Hugging Face Hub")
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        local = hf.snapshot_download(repo_id, revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME])
+    except LocalEntryNotFoundError:
         raise FileNotFoundError(
-            f"{path}: not a pretrained encoder directory (expected {CONFIG_NAME} and {WEIGHTS_NAME}); "
-            f"packaged names are {sorted(PACKAGED)}"
-        )
-    return path
+            f"{repo_id}: not a local directory, not in the Hugging Face cache, and the Hub cannot be "
+            "reached (offline: HF_HUB_OFFLINE is set or there is no network). Download it once "
+            "online, or pass a local directory written by save_pretrained."
+        ) from None
+    except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
+        raise FileNotFoundError(
+            f"{repo_id}: not a local directory, and the Hugging Face Hub has no such model "
+            f"repository{'' if revision is None else f' at revision {revision!r}'} ({type(exc).__name__})"
+        ) from None
+    return Path(local)
 
 
-def load_pretrained(name_or_dir: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Encoder:
-    """Build an encoder from a directory written by :func:`save_pretrained` (or a packaged name)."""
+def push_to_hub(
+    encoder: Encoder,
+    repo_id: str,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str = "Upload PASE encoder",
+) -> str:
+    """Upload ``encoder`` to the Hub as ``config.json`` + ``model.safetensors`` (creating the
+    repository if needed); returns the commit URL. ``Encoder.from_pretrained(repo_id)`` loads it."""
+    import tempfile
+
+    hf = _import_hub(f"pushing to {repo_id!r} on the Hugging Face Hub")
+    api = hf.HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_pretrained(encoder, tmp)
+        info = api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message)
+    return str(getattr(info, "commit_url", info))
+
+
+def load_pretrained(
+    name_or_dir: str | os.PathLike[str], map_location: str | torch.device = "cpu", revision: str | None = None
+) -> Encoder:
+    """Build an encoder from a directory written by :func:`save_pretrained`, a packaged name, or a
+    Hugging Face Hub repo id (``revision``: a branch, tag or commit of that repo)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    directory = resolve_pretrained(name_or_dir)
+    directory = resolve_pretrained(name_or_dir, revision=revision)
     cfg_path = directory / CONFIG_NAME
     try:
         meta = json.loads(cfg_path.read_text())
@@ -124,11 +190,13 @@ def load_pretrained(name_or_dir: str | os.PathLike[str], map_location: str | tor
         encoder = Encoder(EncoderConfig.from_dict(meta["config"]))
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{cfg_path}: invalid encoder config ({exc})") from None
-    _load_state(encoder, state, str(weights))
+    load_state(encoder, state, str(weights))
     return encoder.to(map_location).eval()
 
 
-def _load_state(encoder: Encoder, state: dict[str, torch.Tensor], source: str) -> None:
+def load_state(encoder: Encoder, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` (our names) into ``encoder``; any missing, extra or misshapen tensor is a
+    :class:`CheckpointError` naming ``source``, never a partial load."""
     own = encoder.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -175,8 +243,8 @@ def _unwrap(obj: tp.Any, source: str) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def load_original(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Encoder:
-    """Load a PASE+ checkpoint of the original code: 78 keys, flat or ``{"step", "state_dict"}``.
+def read_original(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], EncoderConfig]:
+    """Read an original PASE/PASE+ checkpoint without executing code: (state in our names, config).
 
     The architecture (PASE+ with QRNN, or PASE v1) is inferred from the keys.
     """
@@ -199,8 +267,17 @@ def load_original(path: str | os.PathLike[str], map_location: str | torch.device
         embedding_dim=int(state["W.weight"].shape[0]),
         rnn_hidden=int(state["rnn.rnn.linear.weight"].shape[0] // 3) if has_rnn else 512,
     )
+    return state, cfg
+
+
+def load_original(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Encoder:
+    """Load a PASE+ checkpoint of the original code: 78 keys, flat or ``{"step", "state_dict"}``.
+
+    The architecture (PASE+ with QRNN, or PASE v1) is inferred from the keys.
+    """
+    state, cfg = read_original(path)
     encoder = Encoder(cfg)
-    _load_state(encoder, state, source)
+    load_state(encoder, state, str(path))
     return encoder.to(map_location).eval()
 
 

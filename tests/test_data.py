@@ -84,7 +84,64 @@ def test_resampled_once_and_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(data, "load_audio", no_decoding)
     second = _corpus(tmp_path / "a", cache)
     np.testing.assert_array_equal(second[0].samples(), first[0].samples())
-    assert isinstance(second[0].samples(), np.memmap)
+    assert isinstance(second[0].stored(), np.memmap)
+
+
+def test_cache_is_int16_and_reads_back_float32(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    quiet, loud = 0.05 * synth_speechlike(1.0, seed=4), 3.0 * synth_speechlike(1.0, seed=5)
+    sf.write(tmp_path / "a" / "quiet.wav", quiet, 16000, subtype="FLOAT")
+    sf.write(tmp_path / "a" / "zloud.wav", loud, 16000, subtype="FLOAT")  # float file past full scale
+    cached = _corpus(tmp_path / "a", tmp_path / "cache", num_workers=0)
+    in_ram = _corpus(tmp_path / "a", num_workers=0)
+    files = sorted((tmp_path / "cache").rglob("*.npy"))
+    assert [np.load(f, mmap_mode="r").dtype for f in files] == [np.int16, np.int16]
+    assert all(f.stat().st_size < 2 * 16000 + 200 for f in files)  # half of float32's 64 kB
+    window = cached[0].window(100, CHUNK)
+    assert window.dtype == np.float32
+    np.testing.assert_allclose(window, in_ram[0].window(100, CHUNK), atol=0.5 / 32768, rtol=0)
+    # The loud file keeps its shape at peak just under full scale instead of being clipped.
+    loud_back = cached[1].samples()
+    assert loud_back.dtype == np.float32 and 0.999 < np.abs(loud_back).max() < 1.0
+    np.testing.assert_allclose(loud_back, loud / np.abs(loud).max(), atol=2 / 32768, rtol=0)
+
+
+def test_float32_cache_of_older_versions_still_reads(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    wav = synth_speechlike(0.5, seed=6)
+    sf.write(tmp_path / "a" / "x.wav", wav, 16000, subtype="FLOAT")
+    cache = tmp_path / "cache"
+    _corpus(tmp_path / "a", cache, num_workers=0)
+    (npy,) = cache.rglob("*.npy")
+    np.save(npy, wav)  # what the float32 cache held for this key
+    (utt,) = _corpus(tmp_path / "a", cache, num_workers=0)
+    np.testing.assert_array_equal(utt.window(0, CHUNK), wav[:CHUNK])
+
+
+def test_parallel_preparation_equals_serial(tmp_path: Path) -> None:
+    root = tmp_path / "c"
+    root.mkdir()
+    for i in range(6):
+        sf.write(
+            root / f"f{i}.flac",
+            synth_speechlike(0.5 + 0.1 * i, 8000 + 4000 * (i % 2), seed=i),
+            8000 + 4000 * (i % 2),
+        )
+    sf.write(root / "short.wav", synth_speechlike(0.1), 16000)
+    (root / "broken.flac").write_bytes(b"not audio at all")
+    runs = {}
+    for workers in (0, 2):
+        lines: list[str] = []
+        cache = tmp_path / f"cache{workers}"
+        corpus = data.load_corpus([root], cache, min_seconds=0.3, report=lines.append, num_workers=workers)
+        runs[workers] = (corpus, sorted(lines))
+    (serial, serial_lines), (parallel, parallel_lines) = runs[0], runs[2]
+    assert [u.path for u in parallel] == [u.path for u in serial] and len(serial) == 6  # sources' order
+    for a, b in zip(serial, parallel, strict=True):
+        assert a.num_samples == b.num_samples
+        np.testing.assert_array_equal(a.samples(), b.samples())
+    assert parallel_lines == serial_lines and len(serial_lines) == 2  # each bad file once
+    assert any("broken.flac" in line for line in parallel_lines)
 
 
 def test_short_and_unreadable_files_reported_once_and_skipped(tmp_path: Path) -> None:

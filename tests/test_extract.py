@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -99,12 +100,94 @@ def test_rerun_skips_existing_and_overwrite_redoes(tree: Path, tmp_path: Path, c
     rc, text = run(capsys, tree, "--out", out, *RANDOM)
     assert "extracted 1, skipped 2, failed 4" in text and rc != 0
     assert (out / "sub/b.npy").stat().st_mtime_ns == first["sub/b.npy"]
-    assert len(index_lines(out)) == 4
+    assert sorted(r["output"] for r in index_lines(out)) == sorted(GOOD.values())
 
     rc, text = run(capsys, tree, "--out", out, "--overwrite", *RANDOM)
     assert "extracted 3, skipped 0, failed 4" in text
     assert (out / "sub/b.npy").stat().st_mtime_ns != first["sub/b.npy"]
-    assert len(index_lines(out)) == 7
+    assert sorted(r["output"] for r in index_lines(out)) == sorted(GOOD.values())  # no duplicates
+    assert not list(out.glob(".index.rank*"))
+
+
+def test_index_parts_of_a_killed_run_are_merged(tree: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    run(capsys, tree, "--out", out, *RANDOM)
+    index = (out / "index.jsonl").read_text()
+    (out / "index.jsonl").unlink()
+    # A killed run leaves its part (here: two lines, the last one torn) and no merged index.
+    torn = index.splitlines()[0] + "\n" + index.splitlines()[1][:20]
+    (out / ".index.rank1.jsonl").write_text(torn)
+    (out / "a.npy").unlink()
+    rc, text = run(capsys, tree, "--out", out, *RANDOM)
+    assert "extracted 1, skipped 2, failed 4" in text
+    outputs = [r["output"] for r in index_lines(out)]
+    assert len(outputs) == len(set(outputs)) and "a.npy" in outputs
+    assert not list(out.glob(".index.rank*"))
+
+
+def test_unwritable_out_is_checked_once_up_front(tree: Path, tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file where a folder should be")
+    rc, text = run(capsys, tree, "--out", blocker / "out", *RANDOM)
+    assert rc == 2 and "Traceback" not in text
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot write to --out" in lines[0] and "file.txt" in lines[0]
+
+
+def test_help_offers_only_packaged_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    def model_help() -> str:
+        with pytest.raises(SystemExit):
+            main(["extract", "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        text = text[text.index("options:") :]
+        return text[text.index("--model MODEL") : text.index("--random-init ")]
+
+    assert model_help().startswith("--model MODEL pase+ (packaged pretrained weights)")
+    assert "pase |" not in model_help()  # no PASE v1 weights are packaged
+    monkeypatch.setattr("pase.hub.PRETRAINED_DIR", tmp_path)  # an installation without weights
+    assert "packaged" not in model_help()
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_equal_one(tree: Path, tmp_path: Path) -> None:
+    for i in range(5):  # enough good files that both ranks get several
+        sf.write(tree / f"extra{i}.wav", synth_speechlike(0.3 + 0.1 * i, 16000, seed=20 + i), 16000)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    single = tmp_path / "single"
+    multi = tmp_path / "multi"
+    args = ["extract", str(tree), *RANDOM]
+    one = subprocess.run(
+        [sys.executable, "-m", "pase.cli", *args, "--out", str(single)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+    def launch() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*torchrun, "-m", "pase.cli", *args, "--out", str(multi)],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+
+    two = launch()
+    assert one.returncode == two.returncode == 1, two.stderr
+    # torchrun itself prints a ChildFailedError report when ranks exit 1; none of our code may raise.
+    assert not re.search(r'File "[^"]*/pase/', two.stderr), two.stderr
+    assert "extracted 8, skipped 0, failed 4" in two.stderr
+    assert two.stderr.count("extracted 8") == 1  # the summary covers both ranks, printed once
+    for name in BAD:  # each bad file is reported by the one rank that met it
+        assert sum(str(tree / name) in line for line in two.stderr.splitlines()) == 1, name
+    outputs = sorted(p.relative_to(single).as_posix() for p in single.rglob("*.npy"))
+    assert outputs == sorted(p.relative_to(multi).as_posix() for p in multi.rglob("*.npy"))
+    for rel in outputs:
+        # Shards batch equal-length short files differently: equal up to float rounding.
+        np.testing.assert_allclose(np.load(single / rel), np.load(multi / rel), atol=1e-5, rtol=0)
+    records = sorted((r["output"], r["frames"]) for r in index_lines(multi))
+    assert records == sorted((r["output"], r["frames"]) for r in index_lines(single))  # one line each
+    assert not list(multi.glob(".index.rank*"))
+
+    again = launch()  # resumable: a rerun of the whole job skips everything that exists
+    assert "extracted 0, skipped 8, failed 4" in again.stderr
+    assert len(index_lines(multi)) == 8
 
 
 def test_all_layers_npy_and_safetensors(tmp_path: Path, capsys) -> None:
@@ -200,6 +283,47 @@ def test_outputs_equal_encoder(tmp_path: Path, encoder: Encoder) -> None:
         np.testing.assert_allclose(got, reference(name), atol=1e-4)
 
 
+def test_cpu_default_batches_short_files_of_equal_frame_count(tmp_path: Path, encoder: Encoder) -> None:
+    """0.4 s files: same ceil(T / 160) share a batch, so each output still equals encoder(wav)."""
+    lengths = {"a": 6400, "b": 6400, "c": 6290, "d": 6333, "e": 5000, "f": 40000}  # 40, 40, 40, 40, 32, 250
+    for name, n in lengths.items():
+        sf.write(tmp_path / f"{name}.wav", synth_speechlike(n / 16000, 16000, seed=n % 97), 16000)
+    batch_sizes: list[int] = []
+    hook = encoder.register_forward_pre_hook(lambda m, args: batch_sizes.append(args[0].shape[0]))
+    try:
+        summary = extract_files([tmp_path / f"{n}.wav" for n in lengths], tmp_path / "o", encoder)
+    finally:
+        hook.remove()
+    assert summary.extracted == 6
+    assert sorted(batch_sizes) == [1, 1, 4]  # a-d together; e and the 2.5 s file alone
+    for name in lengths:
+        with torch.inference_mode():
+            ref = encoder(torch.from_numpy(load_audio(tmp_path / f"{name}.wav"))[None])[0].numpy()
+        np.testing.assert_allclose(np.load(tmp_path / "o" / f"{name}.npy"), ref, atol=1e-5, rtol=0)
+
+
+def test_num_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from pase.extract import auto_num_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert auto_num_threads([0.4] * 9 + [30.0]) == 1  # mostly short files
+    assert auto_num_threads([10.0, 12.0, 0.5]) == 8
+    assert auto_num_threads([10.0], processes_here=3) == 2  # torchrun: the cores are shared
+    before = torch.get_num_threads()
+    sf.write(tmp_path / "w.wav", synth_speechlike(0.4, 16000, seed=3), 16000)
+    try:
+        torch.set_num_threads(2)
+        rc, _ = run(capsys, tmp_path / "w.wav", "--out", tmp_path / "o", *RANDOM)
+        assert rc == 0 and torch.get_num_threads() == 1  # auto, short file
+        rc, _ = run(capsys, tmp_path / "w.wav", "--out", tmp_path / "o2", "--num-threads", "3", *RANDOM)
+        assert rc == 0 and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(SystemExit):
+        main(["extract", str(tmp_path), "--out", str(tmp_path / "o3"), "--num-threads", "0"])
+    assert "--num-threads: must be >= 1" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("kind", ["dir", "ckpt"])
 def test_model_from_directory_or_original_checkpoint(
     tmp_path: Path, encoder: Encoder, kind: str, capsys
@@ -256,7 +380,10 @@ def test_real_speech_list(speech_dir: Path, tmp_path: Path, encoder: Encoder) ->
     (tmp_path / "list.txt").write_text("".join(f"{f}\n" for f in files))
     summary = extract_files([f"@{tmp_path / 'list.txt'}"], tmp_path / "o", encoder)
     assert summary.extracted == len(files) and summary.ok
-    for f, record in zip(files, index_lines(tmp_path / "o"), strict=True):
+    records = {r["output"]: r for r in index_lines(tmp_path / "o")}  # in processing order
+    assert len(records) == len(files)
+    for f in files:
+        record = records[f"{f.stem}.npy"]
         feats = np.load(tmp_path / "o" / f"{f.stem}.npy")
         assert feats.shape == (num_frames(len(load_audio(f))), 256) == (record["frames"], 256)
         assert np.isfinite(feats).all() and feats.std() > 0
