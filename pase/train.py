@@ -80,6 +80,8 @@ class TrainConfig:
     data: list[str] = dataclasses.field(default_factory=list)
     #: Resampled-audio cache folder; empty: ``pase.data.default_cache_dir()``; "none": in RAM.
     cache_dir: str = ""
+    #: Processes that decode and resample the corpus on first use (0: this process; -1: auto).
+    num_workers: int = -1
     #: Files shorter than this are skipped (shorter ones are reflection-padded to a chunk).
     min_seconds: float = MIN_SECONDS
     #: Fraction of speakers (or files) held out for validation, and how.
@@ -409,7 +411,15 @@ def _load_data(config: TrainConfig, info: DistInfo) -> tuple[list[Utterance], li
     cache = None if config.cache_dir.lower() == "none" else config.cache_dir or default_cache_dir()
     report = _say if info.is_main else None
     corpus = _main_rank_first(
-        info, lambda: load_corpus(config.data, cache, config.min_seconds, report, info.is_main)
+        info,
+        lambda: load_corpus(
+            config.data,
+            cache,
+            config.min_seconds,
+            report,
+            info.is_main,
+            num_workers=None if config.num_workers < 0 else config.num_workers,
+        ),
     )
     return split_holdout(corpus, config.valid_fraction, config.holdout, config.seed)
 
