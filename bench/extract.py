@@ -381,6 +381,7 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per case (best kept)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--no-cuda", action="store_true", help="CPU only even when CUDA is present")
+    parser.add_argument("--cuda-only", action="store_true", help="skip the CPU cases (GPU machines)")
     parser.add_argument(
         "--long-hours",
         type=float,
@@ -405,9 +406,11 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
         parser.error("--throughput-only needs --throughput")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    devices = [torch.device("cpu")]
+    devices = [] if args.cuda_only else [torch.device("cpu")]
     if torch.cuda.is_available() and not args.no_cuda:
         devices.append(torch.device("cuda"))
+    if not devices:
+        parser.error("--cuda-only without CUDA: nothing to measure")
     load_before = os.getloadavg()
     rows: list[dict] = []
     if not (args.long_only or args.throughput_only):

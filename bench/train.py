@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from pase.audio import SAMPLE_RATE, write_atomic
-from pase.train import TrainConfig, Trainer
+from pase.train import TrainConfig, Trainer, load_config_file
 from pase.workers import WorkerBatch
 
 ORIGINAL_XRT = 100.0  # santi-pdp/pase on one GTX 2080, CPU-bound by targets and distortions
@@ -102,10 +102,18 @@ def breakdown(trainer: Trainer, repeats: int) -> dict[str, float]:
     return parts
 
 
-def measure(device: str, batch_size: int, precision: str, steps: int, repeats: int, data: Path) -> dict:
-    """Throughput and breakdown of the PASE+ recipe on ``device``."""
+def measure(
+    device: str,
+    batch_size: int,
+    precision: str,
+    steps: int,
+    repeats: int,
+    data: Path,
+    base: TrainConfig | None = None,
+) -> dict:
+    """Throughput and breakdown of the PASE+ recipe (or ``base``) on ``device``."""
     with tempfile.TemporaryDirectory() as out:
-        config = TrainConfig.pase_plus().updated(
+        config = (base or TrainConfig.pase_plus()).updated(
             {
                 "data": [str(data)],
                 "batch_size": batch_size,
@@ -133,6 +141,8 @@ def measure(device: str, batch_size: int, precision: str, steps: int, repeats: i
             "device": str(dev),
             "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor(),
             "precision": "bf16" if trainer.autocast_dtype is not None else "fp32",
+            "qrnn_impl": trainer.model.encoder.config.qrnn_impl,
+            "workers": len(trainer.model.workers),
             "batch_size": batch_size,
             "audio_seconds_per_step": audio_s,
             "step_seconds": step_s,
@@ -165,12 +175,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--data", type=Path, default=default_data())
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
+    parser.add_argument("--preset", default="pase+", help="training preset measured (default: pase+)")
+    parser.add_argument("--config", type=Path, help="JSON/YAML of TrainConfig fields over the preset")
     args = parser.parse_args()
+    base = TrainConfig.from_preset(args.preset)
+    if args.config:
+        base = base.updated(load_config_file(args.config))
     devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
     for device in devices:
         batch = args.cuda_batch if device.startswith("cuda") else args.cpu_batch
-        rows.append(measure(device, batch, args.precision, args.steps, args.repeats, args.data))
+        rows.append(measure(device, batch, args.precision, args.steps, args.repeats, args.data, base))
     print_report(rows)
     if args.out:
         report = {
