@@ -77,7 +77,8 @@ def pack(
             if by_speaker[spk]:
                 order.append(by_speaker[spk].popleft())
     (out / "speech").mkdir(parents=True, exist_ok=True)
-    rows, used, seconds, distances = ["path,speaker"], [], 0.0, []
+    rows, used, seconds = ["path,speaker"], [], 0.0
+    distances: list[float] = []
     budget = max_mib * 2**20
     size = 0
     for i, entry in enumerate(order):
@@ -105,7 +106,6 @@ def pack(
             _write_opus(out / "noise" / f"{p.stem}.ogg", load_audio(p), level)
     if n_rirs > 0:
         from pase.distortions import DistortionConfig, rir_bank_from_config
-
         from pase.rirs import RirBank
 
         bank = RirBank.from_dir(rir_dir) if rir_dir else rir_bank_from_config(DistortionConfig())
@@ -116,7 +116,7 @@ def pack(
             sf.write(out / "rirs" / f"room{k:03d}.flac", rir, SAMPLE_RATE, subtype="PCM_16")
 
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    manifest = {
+    manifest: dict[str, object] = {
         "files": len(rows) - 1,
         "speakers": len({r.split(",")[1] for r in rows[1:]}),
         "hours": round(seconds / 3600, 3),
