@@ -126,6 +126,9 @@ def _main(args: argparse.Namespace) -> int:
         seeds=seeds,
         distortion=distortion,
     )
+    skipped = {path for r in results for path in r.get("skipped_files", {})}
+    if skipped:
+        print(f"pase eval: {len(skipped)} unreadable file(s) skipped; see above", file=sys.stderr)
     if errors:
         print(f"pase eval: {len(errors)} run(s) failed; see above", file=sys.stderr)
     print(f"pase eval: {len(results)} result(s) in {args.out}", file=sys.stderr)

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pase.audio import MIN_SAMPLES, SAMPLE_RATE, load_audio, write_atomic
+from pase.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, load_audio, write_atomic
 from pase.encoder import Encoder
 
 #: BatchNorm re-estimation of random encoders: at most this many training files ...
@@ -169,7 +169,10 @@ class EncoderFeatures(FeatureSet):
         self.encoder.train()
         with torch.no_grad():
             for path in self._calibration:
-                wav = load_audio(path, min_samples=MIN_SAMPLES)[:max_len]
+                try:
+                    wav = load_audio(path, min_samples=MIN_SAMPLES)[:max_len]
+                except AudioError:
+                    continue  # reported and skipped when the file's features are extracted
                 self.encoder(torch.from_numpy(wav)[None].to(self.device))
         self.encoder.eval()
         self._calibrated = True
@@ -223,6 +226,23 @@ def make_feature_set(spec: str, layers: str = "final", device: str = "cpu") -> F
 def to_half(feats: np.ndarray) -> np.ndarray:
     """The cache's storage format: float16, clipped so an outlier never becomes inf."""
     return np.clip(feats, -65000.0, 65000.0).astype(np.float16)
+
+
+class BadFiles:
+    """Files that could not be read, shared by every feature set of a run: each one is reported
+    once (through ``log``) and left out of every feature set, so all of them see the same files."""
+
+    def __init__(self, log: tp.Callable[[str], None]) -> None:
+        self.log = log
+        self.problems: dict[Path, str] = {}
+
+    def add(self, path: Path, err: AudioError) -> None:
+        if path not in self.problems:
+            self.problems[path] = err.problem
+            self.log(f"pase eval: {err}; file skipped")
+
+    def keep(self, paths: tp.Iterable[Path]) -> list[Path]:
+        return [p for p in paths if p not in self.problems]
 
 
 class FeatureCache:
@@ -289,23 +309,34 @@ def extract_files(
     distortion: Distortion | None = None,
     desc: str = "",
     transform: tp.Callable[[np.ndarray], np.ndarray] | None = None,
+    bad_files: BadFiles | None = None,
 ) -> list[np.ndarray]:
     """Features ``[L, F, D]`` of every file, from the cache or extracted (and cached) now.
 
     ``distortion`` (test files only, chosen by the caller) is applied to the waveform first;
     ``transform`` (e.g. pooling) is applied to each file's features before they are kept, so
-    only its output stays in memory. Raises :class:`pase.audio.AudioError` naming a file that cannot be read.
+    only its output stays in memory. Without ``bad_files`` a file that cannot be read raises
+    :class:`pase.audio.AudioError` naming it; with it, such a file is reported there and left
+    out, as are the files it already holds: the output is then one array per path of
+    ``bad_files.keep(paths)`` (called after this returns).
     """
-    from tqdm import tqdm
+    from pase.progress import progress
 
     fingerprint = features.fingerprint()
     suffix = f"|distort={distortion.spec}" if distortion else ""
     out = []
-    for path in tqdm(paths, desc=desc or features.name, unit="file", leave=False):
+    todo = bad_files.keep(paths) if bad_files is not None else list(paths)
+    for path in progress(todo, desc=desc or features.name, unit="file", leave=False):
         key = file_key(path) + suffix
         feats = cache.load(fingerprint, key)
         if feats is None:
-            wav = load_audio(path, min_samples=MIN_SAMPLES)
+            try:
+                wav = load_audio(path, min_samples=MIN_SAMPLES)
+            except AudioError as err:
+                if bad_files is None:
+                    raise
+                bad_files.add(path, err)
+                continue
             if distortion is not None:
                 wav = distortion(wav, path)
             # rounded like the cache stores it, so a first run and a cached run agree exactly
