@@ -1,15 +1,17 @@
-"""The ``pase`` command line: ``pase extract | train | eval | plot | show-distortions | convert-original``.
+"""The ``pase`` command line: ``pase demo | extract | train | export | eval | plot | show-distortions |
+convert-original``.
 
 Each command lives beside the code it drives; its module exposes ``register_cli(subparsers)``,
 which adds an argparse sub-parser and sets ``func`` to a handler returning an exit code.
-Modules keep optional dependencies (matplotlib, tensorboard, pyroomacoustics) inside handlers,
-so ``pase --help`` stays fast and never needs the training extras.
+Modules keep heavy and optional dependencies (torch models, matplotlib, tensorboard,
+pyroomacoustics) inside handlers, so ``pase --help`` stays fast and never needs the extras.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import typing as tp
 
@@ -22,20 +24,95 @@ COMMAND_MODULES = (
     "pase.distortions",
     "pase.hub",
 )
+#: Optional dependencies and the extra that installs each.
+EXTRAS = {"matplotlib": "eval", "yaml": "train", "pyroomacoustics": "train", "tensorboard": "train"}
+NO_PROGRESS = "--no-progress"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with whole option names only (``--layer`` is not ``--layers``) and short errors:
+    the problem and where to read more, without the whole usage first."""
+
+    def __init__(self, *args: tp.Any, **kwargs: tp.Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> tp.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n(see `{self.prog} --help`)\n")
+
+
+def check_device(spec: str) -> str:
+    """``spec`` if this machine can run on it; else a ``ValueError`` saying what is wrong.
+
+    Accepts ``cpu``, ``cuda``, ``cuda:N`` and ``mps`` where available.
+    """
+    import torch
+
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ValueError(f"--device {spec}: not a device name; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {spec}: CUDA is not available on this machine; use --device cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ValueError(
+                f"--device {spec}: this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})"
+            )
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"--device {spec}: MPS is not available on this machine; use --device cpu")
+    elif device.type != "cpu":
+        raise ValueError(f"--device {spec}: unsupported device type {device.type!r}; use cpu or cuda")
+    return spec
+
+
+def device_arg(spec: str) -> str:
+    """:func:`check_device` as an argparse ``type``: a bad device is a usage error."""
+    try:
+        return check_device(spec)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).split(": ", 1)[1]) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
     from pase import __version__
 
-    parser = argparse.ArgumentParser(prog="pase", description="PASE / PASE+ self-supervised speech encoders.")
+    parser = Parser(prog="pase", description="PASE / PASE+ self-supervised speech encoders.")
     parser.add_argument("--version", action="version", version=f"pase {__version__}")
+    parser.add_argument(
+        NO_PROGRESS,
+        action="store_true",
+        help="no progress bars (also accepted after the command; or set PASE_NO_PROGRESS=1). "
+        "Without a terminal, bars print a plain line every 30 s instead",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register_cli(sub)
     return parser
 
 
+def missing_extra(err: ModuleNotFoundError) -> str | None:
+    """``"pip install 'pase-speech[eval]'"``-style advice when ``err`` is an optional dependency."""
+    root = (err.name or "").split(".")[0]
+    if root not in EXTRAS:
+        return None
+    return f"this needs {root}, which is not installed: pip install 'pase-speech[{EXTRAS[root]}]'"
+
+
 def main(argv: tp.Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Accepted anywhere before "--", so `pase eval ... --no-progress` works for every command.
+    end = argv.index("--") if "--" in argv else len(argv)
+    if NO_PROGRESS in argv[:end]:
+        argv = [a for i, a in enumerate(argv) if i >= end or a != NO_PROGRESS]
+        from pase.progress import set_enabled
+
+        set_enabled(False)
+    if not sys.stderr.isatty():
+        # tqdm bars of any module then redraw (a carriage return each) at most every 30 s.
+        os.environ.setdefault("TQDM_MININTERVAL", "30")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -43,6 +120,12 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pase: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as err:
+        advice = missing_extra(err)
+        if advice is None:
+            raise
+        print(f"pase {args.command}: {advice}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

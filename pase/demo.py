@@ -94,8 +94,10 @@ def run(data: Path, out: Path, device: str = "cpu") -> int:
 
 
 def register_cli(sub: tp.Any) -> None:
+    from pase.cli import device_arg
+
     p = sub.add_parser("demo", help="extract and draw PASE+ features of a few real recordings")
     p.add_argument("--data", default=DEFAULT_DATA, help="speech bundle folder (default %(default)s)")
     p.add_argument("--out", default="demo_out", help="output folder (default %(default)s)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N (default cpu)")
     p.set_defaults(func=lambda a: run(Path(a.data), Path(a.out), a.device))

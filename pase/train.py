@@ -300,6 +300,8 @@ class _StopFlag:
 
     def __init__(self) -> None:
         self.requested = False
+        #: Exit status for the signal received, 128 + its number (SIGINT 130, SIGTERM 143).
+        self.exit_code = 128 + signal.SIGINT
         self._previous: dict[int, tp.Any] = {}
 
     def __enter__(self) -> _StopFlag:
@@ -310,6 +312,7 @@ class _StopFlag:
 
     def _handle(self, signum: int, frame: types.FrameType | None) -> None:
         self.requested = True
+        self.exit_code = 128 + signum
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
@@ -459,8 +462,8 @@ class Trainer:
             if not resume:
                 raise ValueError(f"{self.out} already holds a run: pass --resume, or another --out")
             checkpoint = torch.load(self.out / CHECKPOINT, map_location="cpu", weights_only=True)
-        elif resume and info.is_main:
-            _say(f"no checkpoint in {self.out}: starting a fresh run")
+        elif resume:
+            raise ValueError(f"no checkpoint in {self.out} to resume (--resume-or-start starts a fresh run)")
 
         train_set, valid_set = _load_data(config, info)
         self.valid: ChunkBatches | None = None
@@ -648,7 +651,7 @@ class Trainer:
         if interrupted:
             if info.is_main:
                 _say(f"interrupted at step {self.step}; checkpoint saved, continue with --resume")
-            return 130
+            return stop.exit_code
         if info.is_main:
             self.model.encoder.save_pretrained(self.out / "encoder")
             _say(f"done at step {self.step}; encoder saved to {self.out / 'encoder'}")
@@ -663,6 +666,13 @@ class _RunLog:
     def __init__(self, trainer: Trainer, resumed: bool) -> None:
         self.trainer = trainer
         cfg, out, start = trainer.config, trainer.out, trainer.step
+        if resumed and start >= trainer.horizon and trainer.info.world_size == 1:
+            # Checked before config.json is rewritten: a mistyped horizon must change nothing. (The
+            # CLI checks --max-steps for every rank first; alone, rank 0 must not leave its peers.)
+            raise ValueError(
+                f"{out} is at step {start}, and this run's horizon is {trainer.horizon} steps: "
+                f"nothing to train; pass --max-steps above {start} to continue it"
+            )
         out.mkdir(parents=True, exist_ok=True)
         text = json.dumps(cfg.to_dict(), indent=2)
         write_atomic(out / "config.json", lambda tmp: Path(tmp).write_text(text))
@@ -795,23 +805,66 @@ def _add_field_options(parser: argparse.ArgumentParser, cls: type, prefix: str =
         parser.add_argument(flag, dest=prefix + field.name, default=argparse.SUPPRESS, **kwargs)
 
 
+#: Fields that count something and must be at least 1 (0 would divide by zero or never stop).
+_AT_LEAST_ONE = (
+    "batch_size", "chunk_size", "max_steps", "epochs", "log_every", "valid_every", "ckpt_every",
+    "halve_every_epochs",
+)  # fmt: skip
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The run's config: the preset (or, with ``--resume``, the run's saved config), then the
-    ``--config`` file, then the options given on the command line."""
+    """The run's config: the preset (or, when resuming, the run's saved config), then the
+    ``--config`` file, then the options given on the command line.
+
+    Relative plugin files of a ``--config`` file are taken relative to that file's folder.
+    Raises ``ValueError`` naming the file or option for a config that cannot be used.
+    """
     saved = Path(args.out) / "config.json"
-    if args.resume and saved.exists():
+    if (args.resume or args.resume_or_start) and saved.exists():
         config = TrainConfig.from_dict(json.loads(saved.read_text()))
     else:
         config = TrainConfig.from_preset(args.preset)
     if args.config:
-        config = config.updated(load_config_file(args.config))
+        path = Path(args.config)
+        if not path.is_file():
+            raise ValueError(f"{path}: no such config file")
+        try:
+            loaded = load_config_file(path)
+        except ModuleNotFoundError:
+            raise  # PyYAML missing: main() names the extra to install
+        except Exception as err:  # yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError
+            mark = getattr(err, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+            if isinstance(err, json.JSONDecodeError):
+                where = f"{path}:{err.lineno}:{err.colno}"
+            problem = getattr(err, "problem", None) or getattr(err, "msg", None) or str(err).splitlines()[0]
+            raise ValueError(f"{where}: not a valid config file: {problem}") from None
+        if isinstance(loaded.get("plugins"), list):
+            loaded["plugins"] = [_relative_to(p, path.parent) for p in loaded["plugins"]]
+        config = config.updated(loaded)
     given = vars(args)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     overrides: dict[str, tp.Any] = {k: v for k, v in given.items() if k in fields}
     nested = {k.split(".", 1)[1]: v for k, v in given.items() if k.startswith(_NESTED + ".")}
     if nested:
         overrides[_NESTED] = nested
-    return config.updated(overrides)
+    config = config.updated(overrides)
+    for name in _AT_LEAST_ONE:
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    from pase.cli import check_device
+
+    check_device(config.device)
+    return config
+
+
+def _relative_to(plugin: tp.Any, folder: Path) -> tp.Any:
+    """A relative ``.py`` plugin path of a config file, resolved against the file's folder
+    (module names such as ``mypkg.workers`` are left alone)."""
+    if isinstance(plugin, str) and plugin.endswith(".py") and not Path(plugin).is_absolute():
+        return str(folder / plugin)
+    return plugin
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -824,7 +877,17 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="pase+", choices=["pase+", "pase"], help="the recipe")
     p.add_argument("--out", required=True, help="run folder (checkpoint, logs, encoder/)")
     p.add_argument("--config", help="JSON or YAML file of TrainConfig fields")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its checkpoint (an error without one)",
+    )
+    resume.add_argument(
+        "--resume-or-start",
+        action="store_true",
+        help="continue the run in --out if it has a checkpoint, else start it (for job schedulers)",
+    )
     _add_field_options(p, TrainConfig)
     _add_field_options(p, DistortionConfig, prefix=_NESTED + ".")
     p.set_defaults(func=_main)
@@ -833,7 +896,18 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 def _main(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
-        return Trainer(config, args.out, resume=args.resume).run()
+        ckpt = Path(args.out) / CHECKPOINT
+        resume = args.resume or (args.resume_or_start and ckpt.exists())
+        if resume and ckpt.exists() and config.max_steps is not None:
+            # Every rank refuses a horizon already reached, before any rank builds or writes anything
+            # (the memory map reads the step, not the ~360 MB of weights).
+            step = int(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["step"])
+            if step >= config.max_steps:
+                raise ValueError(
+                    f"{args.out} is at step {step}: --max-steps {config.max_steps} leaves nothing to train; "
+                    f"pass --max-steps above {step} to continue the run"
+                )
+        return Trainer(config, args.out, resume=resume).run()
     except (AudioError, ValueError, OSError) as err:
         print(f"pase train: {err}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ from pathlib import Path
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    from pase.cli import device_arg
     from pase.eval.tasks import BUILTIN_TASKS
 
     p = subparsers.add_parser(
@@ -52,7 +53,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("pase-eval"), help="output folder (default: ./pase-eval)")
     p.add_argument("--seeds", default="0,1,2", help="probe seeds, comma-separated (default: 0,1,2)")
-    p.add_argument("--device", default="cpu", help="device for feature extraction (default: cpu)")
+    p.add_argument(
+        "--device", default="cpu", type=device_arg, help="device for feature extraction (default: cpu)"
+    )
     p.add_argument("--distort", default=None, help="distort TEST audio, e.g. noise:5dB, reverb, clip")
     p.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default: ~/.cache/pase/eval)")
     p.set_defaults(func=_main)
