@@ -10,9 +10,13 @@ pyroomacoustics) inside handlers, so ``pase --help`` stays fast and never needs 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
+import inspect
 import os
+import re
 import sys
+import textwrap
 import typing as tp
 
 COMMAND_MODULES = (
@@ -74,6 +78,42 @@ def device_arg(spec: str) -> str:
         return check_device(spec)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err).split(": ", 1)[1]) from None
+
+
+def plain(text: str) -> str:
+    """Docstring text without reST markup, for ``--help``: ``x`` and :class:`a.B` -> x and B."""
+    text = re.sub(r":\w+:`~?([^`]+)`", r"\1", text)
+    text = re.sub(r"``([^`]+)``", r"\1", text)
+    text = re.sub(r"\*\*([^*]+)\*\*", r"\1", text)
+    return re.sub(r"(?<![\w*])\*(\w[^*]*\w)\*(?!\w)", r"\1", text)
+
+
+def field_docs(cls: type, fallback: tp.Mapping[str, str] | None = None) -> dict[str, str]:
+    """The documentation of each field of a dataclass, read from its source: the ``#:`` comment
+    lines above the field, or the string literal below it. A field without either takes its
+    text from ``fallback``, else shares the text of the field above it (one comment often
+    describes a group, e.g. two learning rates). Markup is removed (:func:`plain`)."""
+    fallback = fallback or {}
+    source = textwrap.dedent(inspect.getsource(cls))
+    lines = source.splitlines()
+    body = ast.parse(source).body[0]
+    assert isinstance(body, ast.ClassDef)
+    docs: dict[str, str] = {}
+    previous = ""
+    for i, node in enumerate(body.body):
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        comment: list[str] = []
+        row = node.lineno - 2  # the line above, 0-based
+        while row >= 0 and lines[row].strip().startswith("#:"):
+            comment.insert(0, lines[row].strip()[2:].strip())
+            row -= 1
+        after = body.body[i + 1] if i + 1 < len(body.body) else None
+        if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
+            comment = [str(after.value.value)]
+        text = " ".join(" ".join(comment).split()) or fallback.get(node.target.id, previous)
+        docs[node.target.id] = previous = plain(text)
+    return docs
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -793,8 +793,34 @@ def _option_kwargs(hint: tp.Any) -> dict[str, tp.Any]:
     return {"type": json.loads, "metavar": "JSON"}  # tuples and dicts
 
 
-def _add_field_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
+#: Help of fields whose documentation above would describe another field; a ``#:`` comment on
+#: the field itself takes precedence.
+_CLI_HELP = {
+    "seed": "Seed of the initialisation, the data order and the distortion draws (each rank adds its rank).",
+    "log_every": "Write a metrics.csv row (and TensorBoard scalars) every this many steps.",
+    "valid_every": "Validate every this many steps, and at the end (valid.csv).",
+    "ckpt_every": "Write checkpoint.pt every this many steps; also on SIGINT/SIGTERM and at the end.",
+}
+
+
+def _show(value: tp.Any) -> str:
+    """A default as the user would type it on the command line."""
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value)
+    return str(value) if value != "" else '""'
+
+
+def _add_field_options(
+    parser: argparse._ActionsContainer, cls: type, presets: tp.Sequence[tuple[str, tp.Any]], prefix: str = ""
+) -> None:
+    """One option per field of ``cls``, its help generated from the field's documentation
+    (:func:`pase.cli.field_docs`) and its value in each of ``presets`` (``(name, instance)``)."""
+    from pase.cli import field_docs
+
     hints = tp.get_type_hints(cls)
+    docs = field_docs(cls, _CLI_HELP)
     for field in dataclasses.fields(cls):
         if not prefix and field.name == _NESTED:
             continue
@@ -802,7 +828,14 @@ def _add_field_options(parser: argparse.ArgumentParser, cls: type, prefix: str =
         kwargs = _option_kwargs(hints[field.name])
         if "type" in kwargs or "nargs" in kwargs:
             kwargs.setdefault("metavar", field.name.upper())
-        parser.add_argument(flag, dest=prefix + field.name, default=argparse.SUPPRESS, **kwargs)
+        (first, value), *others = [(name, getattr(obj, field.name)) for name, obj in presets]
+        default = f"default: {_show(value)}" + "".join(
+            f"; {_show(v)} with --preset {name}" for name, v in others if v != value
+        )
+        help_text = f"{docs.get(field.name, '')} ({default})".replace("%", "%%")
+        parser.add_argument(
+            flag, dest=prefix + field.name, default=argparse.SUPPRESS, help=help_text, **kwargs
+        )
 
 
 #: Fields that count something and must be at least 1 (0 would divide by zero or never stop).
@@ -868,15 +901,30 @@ def _relative_to(plugin: tp.Any, folder: Path) -> tp.Any:
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    from pase.cli import plain
+
     p = subparsers.add_parser(
         "train",
         help="self-supervised training (one process, or DDP under torchrun)",
-        description=__doc__,
+        usage="pase train [--preset {pase+,pase}] --out RUN [--config FILE] [--resume] [OPTION ...]",
+        description=plain(__doc__ or ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--preset", default="pase+", choices=["pase+", "pase"], help="the recipe")
+    p.add_argument(
+        "--preset",
+        default="pase+",
+        choices=["pase+", "pase"],
+        help="the whole recipe: pase+ (batch 16, Adam 1e-3 / 5e-4 with poly decay, 12 workers, "
+        "distortions) or pase (PASE v1: batch 32, lr 5e-4 halved every 30 epochs, 7 workers, clean). "
+        "It sets every option below, --model included; --model alone changes only the encoder "
+        "and its worker set and keeps the rest of the recipe (default: pase+)",
+    )
     p.add_argument("--out", required=True, help="run folder (checkpoint, logs, encoder/)")
-    p.add_argument("--config", help="JSON or YAML file of TrainConfig fields")
+    p.add_argument(
+        "--config",
+        help="JSON or YAML file of the options below (field names, e.g. batch_size: 8); "
+        "precedence: --preset < --config < options given here",
+    )
     resume = p.add_mutually_exclusive_group()
     resume.add_argument(
         "--resume",
@@ -888,8 +936,14 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="continue the run in --out if it has a checkpoint, else start it (for job schedulers)",
     )
-    _add_field_options(p, TrainConfig)
-    _add_field_options(p, DistortionConfig, prefix=_NESTED + ".")
+    presets = [("pase+", TrainConfig.pase_plus()), ("pase", TrainConfig.pase())]
+    _add_field_options(p.add_argument_group("training (TrainConfig fields)"), TrainConfig, presets)
+    _add_field_options(
+        p.add_argument_group("distortions (DistortionConfig fields; none apply with --preset pase)"),
+        DistortionConfig,
+        [(name, preset.distortions) for name, preset in presets[:1]],
+        prefix=_NESTED + ".",
+    )
     p.set_defaults(func=_main)
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
 import sys
+import typing as tp
 from pathlib import Path
 
 import pytest
@@ -193,3 +195,52 @@ def test_no_progress_is_accepted_after_the_command(monkeypatch: pytest.MonkeyPat
     (tmp_path / "metrics.csv").write_text("step,loss,lr,xrt\n1,2.0,0.001,1.0\n")
     assert main(["plot", str(tmp_path), "--no-progress"]) == 0
     assert not enabled() and os.environ["TQDM_DISABLE"] == "1"
+
+
+def _subparser(name: str) -> argparse.ArgumentParser:
+    from pase.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return tp.cast(argparse.ArgumentParser, sub.choices[name])
+
+
+def test_every_train_option_has_help_with_its_default() -> None:
+    parser = _subparser("train")
+    options = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+    assert len(options) > 60
+    for action in options:
+        assert action.help and len(action.help) > 20, action.option_strings
+        if action.dest not in ("out", "config", "resume", "resume_or_start"):
+            assert "default: " in action.help, action.option_strings
+    by_dest = {a.dest: a.help for a in options}
+    assert by_dest["batch_size"] == (
+        "Examples per optimizer step and per process (global batch = this x world size). "
+        "(default: 16; 32 with --preset pase)"
+    )
+    assert by_dest["distortions.noise_p"] == "Probability of additive noise (step 3). (default: 0.4)"
+    assert "--model alone changes only the encoder" in str(by_dest["preset"])
+    text = parser.format_help()
+    assert "``" not in text and ":class:" not in text and ":meth:" not in text
+
+
+def test_field_docs_reads_comments_above_and_strings_below() -> None:
+    import dataclasses
+
+    from pase.cli import field_docs
+
+    @dataclasses.dataclass
+    class Example:
+        #: Learning rates of the encoder
+        #: and of the workers (``Adam``).
+        encoder_lr: float = 1.0
+        workers_lr: float = 2.0
+        seed: int = 0
+        steps: int = 3
+        """Steps of :class:`pase.train.Trainer`."""
+
+    assert field_docs(Example, {"seed": "The seed."}) == {
+        "encoder_lr": "Learning rates of the encoder and of the workers (Adam).",
+        "workers_lr": "Learning rates of the encoder and of the workers (Adam).",
+        "seed": "The seed.",
+        "steps": "Steps of pase.train.Trainer.",
+    }
