@@ -175,7 +175,23 @@ def write_atomic(path: str | os.PathLike[str], write: tp.Callable[[str], object]
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         write(str(tmp))
+        # Some writers (safetensors) create private 0600 files; give every output the mode a
+        # plain open() would, so weights are as readable as the rest of the folder.
+        os.chmod(tmp, _new_file_mode())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0o666 without the process's umask (0o644 usually)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere the umask can only be read by setting it
+    os.umask(mask)
+    return 0o666 & ~mask

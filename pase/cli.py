@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "pase.demo",
     "pase.extract",
     "pase.train",
+    "pase.export",
     "pase.eval.cli",
     "pase.plots",
     "pase.distortions",

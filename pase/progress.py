@@ -58,7 +58,7 @@ class _LogLines(tqdm):  # type: ignore[type-arg]
 def progress(iterable: tp.Iterable[tp.Any] | None = None, **kwargs: tp.Any) -> tqdm:  # type: ignore[type-arg]
     """A tqdm bar on stderr: a live bar on a terminal, periodic lines otherwise (see module doc)."""
     stream = kwargs.pop("file", None) or sys.stderr
-    kwargs.setdefault("disable", not enabled())
+    kwargs["disable"] = kwargs.get("disable", False) or not enabled()
     if is_terminal(stream):
         kwargs.setdefault("dynamic_ncols", True)
         return tqdm(iterable, file=stream, **kwargs)

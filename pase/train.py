@@ -683,9 +683,9 @@ class _RunLog:
         self.writer = _tensorboard(out / "tb", start + 1)
         self.bar = None
         if trainer.progress:
-            from tqdm import tqdm
+            from pase.progress import progress
 
-            self.bar = tqdm(total=trainer.horizon, initial=start, unit="step", dynamic_ncols=True)
+            self.bar = progress(total=trainer.horizon, initial=start, unit="step", desc="training")
         world = trainer.info.world_size
         self.audio_per_step = cfg.batch_size * world * cfg.chunk_size / SAMPLE_RATE
         self.last_time, self.last_step = time.perf_counter(), start
@@ -720,11 +720,25 @@ class _RunLog:
         if self.bar is not None:
             self.bar.update(1)
         if trainer.valid is not None and (step % cfg.valid_every == 0 or last):
+            n = min(cfg.valid_batches, trainer.valid.steps_per_epoch)
+            self.say(f"step {step}: validating on {n} batches ...")
+            start = time.perf_counter()
             scores = trainer.validate()
+            seconds = time.perf_counter() - start
+            self.last_time += seconds  # xRT measures training only
+            self.say(f"step {step}: valid loss {scores['loss']:.4f} ({seconds:.0f} s)")
             self.valid.append({"step": step, **scores})
             if self.writer is not None:
                 for name, value in scores.items():
                     self.writer.add_scalar(f"valid/{name}", value, step)
+        if step % cfg.ckpt_every == 0 and not last:
+            self.say(f"step {step}: writing {trainer.out / CHECKPOINT}")
+
+    def say(self, line: str) -> None:
+        """A message on its own line, the progress bar redrawn below it."""
+        from pase.progress import say
+
+        say(line)
 
     def close(self) -> None:
         if self.bar is not None:
