@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pase.eval import probes
-from pase.eval.features import BadFiles, Distortion, FeatureCache, FeatureSet, extract_files, safe_name
+from pase.eval.features import BadFiles, Distortion, FeatureCache, FeatureSet, extract_files, folder_names
 from pase.eval.report import Result, write_results, write_summary
 from pase.eval.tasks import Item, Task, TaskError, frame_labels
 
@@ -125,6 +125,8 @@ def evaluate(
 
     task_paths = {it.path for it in task.items}
     acc, acc_std = mean_std("accuracy")
+    # The learned mix of hidden states (--layers all), averaged over seeds; [1.0] for one layer.
+    layer_weights = np.mean([s["layer_weights"] for s in per_seed], axis=0).round(4).tolist()
     f1, f1_std = mean_std("macro_f1")
     result: Result = {
         "task": task.name,
@@ -136,6 +138,7 @@ def evaluate(
         "accuracy_std": acc_std,
         "macro_f1": f1,
         "macro_f1_std": f1_std,
+        "layer_weights": layer_weights,
         "per_seed": per_seed,
         "seeds": list(seeds),
         "n_train": len(data["train"]),
@@ -175,6 +178,7 @@ def run_grid(
     results: list[Result] = []
     errors: dict[str, str] = {}
     bad = BadFiles(log)
+    folders = folder_names([name for name, _ in feature_sets])
     for task_name, make_task in tasks:
         try:
             task = make_task()
@@ -193,7 +197,7 @@ def run_grid(
                 errors[f"{task_name}/{feat_name}"] = str(exc)
                 log(f"pase eval: {task_name} / {feat_name}: {exc}")
                 continue
-            run_dir = out_dir if single else out_dir / task_name / safe_name(feat_name)
+            run_dir = out_dir if single else out_dir / task_name / folders[feat_name]
             write_results(result, cm, run_dir)
             results.append(result)
             log(

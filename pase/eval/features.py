@@ -15,7 +15,8 @@ Feature sets by name (:func:`make_feature_set`):
 - a checkpoint directory (``save_pretrained`` format) or an original-format ``.ckpt`` file.
 
 ``layers="final"`` gives the encoder output ``[1, F, D]``; ``layers="all"`` the 9 hidden states
-``[9, F, D]`` for a learned weighted sum in the probe (encoders only).
+``[9, F, D]`` for a learned weighted sum in the probe (encoders only: MFCC and FBANK have a
+single layer and ignore it).
 
 The cache key of a file is the feature set's fingerprint (a hash of its weights, config, layer
 choice and, for calibrated encoders, the calibration files), the file's resolved path, size and
@@ -25,6 +26,7 @@ mtime, and the distortion spec, so a changed checkpoint or file never serves sta
 from __future__ import annotations
 
 import abc
+import collections
 import hashlib
 import os
 import random
@@ -70,6 +72,29 @@ def safe_name(spec: str) -> str:
     if os.sep in spec or spec.endswith(".ckpt"):
         spec = Path(spec).name or spec
     return re.sub(r"[^A-Za-z0-9+._-]+", "-", spec).strip("-") or "features"
+
+
+def folder_names(specs: tp.Sequence[str]) -> dict[str, str]:
+    """A distinct folder name per feature set: :func:`safe_name`, with as many parent folders
+    as it takes to tell two apart (``runs/a/encoder`` and ``runs/b/encoder`` -> ``a-encoder``
+    and ``b-encoder``), so their results never overwrite each other."""
+    specs = list(dict.fromkeys(specs))
+    parts = {s: Path(s).parts if (os.sep in s or s.endswith(".ckpt")) else (s,) for s in specs}
+    depth = dict.fromkeys(specs, 1)
+    while True:
+        names = {s: safe_name("-".join(parts[s][-depth[s] :])) for s in specs}
+        counts = collections.Counter(names.values())
+        deeper = [s for s in specs if counts[names[s]] > 1 and depth[s] < len(parts[s])]
+        if not deeper:
+            break
+        for s in deeper:
+            depth[s] += 1
+    seen: set[str] = set()
+    for s in specs:  # the same folder spelled two ways: told apart by a hash
+        if names[s] in seen:
+            names[s] = f"{names[s]}-{_sha(s)[:8]}"
+        seen.add(names[s])
+    return names
 
 
 class FeatureSet(abc.ABC):
@@ -211,8 +236,7 @@ def make_feature_set(spec: str, layers: str = "final", device: str = "cpu") -> F
     if layers not in LAYER_CHOICES:
         raise FeatureError(f"--layers must be final or all, not {layers!r}")
     if spec in ("mfcc", "fbank"):
-        if layers != "final":
-            raise FeatureError(f"{spec} has a single layer; --layers all is for encoders only")
+        # A single layer: "--layers all" has nothing to weigh, so the features are used as they are.
         return SpectralFeatures(tp.cast(tp.Literal["mfcc", "fbank"], spec))
     try:
         encoder = _load_encoder(spec)
