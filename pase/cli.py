@@ -19,16 +19,28 @@ import sys
 import textwrap
 import typing as tp
 
-COMMAND_MODULES = (
-    "pase.demo",
-    "pase.extract",
-    "pase.train",
-    "pase.export",
-    "pase.eval.cli",
-    "pase.plots",
-    "pase.distortions",
-    "pase.hub",
-)
+#: Each command: the module whose ``register_cli`` adds it, and its one-line help. The help is
+#: repeated here so that ``pase --help`` lists the commands without importing their modules
+#: (torch alone takes seconds); a test checks that it matches the module's own.
+COMMANDS = {
+    "demo": ("pase.demo", "extract and draw PASE+ features of a few real recordings"),
+    "extract": ("pase.extract", "extract features of audio files, folders or list files"),
+    "train": ("pase.train", "self-supervised training (one process, or DDP under torchrun)"),
+    "export": (
+        "pase.export",
+        "write the encoder of a training run's checkpoint (e.g. an interrupted run) for from_pretrained",
+    ),
+    "eval": ("pase.eval.cli", "benchmark feature sets (MFCC, FBANK, PASE encoders) on downstream tasks"),
+    "plot": ("pase.plots", "draw a training run's per-worker loss curves (PNG)"),
+    "show-distortions": (
+        "pase.distortions",
+        "write each PASE+ distortion of a file as WAV plus one spectrogram PNG",
+    ),
+    "convert-original": (
+        "pase.hub",
+        "convert a checkpoint of the original PASE code (e.g. FE_e199.ckpt) to a pretrained directory",
+    ),
+}
 #: Optional dependencies and the extra that installs each.
 EXTRAS = {"matplotlib": "eval", "yaml": "train", "pyroomacoustics": "train", "tensorboard": "train"}
 NO_PROGRESS = "--no-progress"
@@ -117,7 +129,9 @@ def field_docs(cls: type, fallback: tp.Mapping[str, str] | None = None) -> dict[
     return docs
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``pase`` parser with every command; with ``only``, just that command's full parser
+    and a one-line entry for each other one (enough to list them, without importing them)."""
     from pase import __version__
 
     parser = Parser(prog="pase", description="PASE / PASE+ self-supervised speech encoders.")
@@ -129,8 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
         "Without a terminal, bars print a plain line every 30 s instead",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register_cli(sub)
+    for name, (module, help_text) in COMMANDS.items():
+        if only is None or name == only:
+            importlib.import_module(module).register_cli(sub)
+        else:
+            sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
@@ -154,7 +171,9 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     if not sys.stderr.isatty():
         # tqdm bars of any module then redraw (a carriage return each) at most every 30 s.
         os.environ.setdefault("TQDM_MININTERVAL", "30")
-    parser = build_parser()
+    # Only the command being run is imported: `pase --help` and `pase plot` need no torch.
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else "")
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

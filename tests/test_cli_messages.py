@@ -244,3 +244,22 @@ def test_field_docs_reads_comments_above_and_strings_below() -> None:
         "seed": "The seed.",
         "steps": "Steps of pase.train.Trainer.",
     }
+
+
+def test_command_list_matches_the_commands_and_imports_no_torch() -> None:
+    """`pase --help` lists each command with its module's own help, without importing torch."""
+    import subprocess
+
+    from pase.cli import COMMANDS, build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    real = {choice.dest: choice.help for choice in sub._choices_actions}
+    assert real == {name: help_text for name, (_, help_text) in COMMANDS.items()}
+    script = (
+        "import sys, contextlib, io\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "    from pase.cli import main; main(['--help'])\n"
+        "import pase; print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
