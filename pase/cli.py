@@ -161,19 +161,23 @@ def missing_extra(err: ModuleNotFoundError) -> str | None:
 
 def main(argv: tp.Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # Accepted anywhere before "--", so `pase eval ... --no-progress` works for every command.
-    end = argv.index("--") if "--" in argv else len(argv)
-    if NO_PROGRESS in argv[:end]:
-        argv = [a for i, a in enumerate(argv) if i >= end or a != NO_PROGRESS]
-        from pase.progress import set_enabled
-
-        set_enabled(False)
     if not sys.stderr.isatty():
         # tqdm bars of any module then redraw (a carriage return each) at most every 30 s.
         os.environ.setdefault("TQDM_MININTERVAL", "30")
     # Only the command being run is imported: `pase --help` and `pase plot` need no torch.
-    command = next((a for a in argv if not a.startswith("-")), None)
+    at = next((i for i, a in enumerate(argv) if not a.startswith("-")), len(argv))
+    command = argv[at] if at < len(argv) else ""
     parser = build_parser(command if command in COMMANDS else "")
+    end = argv.index("--") if "--" in argv else len(argv)
+    if NO_PROGRESS in argv[:end]:
+        from pase.progress import set_enabled
+
+        set_enabled(False)
+        # Accepted after every command too: dropped there unless the command has its own.
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        own = command in sub.choices and NO_PROGRESS in sub.choices[command]._option_string_actions
+        if not own:
+            argv = [a for i, a in enumerate(argv) if not (at < i < end and a == NO_PROGRESS)]
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -263,3 +263,15 @@ def test_command_list_matches_the_commands_and_imports_no_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_no_progress_reaches_a_command_that_has_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pase.extract
+
+    seen = {}
+    monkeypatch.setattr(
+        pase.extract, "_run", lambda args: seen.setdefault("no_progress", args.no_progress) and 0
+    )
+    monkeypatch.setenv("PASE_NO_PROGRESS", "0")
+    main(["extract", "x.wav", "--out", "o", "--no-progress"])
+    assert seen == {"no_progress": True}
