@@ -121,15 +121,13 @@ def _room_rir(room: Room, max_len: int) -> tuple[np.ndarray, float]:
     return rir[:max_len], measure_rt60(rir)
 
 
-def _simulate(spec: RoomSpec, workers: int, verbose: bool = False) -> tuple[list[np.ndarray], list[float]]:
+def _simulate(spec: RoomSpec, workers: int) -> tuple[list[np.ndarray], list[float]]:
     """RIRs ``[L_i]`` and RT60s of the rooms of ``spec``, over ``workers`` processes."""
     from pase.progress import progress
 
     rooms = _draw_rooms(spec)
     run = functools.partial(_room_rir, max_len=spec.max_len)
-    bar = functools.partial(
-        progress, total=len(rooms), desc="simulating rooms", unit="room", disable=not verbose
-    )
+    bar = functools.partial(progress, total=len(rooms), desc="simulating rooms", unit="room")
     if workers > 1:
         # spawn, not fork: the parent may hold torch/OpenMP threads that a fork would break.
         context = multiprocessing.get_context("spawn")
@@ -223,7 +221,7 @@ class RirBank:
                 file=sys.stderr,
                 flush=True,
             )
-        raw, rt60 = _simulate(spec, workers, verbose)
+        raw, rt60 = _simulate(spec, workers)
         bank = cls.from_arrays(raw, [f"sim:{i}" for i in range(len(raw))], spec.max_len, rt60)
 
         def write(tmp: str) -> None:

@@ -273,5 +273,6 @@ def test_no_progress_reaches_a_command_that_has_its_own(monkeypatch: pytest.Monk
         pase.extract, "_run", lambda args: seen.setdefault("no_progress", args.no_progress) and 0
     )
     monkeypatch.setenv("PASE_NO_PROGRESS", "0")
+    monkeypatch.setenv("TQDM_DISABLE", "0")
     main(["extract", "x.wav", "--out", "o", "--no-progress"])
     assert seen == {"no_progress": True}
