@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import importlib
 import inspect
 import os
@@ -161,24 +162,44 @@ def missing_extra(err: ModuleNotFoundError) -> str | None:
 
 def main(argv: tp.Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not sys.stderr.isatty():
-        # tqdm bars of any module then redraw (a carriage return each) at most every 30 s.
-        os.environ.setdefault("TQDM_MININTERVAL", "30")
     # Only the command being run is imported: `pase --help` and `pase plot` need no torch.
     at = next((i for i, a in enumerate(argv) if not a.startswith("-")), len(argv))
     command = argv[at] if at < len(argv) else ""
     parser = build_parser(command if command in COMMANDS else "")
     end = argv.index("--") if "--" in argv else len(argv)
-    if NO_PROGRESS in argv[:end]:
-        from pase.progress import set_enabled
-
-        set_enabled(False)
+    quiet = NO_PROGRESS in argv[:end]
+    if quiet:
         # Accepted after every command too: dropped there unless the command has its own.
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         own = command in sub.choices and NO_PROGRESS in sub.choices[command]._option_string_actions
         if not own:
             argv = [a for i, a in enumerate(argv) if not (at < i < end and a == NO_PROGRESS)]
     args = parser.parse_args(argv)
+    with contextlib.ExitStack() as settings:  # environment settings for this command only
+        if not sys.stderr.isatty() and "TQDM_MININTERVAL" not in os.environ:
+            # tqdm bars of any module then redraw (a carriage return each) at most every 30 s.
+            settings.enter_context(_environ("TQDM_MININTERVAL", "30"))
+        if quiet:
+            from pase.progress import disabled
+
+            settings.enter_context(disabled())
+        return _run(args)
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str) -> tp.Iterator[None]:
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

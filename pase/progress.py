@@ -4,11 +4,12 @@ On a terminal, :func:`progress` is a plain tqdm bar. When stderr is not a termin
 file, a CI job, ``nohup``), tqdm's carriage returns would pile up into one line of hundreds of
 kilobytes, so the bar prints a whole line instead, at most every :data:`LOG_INTERVAL`
 seconds, and its final state once. ``pase --no-progress`` (or ``PASE_NO_PROGRESS=1``) turns
-the bars off; :func:`say` prints a message without tearing a bar that is on screen.
+the bars off (:func:`disabled`); :func:`say` prints a message without tearing a bar that is on screen.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import typing as tp
@@ -24,11 +25,21 @@ def enabled() -> bool:
     return os.environ.get("PASE_NO_PROGRESS", "") in ("", "0")
 
 
-def set_enabled(flag: bool) -> None:
-    """Turn progress on or off for this process and the processes it starts."""
-    os.environ["PASE_NO_PROGRESS"] = "0" if flag else "1"
+@contextlib.contextmanager
+def disabled() -> tp.Iterator[None]:
+    """No progress bars inside the block, in this process and the processes it starts."""
     # tqdm reads TQDM_* variables as defaults, so bars not made here (a library's) obey too.
-    os.environ["TQDM_DISABLE"] = "0" if flag else "1"
+    names = ("PASE_NO_PROGRESS", "TQDM_DISABLE")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(dict.fromkeys(names, "1"))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def is_terminal(stream: tp.Any) -> bool:

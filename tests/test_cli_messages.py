@@ -188,13 +188,21 @@ def test_missing_matplotlib_names_the_extra(
 
 
 def test_no_progress_is_accepted_after_the_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("PASE_NO_PROGRESS", "0")
-    monkeypatch.setenv("TQDM_DISABLE", "0")
+    import pase.plots
     from pase.progress import enabled
 
-    (tmp_path / "metrics.csv").write_text("step,loss,lr,xrt\n1,2.0,0.001,1.0\n")
+    seen: dict[str, tp.Any] = {}
+
+    def plot(args: argparse.Namespace) -> int:
+        seen.update(progress=enabled(), tqdm=os.environ.get("TQDM_DISABLE"))
+        return 0
+
+    monkeypatch.setattr(pase.plots, "_main", plot)
+    monkeypatch.delenv("PASE_NO_PROGRESS", raising=False)
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
     assert main(["plot", str(tmp_path), "--no-progress"]) == 0
-    assert not enabled() and os.environ["TQDM_DISABLE"] == "1"
+    assert seen == {"progress": False, "tqdm": "1"}
+    assert enabled() and "TQDM_DISABLE" not in os.environ  # for that command only
 
 
 def _subparser(name: str) -> argparse.ArgumentParser:
