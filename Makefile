@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 SPEECH ?= ../shared/speech
 TORCH := torch==2.13.0
+# Where pip finds torch; e.g. https://download.pytorch.org/whl/cpu for CPU-only wheels elsewhere.
+TORCH_INDEX ?=
 
 .PHONY: demo test lint bench train-demo clean
 
@@ -12,7 +14,7 @@ TORCH := torch==2.13.0
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q $(TORCH)
+	$(PIP) install -q $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	touch $@
 
 $(VENV)/.core: $(VENV)/.torch pyproject.toml

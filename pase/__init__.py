@@ -4,10 +4,18 @@
 >>> encoder = pase.Encoder.from_config("pase+").eval()
 >>> encoder(torch.randn(2, 32000)).shape
 torch.Size([2, 200, 256])
+
+``Encoder`` and ``EncoderConfig`` are imported on first use, so ``import pase`` (and the
+command line's ``pase --help``) do not pay for importing torch.
 """
 
+import importlib
+import typing as tp
+
 from pase.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, load_audio
-from pase.encoder import Encoder, EncoderConfig
+
+if tp.TYPE_CHECKING:
+    from pase.encoder import Encoder, EncoderConfig
 
 __version__ = "0.1.0"
 
@@ -20,3 +28,13 @@ __all__ = [
     "SAMPLE_RATE",
     "__version__",
 ]
+
+_LAZY = {"Encoder": "pase.encoder", "EncoderConfig": "pase.encoder"}
+
+
+def __getattr__(name: str) -> tp.Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'pase' has no attribute {name!r}")

@@ -20,15 +20,20 @@ Output folder::
     OUT/ablation.json, ablation.md, ablation.png
 
 Rerunning the same command resumes: finished variants are read back, an interrupted one
-continues from its checkpoint with the time it had already spent.
+continues from its checkpoint with the time it had already spent. The same command started
+several times at once (say one process per core, each ``num_threads=1``) shares the work: each
+process takes the next variant that no live process holds (``OUT/variants/NAME/lock``), and the
+table lists every finished variant whichever process trained it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import json
+import os
 import sys
 import typing as tp
 from pathlib import Path
@@ -160,17 +165,71 @@ class EvalPlan:
         return scores
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _hold(vdir: Path) -> tp.Iterator[bool]:
+    """Whether this process may work on the variant in ``vdir``: a lock file with our pid; a
+    lock whose process is gone is taken over."""
+    vdir.mkdir(parents=True, exist_ok=True)
+    lock = vdir / "lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                if _pid_alive(int(lock.read_text().strip() or "0")):
+                    yield False
+                    return
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        try:
+            yield True
+        finally:
+            lock.unlink(missing_ok=True)
+        return
+    yield False
+
+
+BUSY: Row = {"busy": True}
+
+
 def run_variant(
     variant: Variant, base: TrainConfig, out: Path, plan: EvalPlan, progress: bool = True
 ) -> Row | None:
-    """Train (or resume) and evaluate one variant; its row, or None when interrupted."""
-    from pase.train import CHECKPOINT, Trainer, _say
+    """Train (or resume) and evaluate one variant: its row; ``BUSY`` when another live process
+    holds it; None when interrupted."""
+    from pase.train import _say
 
     vdir = out / "variants" / variant.name
-    done = vdir / "done.json"
-    if done.exists():
+    if (vdir / "done.json").exists():
         _say(f"ablate: {variant.name}: finished earlier, not re-run")
-        return tp.cast(Row, json.loads(done.read_text()))
+        return tp.cast(Row, json.loads((vdir / "done.json").read_text()))
+    with _hold(vdir) as mine:
+        if not mine:
+            _say(f"ablate: {variant.name}: another process is on it, next one")
+            return BUSY
+        if (vdir / "done.json").exists():  # finished by another process since the check above
+            return tp.cast(Row, json.loads((vdir / "done.json").read_text()))
+        return _train_and_evaluate(variant, base, vdir, plan, progress)
+
+
+def _train_and_evaluate(
+    variant: Variant, base: TrainConfig, vdir: Path, plan: EvalPlan, progress: bool
+) -> Row | None:
+    from pase.train import CHECKPOINT, Trainer, _say
+
+    done = vdir / "done.json"
     config = variant_config(base, variant)
     run_dir = vdir / "run"
     resume = (run_dir / CHECKPOINT).exists()
@@ -258,7 +317,7 @@ def run_ablation(
         raise ValueError(f"variant names must be unique, got {names}")
     for v in variants:  # a typo fails now, not after hours of training the variants before it
         variant_config(base, v)
-    rows = []
+    busy = []
     for v in variants:
         row = run_variant(v, base, out, plan, progress)
         if row is None:
@@ -266,10 +325,27 @@ def run_ablation(
                 f"pase ablate: interrupted in {v.name}; rerun the same command to continue", file=sys.stderr
             )
             return 130
-        rows.append(row)
-        write_ablation(rows, out)
-    print(f"pase ablate: {len(rows)} variant(s); table in {out / 'ablation.md'}", file=sys.stderr)
+        if row is BUSY:
+            busy.append(v.name)
+        finished = finished_rows(variants, out)
+        if finished:
+            write_ablation(finished, out)
+    rows = finished_rows(variants, out)
+    held = f"; still running elsewhere: {', '.join(busy)}" if busy else ""
+    print(
+        f"pase ablate: {len(rows)} variant(s) finished; table in {out / 'ablation.md'}{held}", file=sys.stderr
+    )
     return 0
+
+
+def finished_rows(variants: tp.Sequence[Variant], out: Path) -> list[Row]:
+    """The rows of the finished variants, in the order given (whichever process trained them)."""
+    rows = []
+    for v in variants:
+        done = out / "variants" / v.name / "done.json"
+        if done.exists():
+            rows.append(tp.cast(Row, json.loads(done.read_text())))
+    return rows
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+if tp.TYPE_CHECKING:
+    import torch
+
 SAMPLE_RATE = 16000
 HOP = 160  # samples per output frame (10 ms at 16 kHz)
 #: Shortest input the encoder accepts, after resampling: 25 ms (400 samples). The first conv
@@ -34,6 +37,61 @@ class AudioError(ValueError):
 def num_frames(num_samples: int) -> int:
     """Frames the encoder emits for ``num_samples`` samples: ``ceil(T / 160)``."""
     return math.ceil(num_samples / HOP)
+
+
+#: Integer PCM the encoder accepts, and the divisor that maps it to [-1, 1).
+PCM_SCALES = {"int16": 2.0**15, "int32": 2.0**31}
+
+
+def as_waveform(x: tp.Any, device: str | torch.device | None = None) -> torch.Tensor:
+    """Any waveform a user is likely to pass, as a floating tensor the encoder can take.
+
+    - a float32 tensor is returned as is (no copy, gradients and device kept);
+    - float64 (tensor or NumPy) becomes float32; float16 / bfloat16 tensors are kept, for
+      half-precision encoders;
+    - integer PCM is scaled to [-1, 1): int16 divided by 32768 (2**15), int32 by 2**31, the
+      conventions of 16-bit and 32-bit WAV files;
+    - NumPy arrays and nested lists become tensors on ``device`` (CPU by default); tensors stay
+      on their own device.
+
+    Anything else (other integer widths, whose scale is ambiguous; bool; complex; strings)
+    raises a ``TypeError`` that names the dtype and what to pass instead.
+    """
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        if x.dtype == torch.float32 or x.dtype in (torch.float16, torch.bfloat16):
+            return x
+        kind = str(x.dtype).removeprefix("torch.")
+        if x.dtype == torch.float64:
+            return x.float()
+        if kind in PCM_SCALES:
+            return x.float() / PCM_SCALES[kind]
+        raise TypeError(_unsupported(kind))
+    if isinstance(x, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"expected a waveform (tensor or NumPy array), got a {type(x).__name__}; "
+            "read a file with pase.load_audio(path) first"
+        )
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as err:
+        got = type(x).__name__
+        raise TypeError(f"expected a waveform (tensor or NumPy array), got {got}: {err}") from None
+    kind = arr.dtype.name
+    if kind in ("float32", "float64"):
+        return torch.as_tensor(np.ascontiguousarray(arr, dtype=np.float32), device=device)
+    if kind in PCM_SCALES:
+        scaled = np.ascontiguousarray(arr, dtype=np.float32) / np.float32(PCM_SCALES[kind])
+        return torch.as_tensor(scaled, device=device)
+    raise TypeError(_unsupported(kind))
+
+
+def _unsupported(kind: str) -> str:
+    return (
+        f"unsupported waveform dtype {kind}: pass float samples in [-1, 1] "
+        "(float32 or float64) or integer PCM (int16, scaled by 1/32768; int32, scaled by 1/2**31)"
+    )
 
 
 def resample(wav: np.ndarray, sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -117,7 +175,23 @@ def write_atomic(path: str | os.PathLike[str], write: tp.Callable[[str], object]
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         write(str(tmp))
+        # Some writers (safetensors) create private 0600 files; give every output the mode a
+        # plain open() would, so weights are as readable as the rest of the folder.
+        os.chmod(tmp, _new_file_mode())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0o666 without the process's umask (0o644 usually)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere the umask can only be read by setting it
+    os.umask(mask)
+    return 0o666 & ~mask

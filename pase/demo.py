@@ -22,15 +22,22 @@ DEMO_GLOBS = (
 )
 
 
-def pick_files(data: Path, per_glob: int = 1) -> list[Path]:
+def pick_files(data: Path, per_glob: int = 1, at_most: int = 5) -> list[Path]:
+    """One file per corpus of the speech bundle; in any other folder, its first ``at_most``
+    audio files (recursive, sorted)."""
+    from pase.audio import find_audio_files
+
     files: list[Path] = []
     for pattern in DEMO_GLOBS:
         files += sorted(data.glob(pattern))[:per_glob]
+    if not files and data.is_dir():
+        files = find_audio_files(data)[:at_most]
     return files
 
 
 def plot_features(files: list[Path], feature_files: list[Path], out_png: Path, title: str) -> None:
-    """One column per file: log-mel spectrogram on top, features (dims x frames) below."""
+    """One column per file: log-mel spectrogram on top, features (dims x frames) below, each
+    dimension z-scored over the file (its colour bar says so)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,15 +54,18 @@ def plot_features(files: list[Path], feature_files: list[Path], out_png: Path, t
         spec = fbank(torch.from_numpy(wav)[None])[0].numpy()
         feats = np.load(feat_path)
         ax = axes[0, col]
-        ax.imshow(spec.T, origin="lower", aspect="auto", cmap="magma")
+        image = ax.imshow(spec.T, origin="lower", aspect="auto", cmap="magma")
+        fig.colorbar(image, ax=ax, label="log mel energy", fraction=0.05)
         ax.set_title(f"{src.parent.name}/{src.name}", fontsize=8)
         ax.set_ylabel("log mel band")
         ax = axes[1, col]
         # Per-dimension z-scores make dimensions of different scales visible together.
         z = (feats - feats.mean(0)) / (feats.std(0) + 1e-5)
-        ax.imshow(z.T, origin="lower", aspect="auto", cmap="coolwarm", vmin=-3, vmax=3)
+        image = ax.imshow(z.T, origin="lower", aspect="auto", cmap="coolwarm", vmin=-3, vmax=3)
         ax.set_ylabel("feature dim")
         ax.set_xlabel("frame (10 ms)")
+        ax.set_title("features, z-scored per dim", fontsize=8)
+        fig.colorbar(image, ax=ax, label="z-score (per dimension, this file)", fraction=0.05)
     fig.suptitle(title)
     fig.tight_layout()
     write_atomic(out_png, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
@@ -68,7 +78,7 @@ def run(data: Path, out: Path, device: str = "cpu") -> int:
 
     files = pick_files(data)
     if not files:
-        print(f"pase demo: no audio found under {data} (set --data or PASE_SPEECH_DIR)", file=sys.stderr)
+        print(f"pase demo: no audio files under {data} (set --data or PASE_SPEECH_DIR)", file=sys.stderr)
         return 1
     try:
         resolve_pretrained("pase+")
@@ -83,9 +93,10 @@ def run(data: Path, out: Path, device: str = "cpu") -> int:
         title = "PASE+ (random init: no pretrained weights packaged)"
     feat_dir = out / "features"
     summary = extract_files(files, feat_dir, encoder, progress=True, overwrite=True, report=print)
-    outputs = [feat_dir / f"{f.stem}.npy" for f in files]
+    done = [(f, feat_dir / f"{f.stem}.npy") for f in files if (feat_dir / f"{f.stem}.npy").exists()]
     png = out / "features.png"
-    plot_features(files, outputs, png, title)
+    if done:
+        plot_features([f for f, _ in done], [o for _, o in done], png, title)
     rate = f"{summary.audio_seconds:.1f} s of audio, {summary.real_time_factor:.0f}x real time"
     print(f"extracted {summary.extracted} files ({rate}): {feat_dir}/")
     print(f"index of outputs: {feat_dir / 'index.jsonl'}")
@@ -94,8 +105,15 @@ def run(data: Path, out: Path, device: str = "cpu") -> int:
 
 
 def register_cli(sub: tp.Any) -> None:
+    from pase.cli import device_arg
+
     p = sub.add_parser("demo", help="extract and draw PASE+ features of a few real recordings")
-    p.add_argument("--data", default=DEFAULT_DATA, help="speech bundle folder (default %(default)s)")
+    p.add_argument(
+        "--data",
+        default=DEFAULT_DATA,
+        help="the speech bundle (one file per corpus) or any folder of audio files (its first five); "
+        "default %(default)s",
+    )
     p.add_argument("--out", default="demo_out", help="output folder (default %(default)s)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N (default cpu)")
     p.set_defaults(func=lambda a: run(Path(a.data), Path(a.out), a.device))

@@ -684,7 +684,7 @@ def _save_spectrograms(panels: tp.Sequence[tuple[str, np.ndarray]], path: Path) 
             vmax=db.max(),
             cmap="magma",
         )
-        ax.set_title(title)
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("time (s)")
     for ax in axes[:, 0]:
         ax.set_ylabel("frequency (kHz)")
@@ -693,6 +693,48 @@ def _save_spectrograms(panels: tp.Sequence[tuple[str, np.ndarray]], path: Path) 
     fig.tight_layout()
     write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
+
+
+def drawn_rir(distorter: Distorter, seed: int) -> int:
+    """Index of the RIR that ``apply_distortion("reverb", one_row, distorter, gen)`` uses with
+    ``gen`` seeded by ``seed``: the same draws in the same order (whether it fires, then the RIR)."""
+    gen = torch.Generator().manual_seed(seed)
+    draw = _Draw(gen, torch.device("cpu"))
+    draw.uniform(1)
+    return int(draw.integers(0, distorter.rirs.shape[0], 1)[0])
+
+
+def _panels(cfg: DistortionConfig, distorter: Distorter, seed: int) -> list[tuple[str, str, str]]:
+    """``(name, spec, title)`` per distortion. SNRs and the clip level are drawn here (seeded)
+    and passed in the spec, and the room is the one the seeded draw picks, so each title states
+    what its panel shows; the other distortions' titles give their ranges."""
+    rng = np.random.default_rng(seed)
+    ranges = ", ".join(f"{lo / 1000:g}-{hi / 1000:g}" for lo, hi in cfg.bandrop_ranges_hz)
+    panels = []
+    for name in available_distortions():
+        spec, title = name, name
+        if name == "reverb":
+            pick = drawn_rir(distorter, seed)
+            assert distorter.rir_bank is not None
+            source = distorter.rir_bank.names[pick]
+            room = "simulated room" if source.startswith("sim:") else Path(source).name
+            title = f"reverb: RT60 {float(distorter.rir_bank.rt60[pick]):.2f} s ({room})"
+        elif name in ("noise", "overlap"):
+            snr = float(rng.choice(cfg.noise_snrs if name == "noise" else cfg.overlap_snrs))
+            spec, title = f"{name}:{snr:g}dB", f"{name}: SNR {snr:g} dB"
+        elif name == "clip":
+            level = float(rng.choice(cfg.clip_levels))
+            spec, title = f"clip:{level:g}", f"clip at {100 * level:g} % of the peaks"
+        elif name == "chop":
+            title = f"chop: {cfg.chop_counts[0]}-{cfg.chop_counts[1]} speech regions silenced"
+        elif name == "bandrop":
+            title = f"band-drop: one band in {ranges} kHz"
+        elif name == "downsample":
+            title = f"downsample to 8 kHz (low-pass {cfg.downsample_cutoff_hz / 1000:g} kHz)"
+        elif name == "codec2":
+            title = f"codec2 at {cfg.codec2_bitrate} bit/s"
+        panels.append((name, spec, title))
+    return panels
 
 
 def show_distortions(
@@ -725,18 +767,18 @@ def show_distortions(
     )
     distorter = Distorter(cfg)
     clean = torch.from_numpy(wav)[None]
-    panels = [("clean", wav)]
-    for name in available_distortions():
+    panels = [("clean", "clean", wav)]
+    for name, spec, title in _panels(cfg, distorter, seed):
         generator = torch.Generator().manual_seed(seed)
-        out = apply_distortion(name, clean, distorter, generator, other=torch.from_numpy(second)[None])
-        panels.append((name, out[0].numpy()))
+        out = apply_distortion(spec, clean, distorter, generator, other=torch.from_numpy(second)[None])
+        panels.append((name, title, out[0].numpy()))
     out_dir = Path(out_dir)
     written = []
-    for name, audio in panels:
+    for name, _, audio in panels:
         target = out_dir / f"{name}.wav"
         write_atomic(target, functools.partial(_write_wav, audio=audio))
         written.append(target)
-    _save_spectrograms(panels, out_dir / "distortions.png")
+    _save_spectrograms([(title, audio) for _, title, audio in panels], out_dir / "distortions.png")
     return [*written, out_dir / "distortions.png"]
 
 

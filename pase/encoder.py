@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pase.audio import HOP, MIN_SAMPLES
+from pase.audio import HOP, MIN_SAMPLES, as_waveform
 from pase.qrnn import QRNN
 from pase.sincnet import SincConv
 
@@ -361,6 +361,7 @@ class Encoder(nn.Module):
         Frames past an item's ``feat_lengths`` are zeroed. A padded item's valid frames equal its
         unpadded features except the last ~8 (the receptive field reaching into the padding).
         """
+        wav = as_waveform(wav, self.W.weight.device)
         feats = self.encode(wav).transpose(1, 2)
         if lengths is None:
             return feats
@@ -401,6 +402,7 @@ class Encoder(nn.Module):
         and the recurrent state is carried from window to window, so the result equals whole-file
         processing up to float rounding. Peak memory is set by the window, not the file.
         """
+        wav = as_waveform(wav, self.W.weight.device)
         if self.training:
             raise RuntimeError("infer_long needs eval mode: call encoder.eval() first")
         if wav.dim() != 1:

@@ -251,16 +251,23 @@ def read_original(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor]
     source = str(path)
     if not Path(path).is_file():
         raise FileNotFoundError(f"{source}: no such checkpoint file")
+    with open(source, "rb") as fh:
+        magic = fh.read(2)
+    if magic != b"PK" and magic[:1] != b"\x80":  # a zip archive (torch.save) or a legacy pickle
+        raise CheckpointError(f"{source}: not a PyTorch checkpoint (neither a zip archive nor a pickle)")
     try:
         obj = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle/zip errors come in many types
-        raise CheckpointError(
-            f"{source}: cannot read as a PyTorch checkpoint ({type(exc).__name__}: {exc})"
-        ) from None
+        problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if "Weights only load failed" in str(exc):
+            problem = "it holds Python objects besides tensors, which loading would execute; refused"
+        raise CheckpointError(f"{source}: cannot read as a PyTorch checkpoint ({problem})") from None
     state = original_to_ours(_unwrap(obj, source))
     if "W.weight" not in state:
         raise CheckpointError(f"{source}: no 'W.weight' key; not a PASE encoder checkpoint")
     has_rnn = "rnn.rnn.linear.weight" in state
+    if any(state[k].dim() < 2 for k in ("W.weight", "rnn.rnn.linear.weight") if k in state):
+        raise CheckpointError(f"{source}: weight shapes do not fit a PASE encoder")
     cfg = EncoderConfig(
         rnn="qrnn" if has_rnn else "none",
         dense_skips=any(k.startswith("denseskips.") for k in state),

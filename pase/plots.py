@@ -1,7 +1,8 @@
 """Training curves: ``pase plot RUN`` draws every worker's loss to ``RUN/curves.png``.
 
 One panel per logged loss (the total first, then each worker), the training curve from
-``RUN/metrics.csv`` and, where present, the validation points from ``RUN/valid.csv``. matplotlib
+``RUN/metrics.csv`` and, where present, the validation points from ``RUN/valid.csv``. The
+binary workers (LIM, GIM, SPC) get a dashed line at chance, ln 2: a curve on it learned nothing. matplotlib
 (Agg backend) is imported only when a plot is drawn.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import os
 import sys
@@ -20,6 +22,23 @@ from pase.audio import write_atomic
 
 #: metrics.csv columns that are not losses.
 _NOT_LOSSES = ("step", "lr", "xrt")
+#: Worker kinds whose loss is a balanced binary cross-entropy: chance is ln 2.
+BINARY_KINDS = ("lim", "gim", "spc")
+CHANCE = math.log(2)
+
+
+def binary_workers(run: Path) -> set[str]:
+    """Names of the run's workers with a balanced binary loss (preset names, and any worker of
+    such a kind listed in the run's config.json)."""
+    names = set(BINARY_KINDS)
+    try:
+        config = json.loads((run / "config.json").read_text())
+    except (OSError, ValueError):
+        return names
+    for worker in [*(config.get("workers") or []), *(config.get("extra_workers") or [])]:
+        if isinstance(worker, dict) and worker.get("kind", worker.get("name")) in BINARY_KINDS:
+            names.add(str(worker.get("name")))
+    return names
 
 
 def read_log(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
@@ -60,6 +79,7 @@ def plot_run(run: str | os.PathLike[str], out: str | os.PathLike[str] | None = N
         raise FileNotFoundError(f"{run / 'metrics.csv'}: no training log (is {run} a pase run?)")
     valid = read_log(run / "valid.csv")
     losses = [c for c in train if c not in _NOT_LOSSES]
+    binary = binary_workers(run)
     cols = min(4, len(losses))
     rows = math.ceil(len(losses) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows), squeeze=False)
@@ -67,6 +87,9 @@ def plot_run(run: str | os.PathLike[str], out: str | os.PathLike[str] | None = N
         ax.plot(train["step"], _smooth(train[name], smooth), lw=1.0, label="train")
         if name in valid:
             ax.plot(valid["step"], valid[name], "o-", ms=3, lw=1.0, label="valid")
+        if name in binary:
+            ax.axhline(CHANCE, color="gray", linestyle="--", lw=1.0, label="chance (ln 2)")
+            ax.legend(fontsize=7)
         ax.set_title(name, fontsize=9)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)

@@ -123,15 +123,18 @@ def _room_rir(room: Room, max_len: int) -> tuple[np.ndarray, float]:
 
 def _simulate(spec: RoomSpec, workers: int) -> tuple[list[np.ndarray], list[float]]:
     """RIRs ``[L_i]`` and RT60s of the rooms of ``spec``, over ``workers`` processes."""
+    from pase.progress import progress
+
     rooms = _draw_rooms(spec)
     run = functools.partial(_room_rir, max_len=spec.max_len)
+    bar = functools.partial(progress, total=len(rooms), desc="simulating rooms", unit="room")
     if workers > 1:
         # spawn, not fork: the parent may hold torch/OpenMP threads that a fork would break.
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            results = list(pool.map(run, rooms, chunksize=4))
+            results = list(bar(pool.map(run, rooms, chunksize=4)))
     else:
-        results = [run(room) for room in rooms]
+        results = [run(room) for room in bar(rooms)]
     return [r for r, _ in results], [t for _, t in results]
 
 
@@ -211,6 +214,13 @@ class RirBank:
         start = time.perf_counter()
         if workers is None:
             workers = min(8, os.cpu_count() or 1, spec.n_rooms // 8)
+        if verbose:
+            print(
+                f"simulating {spec.n_rooms} rooms for the reverberation distortion with pyroomacoustics "
+                f"({workers or 1} process(es)); done once, then read from {path}",
+                file=sys.stderr,
+                flush=True,
+            )
         raw, rt60 = _simulate(spec, workers)
         bank = cls.from_arrays(raw, [f"sim:{i}" for i in range(len(raw))], spec.max_len, rt60)
 

@@ -322,6 +322,8 @@ class _StopFlag:
 
     def __init__(self) -> None:
         self.requested = False
+        #: Exit status for the signal received, 128 + its number (SIGINT 130, SIGTERM 143).
+        self.exit_code = 128 + signal.SIGINT
         self._previous: dict[int, tp.Any] = {}
 
     def __enter__(self) -> _StopFlag:
@@ -332,6 +334,7 @@ class _StopFlag:
 
     def _handle(self, signum: int, frame: types.FrameType | None) -> None:
         self.requested = True
+        self.exit_code = 128 + signum
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
@@ -384,7 +387,9 @@ def _prefetch(batches: tp.Iterator[Batch], pin: bool, depth: int = 4) -> tp.Gene
 
 
 def _say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    from pase.progress import say  # through the bar, so a message never tears it
+
+    say(line)
 
 
 T = tp.TypeVar("T")
@@ -508,8 +513,8 @@ class Trainer:
             if not resume:
                 raise ValueError(f"{self.out} already holds a run: pass --resume, or another --out")
             checkpoint = torch.load(self.out / CHECKPOINT, map_location="cpu", weights_only=True)
-        elif resume and info.is_main:
-            _say(f"no checkpoint in {self.out}: starting a fresh run")
+        elif resume:
+            raise ValueError(f"no checkpoint in {self.out} to resume (--resume-or-start starts a fresh run)")
 
         train_set, valid_set = _load_data(config, info)
         self.valid: ChunkBatches | None = None
@@ -726,7 +731,7 @@ class Trainer:
         if interrupted:
             if info.is_main:
                 _say(f"interrupted at step {self.step}; checkpoint saved, continue with --resume")
-            return 130
+            return stop.exit_code
         if info.is_main:
             self.model.encoder.save_pretrained(self.out / "encoder")
             _say(f"done at step {self.step}; encoder saved to {self.out / 'encoder'}")
@@ -741,6 +746,13 @@ class _RunLog:
     def __init__(self, trainer: Trainer, resumed: bool) -> None:
         self.trainer = trainer
         cfg, out, start = trainer.config, trainer.out, trainer.step
+        if resumed and start >= trainer.horizon and trainer.info.world_size == 1:
+            # Checked before config.json is rewritten: a mistyped horizon must change nothing. (The
+            # CLI checks --max-steps for every rank first; alone, rank 0 must not leave its peers.)
+            raise ValueError(
+                f"{out} is at step {start}, and this run's horizon is {trainer.horizon} steps: "
+                f"nothing to train; pass --max-steps above {start} to continue it"
+            )
         out.mkdir(parents=True, exist_ok=True)
         text = json.dumps(cfg.to_dict(), indent=2)
         write_atomic(out / "config.json", lambda tmp: Path(tmp).write_text(text))
@@ -752,10 +764,10 @@ class _RunLog:
         self.writer = _tensorboard(out / "tb", start + 1)
         self.bar = None
         if trainer.progress:
-            from tqdm import tqdm
+            from pase.progress import progress
 
             total = None if trainer.horizon == sys.maxsize else trainer.horizon
-            self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
+            self.bar = progress(total=total, initial=start, unit="step", desc="training")
         world = trainer.info.world_size
         self.audio_per_step = cfg.batch_size * world * cfg.chunk_size / SAMPLE_RATE
         self.last_time, self.last_step = time.perf_counter(), start
@@ -790,11 +802,25 @@ class _RunLog:
         if self.bar is not None:
             self.bar.update(1)
         if trainer.valid is not None and (step % cfg.valid_every == 0 or last):
+            n = min(cfg.valid_batches, trainer.valid.steps_per_epoch)
+            self.say(f"step {step}: validating on {n} batches ...")
+            start = time.perf_counter()
             scores = trainer.validate()
+            seconds = time.perf_counter() - start
+            self.last_time += seconds  # xRT measures training only
+            self.say(f"step {step}: valid loss {scores['loss']:.4f} ({seconds:.0f} s)")
             self.valid.append({"step": step, **scores})
             if self.writer is not None:
                 for name, value in scores.items():
                     self.writer.add_scalar(f"valid/{name}", value, step)
+        if step % cfg.ckpt_every == 0 and not last:
+            self.say(f"step {step}: writing {trainer.out / CHECKPOINT}")
+
+    def say(self, line: str) -> None:
+        """A message on its own line, the progress bar redrawn below it."""
+        from pase.progress import say
+
+        say(line)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -863,8 +889,34 @@ def _option_kwargs(hint: tp.Any) -> dict[str, tp.Any]:
     return {"type": json.loads, "metavar": "JSON"}  # tuples and dicts
 
 
-def _add_field_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
+#: Help of fields whose documentation above would describe another field; a ``#:`` comment on
+#: the field itself takes precedence.
+_CLI_HELP = {
+    "seed": "Seed of the initialisation, the data order and the distortion draws (each rank adds its rank).",
+    "log_every": "Write a metrics.csv row (and TensorBoard scalars) every this many steps.",
+    "valid_every": "Validate every this many steps, and at the end (valid.csv).",
+    "ckpt_every": "Write checkpoint.pt every this many steps; also on SIGINT/SIGTERM and at the end.",
+}
+
+
+def _show(value: tp.Any) -> str:
+    """A default as the user would type it on the command line."""
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value)
+    return str(value) if value != "" else '""'
+
+
+def _add_field_options(
+    parser: argparse._ActionsContainer, cls: type, presets: tp.Sequence[tuple[str, tp.Any]], prefix: str = ""
+) -> None:
+    """One option per field of ``cls``, its help generated from the field's documentation
+    (:func:`pase.cli.field_docs`) and its value in each of ``presets`` (``(name, instance)``)."""
+    from pase.cli import field_docs
+
     hints = tp.get_type_hints(cls)
+    docs = field_docs(cls, _CLI_HELP)
     for field in dataclasses.fields(cls):
         if not prefix and field.name == _NESTED:
             continue
@@ -872,48 +924,140 @@ def _add_field_options(parser: argparse.ArgumentParser, cls: type, prefix: str =
         kwargs = _option_kwargs(hints[field.name])
         if "type" in kwargs or "nargs" in kwargs:
             kwargs.setdefault("metavar", field.name.upper())
-        parser.add_argument(flag, dest=prefix + field.name, default=argparse.SUPPRESS, **kwargs)
+        (first, value), *others = [(name, getattr(obj, field.name)) for name, obj in presets]
+        default = f"default: {_show(value)}" + "".join(
+            f"; {_show(v)} with --preset {name}" for name, v in others if v != value
+        )
+        help_text = f"{docs.get(field.name, '')} ({default})".replace("%", "%%")
+        parser.add_argument(
+            flag, dest=prefix + field.name, default=argparse.SUPPRESS, help=help_text, **kwargs
+        )
+
+
+#: Fields that count something and must be at least 1 (0 would divide by zero or never stop).
+_AT_LEAST_ONE = (
+    "batch_size", "chunk_size", "max_steps", "epochs", "log_every", "valid_every", "ckpt_every",
+    "halve_every_epochs",
+)  # fmt: skip
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The run's config: the preset (or, with ``--resume``, the run's saved config), then the
-    ``--config`` file, then the options given on the command line."""
+    """The run's config: the preset (or, when resuming, the run's saved config), then the
+    ``--config`` file, then the options given on the command line.
+
+    Relative plugin files of a ``--config`` file are taken relative to that file's folder.
+    Raises ``ValueError`` naming the file or option for a config that cannot be used.
+    """
     saved = Path(args.out) / "config.json"
-    if args.resume and saved.exists():
+    if (args.resume or args.resume_or_start) and saved.exists():
         config = TrainConfig.from_dict(json.loads(saved.read_text()))
     else:
         config = TrainConfig.from_preset(args.preset)
     if args.config:
-        config = config.updated(load_config_file(args.config))
+        path = Path(args.config)
+        if not path.is_file():
+            raise ValueError(f"{path}: no such config file")
+        try:
+            loaded = load_config_file(path)
+        except ModuleNotFoundError:
+            raise  # PyYAML missing: main() names the extra to install
+        except Exception as err:  # yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError
+            mark = getattr(err, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+            if isinstance(err, json.JSONDecodeError):
+                where = f"{path}:{err.lineno}:{err.colno}"
+            problem = getattr(err, "problem", None) or getattr(err, "msg", None) or str(err).splitlines()[0]
+            raise ValueError(f"{where}: not a valid config file: {problem}") from None
+        if isinstance(loaded.get("plugins"), list):
+            loaded["plugins"] = [_relative_to(p, path.parent) for p in loaded["plugins"]]
+        config = config.updated(loaded)
     given = vars(args)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     overrides: dict[str, tp.Any] = {k: v for k, v in given.items() if k in fields}
     nested = {k.split(".", 1)[1]: v for k, v in given.items() if k.startswith(_NESTED + ".")}
     if nested:
         overrides[_NESTED] = nested
-    return config.updated(overrides)
+    config = config.updated(overrides)
+    for name in _AT_LEAST_ONE:
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    from pase.cli import check_device
+
+    check_device(config.device)
+    return config
+
+
+def _relative_to(plugin: tp.Any, folder: Path) -> tp.Any:
+    """A relative ``.py`` plugin path of a config file, resolved against the file's folder
+    (module names such as ``mypkg.workers`` are left alone)."""
+    if isinstance(plugin, str) and plugin.endswith(".py") and not Path(plugin).is_absolute():
+        return str(folder / plugin)
+    return plugin
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    from pase.cli import plain
+
     p = subparsers.add_parser(
         "train",
         help="self-supervised training (one process, or DDP under torchrun)",
-        description=__doc__,
+        usage="pase train [--preset {pase+,pase}] --out RUN [--config FILE] [--resume] [OPTION ...]",
+        description=plain(__doc__ or ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--preset", default="pase+", choices=["pase+", "pase"], help="the recipe")
+    p.add_argument(
+        "--preset",
+        default="pase+",
+        choices=["pase+", "pase"],
+        help="the whole recipe: pase+ (batch 16, Adam 1e-3 / 5e-4 with poly decay, 12 workers, "
+        "distortions) or pase (PASE v1: batch 32, lr 5e-4 halved every 30 epochs, 7 workers, clean). "
+        "It sets every option below, --model included; --model alone changes only the encoder "
+        "and its worker set and keeps the rest of the recipe (default: pase+)",
+    )
     p.add_argument("--out", required=True, help="run folder (checkpoint, logs, encoder/)")
-    p.add_argument("--config", help="JSON or YAML file of TrainConfig fields")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    _add_field_options(p, TrainConfig)
-    _add_field_options(p, DistortionConfig, prefix=_NESTED + ".")
+    p.add_argument(
+        "--config",
+        help="JSON or YAML file of the options below (field names, e.g. batch_size: 8); "
+        "precedence: --preset < --config < options given here",
+    )
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its checkpoint (an error without one)",
+    )
+    resume.add_argument(
+        "--resume-or-start",
+        action="store_true",
+        help="continue the run in --out if it has a checkpoint, else start it (for job schedulers)",
+    )
+    presets = [("pase+", TrainConfig.pase_plus()), ("pase", TrainConfig.pase())]
+    _add_field_options(p.add_argument_group("training (TrainConfig fields)"), TrainConfig, presets)
+    _add_field_options(
+        p.add_argument_group("distortions (DistortionConfig fields; none apply with --preset pase)"),
+        DistortionConfig,
+        [(name, preset.distortions) for name, preset in presets[:1]],
+        prefix=_NESTED + ".",
+    )
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
-        return Trainer(config, args.out, resume=args.resume).run()
+        ckpt = Path(args.out) / CHECKPOINT
+        resume = args.resume or (args.resume_or_start and ckpt.exists())
+        if resume and ckpt.exists() and config.max_steps is not None:
+            # Every rank refuses a horizon already reached, before any rank builds or writes anything
+            # (the memory map reads the step, not the ~360 MB of weights).
+            step = int(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["step"])
+            if step >= config.max_steps:
+                raise ValueError(
+                    f"{args.out} is at step {step}: --max-steps {config.max_steps} leaves nothing to train; "
+                    f"pass --max-steps above {step} to continue the run"
+                )
+        return Trainer(config, args.out, resume=resume).run()
     except (AudioError, ValueError, OSError) as err:
         print(f"pase train: {err}", file=sys.stderr)
         return 2

@@ -117,3 +117,26 @@ def test_ablate_rejects_a_typo_before_training(
     assert _ablate(data, tmp_path / "abl", "--variant", "x:no_such_field=1") == 2
     assert "unknown TrainConfig fields" in capsys.readouterr().err
     assert not (tmp_path / "abl" / "variants").exists()
+
+
+def test_a_variant_held_by_a_live_process_is_left_to_it(tmp_path: Path) -> None:
+    """Two ``pase ablate`` processes on one folder share the variants: a lock of a live process is
+    respected, a lock left by a dead one is taken over."""
+    import subprocess
+    import sys
+
+    from pase.ablate import BUSY, EvalPlan, run_variant
+
+    vdir = tmp_path / "variants" / "x"
+    vdir.mkdir(parents=True)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (vdir / "lock").write_text(str(other.pid))
+        assert run_variant(Variant("x"), TrainConfig.pase_plus(), tmp_path, EvalPlan(tasks=[])) is BUSY
+    finally:
+        other.kill()
+        other.wait()
+    (vdir / "done.json").write_text('{"variant": "x"}')  # finished: read back, lock or not
+    assert run_variant(Variant("x"), TrainConfig.pase_plus(), tmp_path, EvalPlan(tasks=[])) == {
+        "variant": "x"
+    }

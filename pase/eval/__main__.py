@@ -1,13 +1,13 @@
 """``python -m pase.eval ...``: the same as ``pase eval ...``."""
 
-import argparse
 import sys
 
+from pase.cli import Parser
 from pase.eval.cli import register_cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pase.eval")
+    parser = Parser(prog="python -m pase.eval")
     sub = parser.add_subparsers(dest="command", required=True)
     register_cli(sub)
     args = parser.parse_args(["eval", *(sys.argv[1:] if argv is None else argv)])

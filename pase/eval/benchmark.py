@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from pase.eval import probes
-from pase.eval.features import Distortion, FeatureCache, FeatureSet, extract_files, safe_name
+from pase.eval.features import BadFiles, Distortion, FeatureCache, FeatureSet, extract_files, folder_names
 from pase.eval.report import Result, write_results, write_summary
-from pase.eval.tasks import Item, Task, frame_labels
+from pase.eval.tasks import Item, Task, TaskError, frame_labels
 
 #: Frames either side of the centre frame that frame-level probes see (+-20 ms).
 FRAME_CONTEXT = 2
@@ -67,25 +67,39 @@ def evaluate(
     probe: probes.ProbeKind = "mlp",
     seeds: tp.Sequence[int] = (0, 1, 2),
     distortion: Distortion | None = None,
+    bad_files: BadFiles | None = None,
 ) -> tuple[Result, np.ndarray]:
-    """Evaluate ``features`` on ``task``: the result record and the summed confusion matrix."""
+    """Evaluate ``features`` on ``task``: the result record and the summed confusion matrix.
+
+    Files that cannot be read are reported once and left out (``bad_files``, shared across the
+    feature sets of a grid so every feature set sees the same files; default: a fresh one that
+    reports to stderr).
+    """
     start = time.time()
+    bad = bad_files if bad_files is not None else BadFiles(lambda msg: print(msg, file=sys.stderr))
     task = with_valid_split(task)
     classes = task.class_index()
     parts = {name: task.split(name) for name in ("train", "valid", "test")}
-    features.calibrate_on([it.path for it in parts["train"]])
+    features.calibrate_on(bad.keep(it.path for it in parts["train"]))
     pool = None if task.frame_level else probes.pool_utterance
-    data = {}
+    feats_of: dict[str, list[np.ndarray]] = {}
     for name, items in parts.items():
-        feats = extract_files(
+        feats_of[name] = extract_files(
             features,
             [it.path for it in items],
             cache,
             distortion if name == "test" else None,
             desc=f"{task.name} {features.name} {name}",
             transform=pool,
+            bad_files=bad,
         )
-        data[name] = _probe_data(task, items, feats, classes)
+    data = {}
+    for name, items in parts.items():
+        kept = set(bad.keep(it.path for it in items))
+        items = [it for it in items if it.path in kept]
+        if not items:
+            raise TaskError(f"task {task.name}: no readable {name} files left")
+        data[name] = _probe_data(task, items, feats_of[name], classes)
     probes.standardise(data["train"], data["valid"], data["test"])
 
     config = dataclasses.replace(FRAME_PROBE if task.frame_level else probes.ProbeConfig(), kind=probe)
@@ -109,7 +123,10 @@ def evaluate(
         values = [float(s[key]) for s in per_seed]
         return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
+    task_paths = {it.path for it in task.items}
     acc, acc_std = mean_std("accuracy")
+    # The learned mix of hidden states (--layers all), averaged over seeds; [1.0] for one layer.
+    layer_weights = np.mean([s["layer_weights"] for s in per_seed], axis=0).round(4).tolist()
     f1, f1_std = mean_std("macro_f1")
     result: Result = {
         "task": task.name,
@@ -121,13 +138,15 @@ def evaluate(
         "accuracy_std": acc_std,
         "macro_f1": f1,
         "macro_f1_std": f1_std,
+        "layer_weights": layer_weights,
         "per_seed": per_seed,
         "seeds": list(seeds),
         "n_train": len(data["train"]),
         "n_valid": len(data["valid"]),
         "n_test": len(data["test"]),
         "unit": "frames" if task.frame_level else "files",
-        "n_files": {name: len(items) for name, items in parts.items()},
+        "n_files": {name: len(bad.keep(it.path for it in items)) for name, items in parts.items()},
+        "skipped_files": {str(p): problem for p, problem in bad.problems.items() if p in task_paths},
         "n_classes": len(classes),
         "classes": task.classes,
         "seconds": round(time.time() - start, 1),
@@ -154,11 +173,12 @@ def run_grid(
     """
     from pase.audio import AudioError
     from pase.eval.features import FeatureError
-    from pase.eval.tasks import TaskError
 
     single = len(tasks) == 1 and len(feature_sets) == 1
     results: list[Result] = []
     errors: dict[str, str] = {}
+    bad = BadFiles(log)
+    folders = folder_names([name for name, _ in feature_sets])
     for task_name, make_task in tasks:
         try:
             task = make_task()
@@ -170,12 +190,14 @@ def run_grid(
             try:
                 # a fresh feature set per task: random encoders re-estimate on each task's audio
                 features = make_features()
-                result, cm = evaluate(task, features, cache, probe=probe, seeds=seeds, distortion=distortion)
+                result, cm = evaluate(
+                    task, features, cache, probe=probe, seeds=seeds, distortion=distortion, bad_files=bad
+                )
             except (TaskError, FeatureError, AudioError, ImportError) as exc:
                 errors[f"{task_name}/{feat_name}"] = str(exc)
                 log(f"pase eval: {task_name} / {feat_name}: {exc}")
                 continue
-            run_dir = out_dir if single else out_dir / task_name / safe_name(feat_name)
+            run_dir = out_dir if single else out_dir / task_name / folders[feat_name]
             write_results(result, cm, run_dir)
             results.append(result)
             log(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    from pase.cli import device_arg
     from pase.eval.tasks import BUILTIN_TASKS
 
     p = subparsers.add_parser(
@@ -52,7 +53,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("pase-eval"), help="output folder (default: ./pase-eval)")
     p.add_argument("--seeds", default="0,1,2", help="probe seeds, comma-separated (default: 0,1,2)")
-    p.add_argument("--device", default="cpu", help="device for feature extraction (default: cpu)")
+    p.add_argument(
+        "--device", default="cpu", type=device_arg, help="device for feature extraction (default: cpu)"
+    )
     p.add_argument("--distort", default=None, help="distort TEST audio, e.g. noise:5dB, reverb, clip")
     p.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default: ~/.cache/pase/eval)")
     p.set_defaults(func=_main)
@@ -107,11 +110,14 @@ def _main(args: argparse.Namespace) -> int:
     def feature_factory(name: str) -> tp.Callable[[], FeatureSet]:
         return lambda: make_feature_set(name, args.layers, args.device)
 
-    try:
-        # fail fast on "--layers all" with a spectral feature set, before any extraction
+    if args.layers == "all":
         for name in feature_names:
             if name in ("mfcc", "fbank"):
-                make_feature_set(name, args.layers)
+                print(
+                    f"pase eval: {name} has a single layer: --layers all applies to the encoders only",
+                    file=sys.stderr,
+                )
+    try:
         distortion = Distortion(args.distort, data) if args.distort else None
     except (FeatureError, ValueError, ImportError) as exc:
         return fail(str(exc))
@@ -126,6 +132,9 @@ def _main(args: argparse.Namespace) -> int:
         seeds=seeds,
         distortion=distortion,
     )
+    skipped = {path for r in results for path in r.get("skipped_files", {})}
+    if skipped:
+        print(f"pase eval: {len(skipped)} unreadable file(s) skipped; see above", file=sys.stderr)
     if errors:
         print(f"pase eval: {len(errors)} run(s) failed; see above", file=sys.stderr)
     print(f"pase eval: {len(results)} result(s) in {args.out}", file=sys.stderr)

@@ -15,7 +15,8 @@ Feature sets by name (:func:`make_feature_set`):
 - a checkpoint directory (``save_pretrained`` format) or an original-format ``.ckpt`` file.
 
 ``layers="final"`` gives the encoder output ``[1, F, D]``; ``layers="all"`` the 9 hidden states
-``[9, F, D]`` for a learned weighted sum in the probe (encoders only).
+``[9, F, D]`` for a learned weighted sum in the probe (encoders only: MFCC and FBANK have a
+single layer and ignore it).
 
 The cache key of a file is the feature set's fingerprint (a hash of its weights, config, layer
 choice and, for calibrated encoders, the calibration files), the file's resolved path, size and
@@ -25,6 +26,7 @@ mtime, and the distortion spec, so a changed checkpoint or file never serves sta
 from __future__ import annotations
 
 import abc
+import collections
 import hashlib
 import os
 import random
@@ -35,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pase.audio import MIN_SAMPLES, SAMPLE_RATE, load_audio, write_atomic
+from pase.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, load_audio, write_atomic
 from pase.encoder import Encoder
 
 #: BatchNorm re-estimation of random encoders: at most this many training files ...
@@ -70,6 +72,29 @@ def safe_name(spec: str) -> str:
     if os.sep in spec or spec.endswith(".ckpt"):
         spec = Path(spec).name or spec
     return re.sub(r"[^A-Za-z0-9+._-]+", "-", spec).strip("-") or "features"
+
+
+def folder_names(specs: tp.Sequence[str]) -> dict[str, str]:
+    """A distinct folder name per feature set: :func:`safe_name`, with as many parent folders
+    as it takes to tell two apart (``runs/a/encoder`` and ``runs/b/encoder`` -> ``a-encoder``
+    and ``b-encoder``), so their results never overwrite each other."""
+    specs = list(dict.fromkeys(specs))
+    parts = {s: Path(s).parts if (os.sep in s or s.endswith(".ckpt")) else (s,) for s in specs}
+    depth = dict.fromkeys(specs, 1)
+    while True:
+        names = {s: safe_name("-".join(parts[s][-depth[s] :])) for s in specs}
+        counts = collections.Counter(names.values())
+        deeper = [s for s in specs if counts[names[s]] > 1 and depth[s] < len(parts[s])]
+        if not deeper:
+            break
+        for s in deeper:
+            depth[s] += 1
+    seen: set[str] = set()
+    for s in specs:  # the same folder spelled two ways: told apart by a hash
+        if names[s] in seen:
+            names[s] = f"{names[s]}-{_sha(s)[:8]}"
+        seen.add(names[s])
+    return names
 
 
 class FeatureSet(abc.ABC):
@@ -169,7 +194,10 @@ class EncoderFeatures(FeatureSet):
         self.encoder.train()
         with torch.no_grad():
             for path in self._calibration:
-                wav = load_audio(path, min_samples=MIN_SAMPLES)[:max_len]
+                try:
+                    wav = load_audio(path, min_samples=MIN_SAMPLES)[:max_len]
+                except AudioError:
+                    continue  # reported and skipped when the file's features are extracted
                 self.encoder(torch.from_numpy(wav)[None].to(self.device))
         self.encoder.eval()
         self._calibrated = True
@@ -208,8 +236,7 @@ def make_feature_set(spec: str, layers: str = "final", device: str = "cpu") -> F
     if layers not in LAYER_CHOICES:
         raise FeatureError(f"--layers must be final or all, not {layers!r}")
     if spec in ("mfcc", "fbank"):
-        if layers != "final":
-            raise FeatureError(f"{spec} has a single layer; --layers all is for encoders only")
+        # A single layer: "--layers all" has nothing to weigh, so the features are used as they are.
         return SpectralFeatures(tp.cast(tp.Literal["mfcc", "fbank"], spec))
     try:
         encoder = _load_encoder(spec)
@@ -223,6 +250,23 @@ def make_feature_set(spec: str, layers: str = "final", device: str = "cpu") -> F
 def to_half(feats: np.ndarray) -> np.ndarray:
     """The cache's storage format: float16, clipped so an outlier never becomes inf."""
     return np.clip(feats, -65000.0, 65000.0).astype(np.float16)
+
+
+class BadFiles:
+    """Files that could not be read, shared by every feature set of a run: each one is reported
+    once (through ``log``) and left out of every feature set, so all of them see the same files."""
+
+    def __init__(self, log: tp.Callable[[str], None]) -> None:
+        self.log = log
+        self.problems: dict[Path, str] = {}
+
+    def add(self, path: Path, err: AudioError) -> None:
+        if path not in self.problems:
+            self.problems[path] = err.problem
+            self.log(f"pase eval: {err}; file skipped")
+
+    def keep(self, paths: tp.Iterable[Path]) -> list[Path]:
+        return [p for p in paths if p not in self.problems]
 
 
 class FeatureCache:
@@ -289,23 +333,34 @@ def extract_files(
     distortion: Distortion | None = None,
     desc: str = "",
     transform: tp.Callable[[np.ndarray], np.ndarray] | None = None,
+    bad_files: BadFiles | None = None,
 ) -> list[np.ndarray]:
     """Features ``[L, F, D]`` of every file, from the cache or extracted (and cached) now.
 
     ``distortion`` (test files only, chosen by the caller) is applied to the waveform first;
     ``transform`` (e.g. pooling) is applied to each file's features before they are kept, so
-    only its output stays in memory. Raises :class:`pase.audio.AudioError` naming a file that cannot be read.
+    only its output stays in memory. Without ``bad_files`` a file that cannot be read raises
+    :class:`pase.audio.AudioError` naming it; with it, such a file is reported there and left
+    out, as are the files it already holds: the output is then one array per path of
+    ``bad_files.keep(paths)`` (called after this returns).
     """
-    from tqdm import tqdm
+    from pase.progress import progress
 
     fingerprint = features.fingerprint()
     suffix = f"|distort={distortion.spec}" if distortion else ""
     out = []
-    for path in tqdm(paths, desc=desc or features.name, unit="file", leave=False):
+    todo = bad_files.keep(paths) if bad_files is not None else list(paths)
+    for path in progress(todo, desc=desc or features.name, unit="file", leave=False):
         key = file_key(path) + suffix
         feats = cache.load(fingerprint, key)
         if feats is None:
-            wav = load_audio(path, min_samples=MIN_SAMPLES)
+            try:
+                wav = load_audio(path, min_samples=MIN_SAMPLES)
+            except AudioError as err:
+                if bad_files is None:
+                    raise
+                bad_files.add(path, err)
+                continue
             if distortion is not None:
                 wav = distortion(wav, path)
             # rounded like the cache stores it, so a first run and a cached run agree exactly

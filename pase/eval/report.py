@@ -22,6 +22,11 @@ RESULT_COLUMNS = (
 )  # fmt: skip
 
 
+#: The 9 hidden states of a PASE+ encoder, in ``Encoder.extract_features`` order (PASE v1 has
+#: the last two).
+LAYER_NAMES = [*(f"skip {i} ({'sinc' if i == 0 else f'conv {i}'})" for i in range(7)), "W", "final"]
+
+
 class Seconds(float):
     """A duration, printed with one decimal rather than four."""
 
@@ -58,11 +63,26 @@ def results_markdown(result: Result) -> str:
         [[s["seed"], s["accuracy"], s["macro_f1"], s["epochs"], s["best_epoch"]] for s in result["per_seed"]],
     )
     unit = f"Examples are {result['unit']}; spread is the sample standard deviation over seeds.\n"
-    return head + main + "\n" + unit + "\n## Per seed\n\n" + seeds
+    return head + main + "\n" + unit + "\n## Per seed\n\n" + seeds + layer_weights_markdown(result)
+
+
+def layer_weights_markdown(result: Result) -> str:
+    """The probe's learned softmax weights of the hidden states (``--layers all``), or nothing."""
+    weights = result.get("layer_weights") or []
+    if len(weights) < 2:
+        return ""
+    names = {9: LAYER_NAMES, 2: LAYER_NAMES[-2:]}.get(len(weights)) or [
+        f"layer_{i}" for i in range(len(weights))
+    ]
+    per_seed = [s["layer_weights"] for s in result["per_seed"]]
+    spread = np.std(per_seed, axis=0, ddof=1) if len(per_seed) > 1 else np.zeros(len(weights))
+    rows = [[f"layer_{i}", names[i], w, float(spread[i])] for i, w in enumerate(weights)]
+    note = "Softmax weights of the probe's sum of hidden states, mean over seeds (uniform: 1/L each).\n\n"
+    return "\n## Learned layer weights\n\n" + note + _table(("layer", "state", "weight", "std"), rows)
 
 
 def plot_confusion(cm: np.ndarray, classes: tp.Sequence[str], title: str, path: Path) -> None:
-    """Row-normalised confusion matrix as a PNG."""
+    """Row-normalised confusion matrix as a PNG, with the counts written in the cells."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -77,7 +97,13 @@ def plot_confusion(cm: np.ndarray, classes: tp.Sequence[str], title: str, path: 
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=10)
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
+    if len(classes) <= 40:  # counts in the cells; beyond that they would not be legible
+        fontsize = 8 if len(classes) <= 12 else 5
+        for (row, col), count in np.ndenumerate(cm):
+            if count:
+                color = "white" if norm[row, col] > 0.5 else "black"
+                ax.text(col, row, str(count), ha="center", va="center", fontsize=fontsize, color=color)
     fig.tight_layout()
     write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)

@@ -1,0 +1,70 @@
+"""``pase export RUN OUT``: the encoder of a training run's checkpoint, as a pretrained directory.
+
+A finished run writes ``RUN/encoder/`` itself; an interrupted one (Ctrl-C, SIGTERM, a job time
+limit) has only ``RUN/checkpoint.pt``. This reads the checkpoint (``torch.load`` with
+``weights_only=True``: no code runs), rebuilds the encoder from the checkpoint's own
+``model_config`` and writes ``model.safetensors`` + ``config.json`` for
+:meth:`pase.Encoder.from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import typing as tp
+from pathlib import Path
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def export_encoder(run: str | os.PathLike[str], out: str | os.PathLike[str]) -> tuple[Path, int]:
+    """Write the encoder of ``run`` (a run folder or its ``checkpoint.pt``) to ``out``.
+
+    Returns ``(out, step of the checkpoint)``. Raises ``ValueError`` naming the file when there
+    is no usable checkpoint.
+    """
+    import torch
+
+    from pase.encoder import Encoder, EncoderConfig
+
+    path = Path(run)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.is_file():
+        raise ValueError(f"{path}: no checkpoint (is {run} a `pase train` run folder?)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        model_config = json.loads(checkpoint["model_config"])
+        state = {
+            k.removeprefix("encoder."): v for k, v in checkpoint["model"].items() if k.startswith("encoder.")
+        }
+        encoder = Encoder(EncoderConfig.from_dict(model_config["encoder"]))
+        encoder.load_state_dict(state)
+    except Exception as err:  # unpickling, missing keys and shape mismatches come in many types
+        problem = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{path}: not a `pase train` checkpoint ({type(err).__name__}: {problem})") from None
+    encoder.eval().save_pretrained(Path(out))
+    return Path(out), int(checkpoint.get("step", 0))
+
+
+def register_cli(subparsers: tp.Any) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="write the encoder of a training run's checkpoint (e.g. an interrupted run) for from_pretrained",
+        description=__doc__.split("\n\n")[0].replace("``", "") if __doc__ else None,
+    )
+    p.add_argument("run", help="run folder of `pase train` (or its checkpoint.pt)")
+    p.add_argument("out", help="output folder (model.safetensors + config.json)")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    try:
+        out, step = export_encoder(args.run, args.out)
+    except (ValueError, OSError) as err:
+        print(f"pase export: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote the encoder of {args.run} at step {step} to {out} (for pase.Encoder.from_pretrained)")
+    return 0
