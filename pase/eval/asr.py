@@ -28,12 +28,20 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+import statistics
+import time
 import typing as tp
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+if tp.TYPE_CHECKING:
+    from pase.eval.features import Distortion, FeatureCache, FeatureSet
+    from pase.eval.tasks import Item, Task
+
+Result = dict[str, tp.Any]
 
 #: Output characters; the probe's class ``i + 1`` is ``CHARS[i]`` and class 0 is the CTC blank.
 CHARS = " '" + "abcdefghijklmnopqrstuvwxyz"
@@ -376,3 +384,155 @@ def train_ctc_probe(
         valid_cer=best_cer,
         layer_weights=[float(w) for w in model.layer_weights().detach().cpu()],
     )
+
+
+# --------------------------------------------------------------------------- evaluation
+#: Test utterances whose reference and hypothesis (first seed) are kept in the report.
+EXAMPLES = 5
+
+
+def _cached_data(
+    features: FeatureSet,
+    items: tp.Sequence[Item],
+    cache: FeatureCache,
+    distortion: Distortion | None,
+    desc: str,
+) -> AsrData:
+    """Extract (or find cached) features of ``items`` and read them back lazily from the cache."""
+    from pase.eval.features import extract_files, file_key
+
+    paths = [it.path for it in items]
+    shapes = extract_files(
+        features, paths, cache, distortion, desc=desc, transform=lambda f: np.array(f.shape)
+    )
+    # the same key extract_files stored each file under
+    suffix = f"|distort={distortion.spec}" if distortion else ""
+    fingerprint = features.fingerprint()
+    cached = [cache.path(fingerprint, file_key(p) + suffix) for p in paths]
+    missing = [str(p) for p, c in zip(paths, cached, strict=True) if not c.exists()]
+    if missing:
+        raise FileNotFoundError(f"feature cache {cache.root} lost the features of {missing[0]}")
+    return from_files(cached, [int(s[1]) for s in shapes], [it.label for it in items])
+
+
+def evaluate_asr(
+    task: Task,
+    features: FeatureSet,
+    cache: FeatureCache,
+    *,
+    seeds: tp.Sequence[int] = (0, 1, 2),
+    distortion: Distortion | None = None,
+    device: str = "cpu",
+    config: CtcConfig | None = None,
+) -> Result:
+    """Train one CTC probe per seed on ``task`` and score the test part: the result record.
+
+    ``wer`` and ``cer`` are means over seeds (fractions; a blank output scores 1.0 on both);
+    ``distortion`` applies to the test audio only. The probe trains on ``device``.
+    """
+    start = time.time()
+    parts = {name: task.split(name) for name in ("train", "valid", "test")}
+    features.calibrate_on([it.path for it in parts["train"]])
+    data = {
+        name: _cached_data(
+            features,
+            items,
+            cache,
+            distortion if name == "test" else None,
+            f"{task.name} {features.name} {name}",
+        )
+        for name, items in parts.items()
+    }
+    stats = feature_stats(data["train"])
+    per_seed: list[dict[str, tp.Any]] = []
+    examples: list[dict[str, str]] = []
+    for seed in seeds:
+        fit = train_ctc_probe(data["train"], data["valid"], data["test"], seed, config, device, stats)
+        per_seed.append({
+            "seed": seed,
+            "wer": wer(fit.references, fit.hypotheses),
+            "cer": cer(fit.references, fit.hypotheses),
+            "valid_cer": fit.valid_cer,
+            "steps": fit.steps,
+            "best_step": fit.best_step,
+            "layer_weights": fit.layer_weights,
+        })  # fmt: skip
+        if not examples:
+            examples = [
+                {"file": it.path.name, "reference": r, "hypothesis": h}
+                for it, r, h in zip(parts["test"], fit.references, fit.hypotheses, strict=True)
+            ][:EXAMPLES]
+
+    def mean_std(key: str) -> tuple[float, float]:
+        values = [float(s[key]) for s in per_seed]
+        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+    (wer_mean, wer_std), (cer_mean, cer_std) = mean_std("wer"), mean_std("cer")
+    refs = [it.label for it in parts["test"]]
+    return {
+        "task": task.name,
+        "features": features.name,
+        "probe": "ctc-bigru",
+        "layers": features.layers,
+        "distort": distortion.spec if distortion else None,
+        "wer": wer_mean,
+        "wer_std": wer_std,
+        "cer": cer_mean,
+        "cer_std": cer_std,
+        "per_seed": per_seed,
+        "seeds": list(seeds),
+        "probe_config": dataclasses.asdict(config or CtcConfig()),
+        "n_train": len(parts["train"]),
+        "n_valid": len(parts["valid"]),
+        "n_test": len(parts["test"]),
+        "unit": "utterances",
+        "n_test_words": sum(len(r.split()) for r in refs),
+        "n_test_chars": sum(len(r) for r in refs),
+        "test_speakers": len({it.speaker for it in parts["test"]}),
+        "examples": examples,
+        "seconds": round(time.time() - start, 1),
+    }
+
+
+def results_markdown(result: Result) -> str:
+    """One ASR run as markdown: the headline row, one row per seed, a few transcripts."""
+
+    def table(header: tp.Sequence[str], rows: tp.Iterable[tp.Sequence[tp.Any]]) -> str:
+        def cell(v: tp.Any) -> str:
+            return f"{v:.4f}" if isinstance(v, float) else "none" if v is None else str(v)
+
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]) + "\n"
+
+    cols = ("task", "features", "probe", "layers", "distort", "wer", "wer_std", "cer", "cer_std",
+            "n_train", "n_valid", "n_test", "test_speakers")  # fmt: skip
+    head = table(cols, [[result[c] for c in cols]])
+    seeds = table(
+        ("seed", "wer", "cer", "valid_cer", "steps", "best_step"),
+        [
+            [s["seed"], s["wer"], s["cer"], s["valid_cer"], s["steps"], s["best_step"]]
+            for s in result["per_seed"]
+        ],
+    )
+    examples = "".join(
+        f"- `{e['file']}`\n  - ref: {e['reference']}\n  - hyp: {e['hypothesis']}\n"
+        for e in result["examples"]
+    )
+    return (
+        f"# {result['task']} / {result['features']}\n\n{head}\n"
+        f"WER and CER are fractions over the {result['n_test_words']} words and {result['n_test_chars']} "
+        "characters of the test part (a blank output scores 1.0); spread is the sample standard "
+        f"deviation over seeds. Wall time {result['seconds']:.1f} s.\n\n## Per seed\n\n{seeds}\n"
+        f"## Transcripts (first seed)\n\n{examples}"
+    )
+
+
+def write_results(result: Result, out_dir: Path) -> None:
+    """``results.json`` and ``results.md`` in ``out_dir``, each written atomically."""
+    import json
+
+    from pase.eval.report import _write_text
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_text(out_dir / "results.json", json.dumps(result, indent=2) + "\n")
+    _write_text(out_dir / "results.md", results_markdown(result))

@@ -145,12 +145,16 @@ def run_grid(
     seeds: tp.Sequence[int] = (0, 1, 2),
     distortion: Distortion | None = None,
     log: tp.Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
+    device: str = "cpu",
 ) -> tuple[list[Result], dict[str, str]]:
     """Every (task, feature set) pair; one folder each, plus ``summary.*`` when there are several.
 
     ``tasks`` and ``feature_sets`` are ``(name, factory)`` pairs, built lazily so that a failing
     one (missing data, missing weights) is reported in ``errors`` and skipped. A single pair
     writes straight into ``out_dir``; a grid into ``out_dir/<task>/<features>/``.
+
+    ASR tasks (``task.sequence_level``) are scored by WER and CER (:mod:`pase.eval.asr`, probe
+    trained on ``device``); their rows go to ``summary_asr.*`` rather than ``summary.*``.
     """
     from pase.audio import AudioError
     from pase.eval.features import FeatureError
@@ -167,6 +171,14 @@ def run_grid(
             log(f"pase eval: {exc}")
             continue
         for feat_name, make_features in feature_sets:
+            if task.sequence_level:
+                run_dir = out_dir if single else out_dir / task_name / safe_name(feat_name)
+                asr_result = _run_asr(task, make_features, cache, seeds, distortion, device, run_dir, log)
+                if isinstance(asr_result, str):
+                    errors[f"{task_name}/{feat_name}"] = asr_result
+                else:
+                    results.append(asr_result)
+                continue
             try:
                 # a fresh feature set per task: random encoders re-estimate on each task's audio
                 features = make_features()
@@ -183,5 +195,55 @@ def run_grid(
                 f"{result['accuracy_std']:.4f}  F1 {result['macro_f1']:.4f}  ({result['seconds']:.0f} s)"
             )
     if not single:
-        write_summary(results, errors, out_dir)
+        asr_results = [r for r in results if "wer" in r]
+        write_summary([r for r in results if "wer" not in r], errors, out_dir)
+        if asr_results:
+            _write_asr_summary(asr_results, out_dir)
     return results, errors
+
+
+def _run_asr(
+    task: Task,
+    make_features: tp.Callable[[], FeatureSet],
+    cache: FeatureCache,
+    seeds: tp.Sequence[int],
+    distortion: Distortion | None,
+    device: str,
+    run_dir: Path,
+    log: tp.Callable[[str], None],
+) -> Result | str:
+    """One ASR run written to ``run_dir``: the result, or the error message when it failed."""
+    from pase.audio import AudioError
+    from pase.eval import asr
+    from pase.eval.features import FeatureError
+    from pase.eval.tasks import TaskError
+
+    try:
+        features = make_features()
+        result = asr.evaluate_asr(task, features, cache, seeds=seeds, distortion=distortion, device=device)
+    except (TaskError, FeatureError, AudioError, ImportError, FileNotFoundError) as exc:
+        log(f"pase eval: {task.name}: {exc}")
+        return str(exc)
+    asr.write_results(result, run_dir)
+    log(
+        f"{task.name:20s} {features.name:14s} WER {result['wer']:.4f} ± {result['wer_std']:.4f}  "
+        f"CER {result['cer']:.4f} ± {result['cer_std']:.4f}  ({result['seconds']:.0f} s)"
+    )
+    return result
+
+
+def _write_asr_summary(results: tp.Sequence[Result], out_dir: Path) -> None:
+    """``summary_asr.json`` and ``summary_asr.md``: WER and CER per (task, feature set)."""
+    import json
+
+    from pase.eval.report import _write_text
+
+    rows = [
+        f"| {r['task']} | {r['features']} | {r['distort'] or 'none'} | {r['wer']:.4f} ± {r['wer_std']:.4f} "
+        f"| {r['cer']:.4f} ± {r['cer_std']:.4f} | {r['seconds']:.1f} |"
+        for r in results
+    ]
+    head = "| task | features | distort | WER | CER | seconds |\n|---|---|---|---|---|---|\n"
+    md = "# ASR: WER and CER (fractions) ± std over seeds\n\n" + head + "\n".join(rows) + "\n"
+    _write_text(out_dir / "summary_asr.json", json.dumps(list(results), indent=2) + "\n")
+    _write_text(out_dir / "summary_asr.md", md)

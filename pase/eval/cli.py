@@ -55,7 +55,40 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="device for feature extraction (default: cpu)")
     p.add_argument("--distort", default=None, help="distort TEST audio, e.g. noise:5dB, reverb, clip")
     p.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default: ~/.cache/pase/eval)")
+    p.add_argument(
+        "--full-test",
+        action="store_true",
+        help="librispeech-asr: test on all of test-clean (2620 utterances) instead of the "
+        "default 200 (5 per speaker)",
+    )
     p.set_defaults(func=_main)
+
+
+def _available(names: list[str], data: Path) -> list[str]:
+    """``names`` (from ``--task all``) without the LibriSpeech tasks whose data is missing; each
+    one left out is announced on stderr with the reason (named explicitly, they fail instead)."""
+    from pase.eval.tasks import OPTIONAL_TASKS, TaskError, builtin_task
+
+    kept = []
+    for name in names:
+        if name in OPTIONAL_TASKS:
+            try:
+                builtin_task(name, data)
+            except TaskError as exc:
+                print(f"pase eval: skipped {name}: {exc}", file=sys.stderr)
+                continue
+        kept.append(name)
+    return kept
+
+
+def _distortion_dir(data: Path) -> Path:
+    """Where the noise and RIR banks are: ``data`` when it has them, else the speech bundle
+    (``--data`` may name a LibriSpeech folder, which has neither)."""
+    from pase.eval.tasks import default_data_dir
+
+    if (data / "noise").is_dir() or (data / "rir").is_dir():
+        return data
+    return default_data_dir()
 
 
 def _split_list(text: str) -> list[str]:
@@ -102,7 +135,16 @@ def _main(args: argparse.Namespace) -> int:
         if unknown or not names:
             choices = ", ".join(BUILTIN_TASKS)
             return fail(f"unknown task {', '.join(unknown) or '(none)'}; choose from all, {choices}")
+        if args.task == "all":
+            names = _available(names, data)
         tasks = [(n, lambda n=n: builtin_task(n, data)) for n in names]  # type: ignore[misc]
+        if args.full_test:
+            from pase.eval.tasks import librispeech_asr
+
+            tasks = [
+                (n, lambda: librispeech_asr(data, full_test=True)) if n == "librispeech-asr" else (n, make)
+                for n, make in tasks
+            ]
 
     def feature_factory(name: str) -> tp.Callable[[], FeatureSet]:
         return lambda: make_feature_set(name, args.layers, args.device)
@@ -112,7 +154,7 @@ def _main(args: argparse.Namespace) -> int:
         for name in feature_names:
             if name in ("mfcc", "fbank"):
                 make_feature_set(name, args.layers)
-        distortion = Distortion(args.distort, data) if args.distort else None
+        distortion = Distortion(args.distort, _distortion_dir(data)) if args.distort else None
     except (FeatureError, ValueError, ImportError) as exc:
         return fail(str(exc))
 
@@ -125,6 +167,7 @@ def _main(args: argparse.Namespace) -> int:
         probe=args.probe,
         seeds=seeds,
         distortion=distortion,
+        device=args.device,
     )
     if errors:
         print(f"pase eval: {len(errors)} run(s) failed; see above", file=sys.stderr)
