@@ -121,10 +121,10 @@ def _write_part(root: Path, speakers: list[str], per_speaker: int, seed: int) ->
 
 @pytest.fixture(scope="module")
 def librispeech(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A LibriSpeech-layout folder: train-clean-5 (4 speakers x 24), test-clean (3 x 4)."""
+    """A LibriSpeech-layout folder: train-clean-5 (4 speakers x 24), test-clean (3 x 6)."""
     root = tmp_path_factory.mktemp("LibriSpeech")
     _write_part(root / "train-clean-5", ["11", "12", "13", "14"], 24, seed=0)
-    _write_part(root / "test-clean", ["21", "22", "23"], 4, seed=1)
+    _write_part(root / "test-clean", ["21", "22", "23"], 6, seed=1)
     return root
 
 
@@ -154,7 +154,7 @@ def test_librispeech_asr_task_reads_the_layout(librispeech: Path) -> None:
     assert task.sequence_level and task.speaker_disjoint
     valid = task.split("valid")
     assert {it.speaker for it in valid} == {"11"} and len(task.split("train")) == 72 and len(valid) == 24
-    assert len(task.split("test")) == 12 and {it.speaker for it in task.split("test")} == {"21", "22", "23"}
+    assert len(task.split("test")) == 15 and {it.speaker for it in task.split("test")} == {"21", "22", "23"}
     first = task.split("train")[0]
     assert first.path.name == "12-100-0000.flac" and first.label == first.label.lower() and first.label
 
@@ -186,7 +186,7 @@ def test_cli_runs_librispeech_asr_and_writes_wer_and_cer(
     result = json.loads((out / "results.json").read_text())
     assert result["task"] == "librispeech-asr" and result["probe"] == "ctc-bigru"
     assert 0 <= result["cer"] < 0.3 and 0 <= result["wer"] and result["wer"] >= result["cer"]
-    assert result["n_test"] == 12 and result["test_speakers"] == 3 and len(result["per_seed"]) == 1
+    assert result["n_test"] == 15 and result["test_speakers"] == 3 and len(result["per_seed"]) == 1
     assert (
         result["examples"][0]["reference"]
         == builtin_task("librispeech-asr", librispeech).split("test")[0].label
@@ -230,3 +230,41 @@ def test_real_librispeech_split_covers_all_test_speakers() -> None:
     assert all(it.label == asr.normalise(it.label) and it.label for it in task.items)
     full = librispeech_asr(root, full_test=True)
     assert len(full.split("test")) == 2620
+
+
+def test_speaker40_split_is_fixed_and_covers_every_speaker(librispeech: Path) -> None:
+    task = builtin_task("librispeech-speaker40", librispeech)
+    assert task.classes == ["21", "22", "23"] and not task.sequence_level
+    # 6 utterances per synthetic speaker: positions 2 valid, 4 test, the others train
+    assert [it.split for it in task.items[:6]] == ["train", "train", "valid", "train", "test", "train"]
+    again = builtin_task("librispeech-speaker40", librispeech)
+    assert [(it.path, it.split) for it in again.items] == [(it.path, it.split) for it in task.items]
+
+
+def test_speaker40_runs_like_the_other_utterance_tasks(librispeech: Path, tmp_path: Path) -> None:
+    args = [
+        "--task",
+        "librispeech-speaker40",
+        "--features",
+        "mfcc",
+        "--data",
+        str(librispeech),
+        "--seeds",
+        "0",
+    ]
+    assert main([*args, "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c")]) == 0
+    result = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert result["n_classes"] == 3 and result["n_test"] == 3 and 0 <= result["accuracy"] <= 1
+
+
+@pytest.mark.realdata
+def test_real_speaker40_split_sizes() -> None:
+    root = Path(os.environ.get("PASE_LIBRISPEECH", Path.home() / ".cache/pase/speech_extra/LibriSpeech"))
+    if not (root / "test-clean").is_dir():
+        pytest.skip(f"LibriSpeech test-clean not found at {root}")
+    task = builtin_task("librispeech-speaker40", root)
+    sizes = {p: len(task.split(p)) for p in ("train", "valid", "test")}
+    assert sizes == {"train": 560, "valid": 80, "test": 160} and len(task.classes) == 40
+    for part in ("train", "valid", "test"):
+        assert {it.label for it in task.split(part)} == set(task.classes)
+    assert len({it.path for it in task.items}) == 800

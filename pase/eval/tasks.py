@@ -397,6 +397,30 @@ def librispeech_asr(data: Path, full_test: bool = False) -> Task:
     return task
 
 
+#: Utterances per test-clean speaker in the 40-way speaker task (spread over its sorted IDs).
+SPEAKER40_PER_SPEAKER = 20
+
+
+def librispeech_speaker40(data: Path) -> Task:
+    """40-way speaker ID on ``test-clean``.
+
+    Per speaker, :data:`SPEAKER40_PER_SPEAKER` utterances spread evenly over its sorted
+    utterance IDs (so every chapter of the speaker tends to be drawn); among those 20, in order,
+    positions 4, 9, 14, 19 are test, 2 and 12 are valid, the other 14 train: 560 / 80 / 160
+    files, every speaker in every part.
+    """
+    root = librispeech_root(data)
+    by_speaker: dict[str, list[Path]] = defaultdict(list)
+    for path, spk, _ in read_librispeech(root / LIBRISPEECH_TEST):
+        by_speaker[spk].append(path)
+    items = []
+    for spk, paths in sorted(by_speaker.items()):
+        for j, i in enumerate(_spread(len(paths), SPEAKER40_PER_SPEAKER)):
+            split: Split = "test" if j % 5 == 4 else "valid" if j % 10 == 2 else "train"
+            items.append(Item(paths[i], spk, split, spk))
+    return _task("librispeech-speaker40", items, speaker_disjoint=False)
+
+
 BUILTIN_TASKS: dict[str, tp.Callable[[Path], Task]] = {
     "fsdd-digit": fsdd_digit,
     "ravdess-speaker": ravdess_speaker,
@@ -405,9 +429,10 @@ BUILTIN_TASKS: dict[str, tp.Callable[[Path], Task]] = {
     "emodb-phone": emodb_phone,
     "librispeech-speaker": librispeech_speaker,
     "librispeech-asr": librispeech_asr,
+    "librispeech-speaker40": librispeech_speaker40,
 }
 #: Tasks on data outside the speech bundle: ``--task all`` skips them (and says why) when absent.
-OPTIONAL_TASKS = ("librispeech-asr",)
+OPTIONAL_TASKS = ("librispeech-asr", "librispeech-speaker40")
 
 
 def builtin_task(name: str, data: Path) -> Task:
