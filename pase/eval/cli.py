@@ -61,7 +61,33 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         help="librispeech-asr: test on all of test-clean (2620 utterances) instead of the "
         "default 200 (5 per speaker)",
     )
+    tune = p.add_argument_group("fine-tuning (encoders only; see pase.eval.finetune)")
+    tune.add_argument(
+        "--finetune",
+        action="store_true",
+        help="after the frozen run, train the encoder with the probe and report both side by side",
+    )
+    tune.add_argument("--encoder-lr", type=float, default=5e-5, help="encoder learning rate (default: 5e-5)")
+    tune.add_argument("--probe-lr", type=float, default=1e-3, help="probe learning rate (default: 1e-3)")
+    tune.add_argument("--finetune-steps", type=int, default=600, help="step budget per seed (default: 600)")
+    tune.add_argument(
+        "--save-encoder",
+        type=Path,
+        default=None,
+        help="write the fine-tuned encoder (first seed) here in save_pretrained format",
+    )
     p.set_defaults(func=_main)
+
+
+def _finetune_config(args: argparse.Namespace) -> tp.Any:
+    """The :class:`~pase.eval.finetune.FinetuneConfig` of the options, or None without --finetune."""
+    if not args.finetune:
+        return None
+    from pase.eval.finetune import FinetuneConfig
+
+    if args.encoder_lr <= 0 or args.probe_lr <= 0 or args.finetune_steps <= 0:
+        raise ValueError("--encoder-lr, --probe-lr and --finetune-steps must be positive")
+    return FinetuneConfig(encoder_lr=args.encoder_lr, probe_lr=args.probe_lr, max_steps=args.finetune_steps)
 
 
 def _available(names: list[str], data: Path) -> list[str]:
@@ -155,6 +181,9 @@ def _main(args: argparse.Namespace) -> int:
             if name in ("mfcc", "fbank"):
                 make_feature_set(name, args.layers)
         distortion = Distortion(args.distort, _distortion_dir(data)) if args.distort else None
+        finetune = _finetune_config(args)
+        if args.save_encoder is not None and finetune is None:
+            raise ValueError("--save-encoder needs --finetune")
     except (FeatureError, ValueError, ImportError) as exc:
         return fail(str(exc))
 
@@ -168,6 +197,8 @@ def _main(args: argparse.Namespace) -> int:
         seeds=seeds,
         distortion=distortion,
         device=args.device,
+        finetune=finetune,
+        save_encoder=args.save_encoder,
     )
     if errors:
         print(f"pase eval: {len(errors)} run(s) failed; see above", file=sys.stderr)
