@@ -48,11 +48,16 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "--data",
         type=Path,
         default=None,
-        help="speech bundle (default: $PASE_SPEECH_DIR or ../shared/speech)",
+        help="speech bundle (default: $PASE_SPEECH_DIR or ../shared/speech); the LibriSpeech tasks "
+        "take the LibriSpeech folder here, else $PASE_LIBRISPEECH or ~/.cache/pase/speech_extra/LibriSpeech",
     )
     p.add_argument("--out", type=Path, default=Path("pase-eval"), help="output folder (default: ./pase-eval)")
     p.add_argument("--seeds", default="0,1,2", help="probe seeds, comma-separated (default: 0,1,2)")
-    p.add_argument("--device", default="cpu", help="device for feature extraction (default: cpu)")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="device for feature extraction, the ASR probe and fine-tuning (default: cpu)",
+    )
     p.add_argument("--distort", default=None, help="distort TEST audio, e.g. noise:5dB, reverb, clip")
     p.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default: ~/.cache/pase/eval)")
     p.add_argument(
