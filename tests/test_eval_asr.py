@@ -268,3 +268,14 @@ def test_real_speaker40_split_sizes() -> None:
     for part in ("train", "valid", "test"):
         assert {it.label for it in task.split(part)} == set(task.classes)
     assert len({it.path for it in task.items}) == 800
+
+
+def test_bigru_valid_frames_do_not_see_the_padding() -> None:
+    rnn = asr.BiGRU(5, 4, num_layers=2, dropout=0.0).eval()
+    a, b = torch.randn(1, 7, 5), torch.randn(1, 4, 5)
+    batch = torch.zeros(2, 7, 5)
+    batch[0], batch[1, :4] = a[0], b[0]
+    batch[1, 4:] = 100.0  # loud padding would leak into the backward direction if it were read
+    out = rnn(batch, torch.tensor([7, 4]))
+    torch.testing.assert_close(out[0], rnn(a, torch.tensor([7]))[0])
+    torch.testing.assert_close(out[1, :4], rnn(b, torch.tensor([4]))[0])

@@ -232,13 +232,43 @@ class CtcConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     grad_clip: float = 5.0
-    #: Padded 10 ms frames per batch (8 utterances of 12 s) and utterances per batch at most.
-    batch_frames: int = 10000
+    #: Padded 10 ms frames per batch (6 utterances of 13 s) and utterances per batch at most.
+    batch_frames: int = 8000
     max_batch: int = 32
     #: The fixed budget; dev CER every ``eval_every`` steps, stop after ``patience`` without gain.
-    max_steps: int = 1200
-    eval_every: int = 150
+    max_steps: int = 800
+    eval_every: int = 100
     patience: int = 3
+
+
+class BiGRU(nn.Module):
+    """A bidirectional GRU stack over padded batches, exact for every item's valid frames.
+
+    ``x: [B, T, D]``, ``lengths: [B]`` -> ``[B, T, 2H]``. The backward direction runs on each
+    item's valid frames reversed in place (padding stays at the end), so padding never reaches
+    a valid frame. PyTorch's packed sequences do the same but run ~5x slower on CPU.
+    """
+
+    def __init__(self, input_size: int, hidden: int, num_layers: int, dropout: float) -> None:
+        super().__init__()
+        sizes = [input_size] + [2 * hidden] * (num_layers - 1)
+        self.fwd = nn.ModuleList(nn.GRU(n, hidden, batch_first=True) for n in sizes)
+        self.bwd = nn.ModuleList(nn.GRU(n, hidden, batch_first=True) for n in sizes)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        t = torch.arange(x.shape[1], device=x.device)[None]
+        lengths = lengths.to(x.device)[:, None]
+        index = torch.where(t < lengths, lengths - 1 - t, t)  # [B, T], its own inverse
+
+        def flip(h: torch.Tensor) -> torch.Tensor:
+            return h.gather(1, index[..., None].expand_as(h))
+
+        for i, (fwd, bwd) in enumerate(zip(self.fwd, self.bwd, strict=True)):
+            if i:
+                x = self.dropout(x)
+            x = torch.cat([fwd(x)[0], flip(bwd(flip(x))[0])], dim=-1)
+        return x
 
 
 class CtcProbe(nn.Module):
@@ -250,14 +280,7 @@ class CtcProbe(nn.Module):
         cfg = self.config = config or CtcConfig()
         self.layer_logits = nn.Parameter(torch.zeros(num_layers)) if num_layers > 1 else None
         self.proj = nn.Sequential(nn.Linear(dim * cfg.stack, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout))
-        self.rnn = nn.GRU(
-            cfg.hidden,
-            cfg.rnn_hidden,
-            num_layers=cfg.rnn_layers,
-            batch_first=True,
-            bidirectional=True,
-            dropout=cfg.dropout if cfg.rnn_layers > 1 else 0.0,
-        )
+        self.rnn = BiGRU(cfg.hidden, cfg.rnn_hidden, cfg.rnn_layers, cfg.dropout)
         self.out = nn.Linear(2 * cfg.rnn_hidden, VOCAB_SIZE)
 
     def layer_weights(self) -> torch.Tensor:
@@ -278,11 +301,7 @@ class CtcProbe(nn.Module):
             mixed = nn.functional.pad(mixed, (0, 0, 0, pad))
         h = self.proj(mixed.reshape(batch, (frames + pad) // stack, dim * stack))
         out_lengths = torch.div(lengths + stack - 1, stack, rounding_mode="floor")
-        packed = nn.utils.rnn.pack_padded_sequence(
-            h, out_lengths.cpu(), batch_first=True, enforce_sorted=False
-        )
-        steps = h.shape[1]
-        h, _ = nn.utils.rnn.pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=steps)
+        h = self.rnn(h, out_lengths)
         return torch.log_softmax(self.out(h).float(), dim=-1), out_lengths
 
 
@@ -335,10 +354,12 @@ def train_ctc_probe(
     config: CtcConfig | None = None,
     device: str | torch.device = "cpu",
     stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+    log: tp.Callable[[str], None] | None = None,
 ) -> CtcResult:
     """Fit a CTC probe on ``train`` with early stopping on ``valid``'s CER; transcribe ``test``.
 
-    ``stats``: the standardisation ``(mean, std)`` (computed from ``train`` when not given).
+    ``stats``: the standardisation ``(mean, std)`` (computed from ``train`` when not given);
+    ``log``: called with one line per dev evaluation (step, training loss, dev CER, seconds).
     """
     cfg = config or CtcConfig()
     if len(train) == 0 or len(valid) == 0 or len(test) == 0:
@@ -352,7 +373,7 @@ def train_ctc_probe(
         model = CtcProbe(num_layers, dim, cfg).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         best_cer, best_step, best_state = float("inf"), 0, copy.deepcopy(model.state_dict())
-        step, since_best = 0, 0
+        step, since_best, start, losses = 0, 0, time.time(), list[float]()
         while step < cfg.max_steps and since_best < cfg.patience:
             for b in torch.randperm(len(batches), generator=gen).tolist():
                 model.train()
@@ -365,8 +386,15 @@ def train_ctc_probe(
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 opt.step()
                 step += 1
+                losses.append(loss.item())
                 if step % cfg.eval_every == 0 or step == cfg.max_steps:
                     dev_cer = cer(valid.texts, transcribe(model, valid, mean, std, device))
+                    if log is not None:
+                        log(
+                            f"seed {seed} step {step}: loss {np.mean(losses):.3f}, dev CER {dev_cer:.4f} "
+                            f"({time.time() - start:.0f} s)"
+                        )
+                    losses = []
                     if dev_cer < best_cer:
                         best_cer, best_step, since_best = dev_cer, step, 0
                         best_state = copy.deepcopy(model.state_dict())
@@ -424,6 +452,7 @@ def evaluate_asr(
     distortion: Distortion | None = None,
     device: str = "cpu",
     config: CtcConfig | None = None,
+    log: tp.Callable[[str], None] | None = None,
 ) -> Result:
     """Train one CTC probe per seed on ``task`` and score the test part: the result record.
 
@@ -447,7 +476,7 @@ def evaluate_asr(
     per_seed: list[dict[str, tp.Any]] = []
     examples: list[dict[str, str]] = []
     for seed in seeds:
-        fit = train_ctc_probe(data["train"], data["valid"], data["test"], seed, config, device, stats)
+        fit = train_ctc_probe(data["train"], data["valid"], data["test"], seed, config, device, stats, log)
         per_seed.append({
             "seed": seed,
             "wer": wer(fit.references, fit.hypotheses),

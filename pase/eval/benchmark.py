@@ -274,7 +274,9 @@ def _run_asr(
 
     try:
         features = make_features()
-        result = asr.evaluate_asr(task, features, cache, seeds=seeds, distortion=distortion, device=device)
+        result = asr.evaluate_asr(
+            task, features, cache, seeds=seeds, distortion=distortion, device=device, log=log
+        )
     except (TaskError, FeatureError, AudioError, ImportError, FileNotFoundError) as exc:
         log(f"pase eval: {task.name}: {exc}")
         return str(exc)
