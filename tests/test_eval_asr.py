@@ -279,3 +279,11 @@ def test_bigru_valid_frames_do_not_see_the_padding() -> None:
     out = rnn(batch, torch.tensor([7, 4]))
     torch.testing.assert_close(out[0], rnn(a, torch.tensor([7]))[0])
     torch.testing.assert_close(out[1, :4], rnn(b, torch.tensor([4]))[0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_ctc_probe_trains_on_cuda(librispeech: Path) -> None:
+    task = builtin_task("librispeech-asr", librispeech)
+    train, valid, test = (_data(task, p) for p in ("train", "valid", "test"))
+    fit = asr.train_ctc_probe(train, valid, test, seed=0, config=TINY, device="cuda")
+    assert asr.cer(fit.references, fit.hypotheses) < 0.3

@@ -118,3 +118,11 @@ def test_batchnorm_stays_frozen_in_training_mode() -> None:
     ft.freeze_batchnorm(enc)
     norms = [m for m in enc.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     assert norms and not any(m.training for m in norms) and enc.blocks[1].conv.training
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_finetune_on_cuda(manifest: Path, encoder_dir: Path, tmp_path: Path) -> None:
+    args = ["--manifest", str(manifest), "--features", str(encoder_dir), "--seeds", "0", "--finetune"]
+    args += ["--finetune-steps", "4", "--device", "cuda", "--save-encoder", str(tmp_path / "e")]
+    assert main([*args, "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c")]) == 0
+    assert Encoder.from_pretrained(tmp_path / "e").embedding_dim == 16
