@@ -11,8 +11,8 @@ BiLSTM of 1024 units on every 20 ms frame; that costs hours per epoch on 2 CPU c
 the recipe's shape at a CPU-affordable size: two 10 ms frames stacked (20 ms, which halves the
 recurrent cost and still leaves ~3 outputs per LibriSpeech character), a 256-unit projection, a
 2-layer bidirectional GRU of 128 units per direction (a GRU has 3/4 of an LSTM's gates for the
-same width), and a linear layer to the 29 outputs. One training step on 8 utterances of 12 s
-takes about 0.7 s on one core. With several layers (``--layers all``) a softmax-weighted sum of
+same width), and a linear layer to the 29 outputs. One training step (8000 padded frames, ~80 s
+of audio) took about 1 s on one shared core with FBANK inputs. With several layers (``--layers all``) a softmax-weighted sum of
 them comes first, as for the other probes.
 
 Training (:func:`train_ctc_probe`): inputs standardised with the training part's per-layer,
