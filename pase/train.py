@@ -74,6 +74,9 @@ class TrainConfig:
 
     #: Model preset for :meth:`pase.workers.PaseModel.from_preset`: encoder + worker set.
     model: str = "pase+"
+    #: Start the encoder from these weights ("pase+", a save_pretrained folder, an original .ckpt
+    #: or a run's checkpoint.pt); workers start fresh. Empty: random init. Ignored on resume.
+    init: str = ""
     #: EncoderConfig fields that override the preset's encoder (e.g. a tiny encoder for tests).
     encoder: dict[str, tp.Any] = dataclasses.field(default_factory=dict)
     #: Training audio: folders, list files, CSV manifests or Kaldi wav.scp files.
@@ -487,6 +490,45 @@ def _set_threads(config: TrainConfig, info: DistInfo) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
 
 
+def _init_encoder(model: torch.nn.Module, spec: str) -> None:
+    """Load the encoder weights named by ``spec`` into ``model.encoder`` (continued pretraining).
+
+    ``spec``: a packaged name (``"pase+"``) or ``save_pretrained`` folder, an original-format
+    ``.ckpt``, or a run's ``checkpoint.pt`` (its encoder part). The architecture must match the
+    run's; BatchNorm running statistics come along (training updates them from there).
+    """
+    from pase.encoder import Encoder, EncoderConfig
+
+    path = Path(spec)
+    if path.is_file():
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # pickle and zip errors come in many types
+            raise ValueError(
+                f"--init {spec}: not a PyTorch checkpoint ({type(exc).__name__}: {exc})"
+            ) from None
+        if isinstance(obj, dict) and "model" in obj and "model_config" in obj:
+            source = Encoder(EncoderConfig.from_dict(json.loads(obj["model_config"])["encoder"]))
+            prefix = "encoder."
+            source.load_state_dict(
+                {k[len(prefix) :]: v for k, v in obj["model"].items() if k.startswith(prefix)}
+            )
+        else:
+            source = Encoder.from_original(path)
+    else:
+        source = Encoder.from_pretrained(spec)
+    target = tp.cast(Encoder, model.encoder)
+    ours, theirs = target.config.to_dict(), source.config.to_dict()
+    differ = sorted(k for k in ours if k != "qrnn_impl" and ours[k] != theirs[k])
+    if differ:
+        detail = ", ".join(f"{k}: {theirs[k]} vs {ours[k]}" for k in differ)
+        raise ValueError(
+            f"--init {spec}: its encoder differs from this run's ({detail}); set --model or --encoder "
+            "to match"
+        )
+    target.load_state_dict(source.state_dict())
+
+
 class Trainer:
     """One training run in ``out``: build, resume if asked, loop, checkpoint, export.
 
@@ -552,6 +594,8 @@ class Trainer:
         )
         workers += [WorkerConfig.from_dict(w) for w in config.extra_workers]
         self.model = PaseModel(encoder_config, select_workers(workers, config))
+        if config.init and checkpoint is None:
+            _init_encoder(self.model, config.init)
         self.model.to(info.device)
         self.distorter = _build_distorter(config, info)
         self.distortion_gen = torch.Generator(device=info.device)

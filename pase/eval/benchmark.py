@@ -22,6 +22,9 @@ from pase.eval.features import BadFiles, Distortion, FeatureCache, FeatureSet, e
 from pase.eval.report import Result, write_results, write_summary
 from pase.eval.tasks import Item, Task, TaskError, frame_labels
 
+if tp.TYPE_CHECKING:
+    from pase.eval.finetune import FinetuneConfig
+
 #: Frames either side of the centre frame that frame-level probes see (+-20 ms).
 FRAME_CONTEXT = 2
 #: Frame tasks have ~100x more examples than files: larger batches, fewer epochs.
@@ -164,12 +167,23 @@ def run_grid(
     seeds: tp.Sequence[int] = (0, 1, 2),
     distortion: Distortion | None = None,
     log: tp.Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
+    device: str = "cpu",
+    finetune: FinetuneConfig | None = None,
+    save_encoder: Path | None = None,
 ) -> tuple[list[Result], dict[str, str]]:
     """Every (task, feature set) pair; one folder each, plus ``summary.*`` when there are several.
 
     ``tasks`` and ``feature_sets`` are ``(name, factory)`` pairs, built lazily so that a failing
     one (missing data, missing weights) is reported in ``errors`` and skipped. A single pair
     writes straight into ``out_dir``; a grid into ``out_dir/<task>/<features>/``.
+
+    ASR tasks (``task.sequence_level``) are scored by WER and CER (:mod:`pase.eval.asr`, probe
+    trained on ``device``); their rows go to ``summary_asr.*`` rather than ``summary.*``.
+
+    ``finetune``: after each frozen run on an encoder, fine-tune it with the probe
+    (:mod:`pase.eval.finetune`); the result gains a ``finetuned`` record, ``results.md`` a
+    frozen vs fine-tuned table, a grid ``summary_finetune.md``. ``save_encoder``: where the
+    fine-tuned encoder is written (``<dir>/<task>/<features>/`` for a grid).
     """
     from pase.audio import AudioError
     from pase.eval.features import FeatureError
@@ -187,6 +201,35 @@ def run_grid(
             log(f"pase eval: {exc}")
             continue
         for feat_name, make_features in feature_sets:
+            if task.sequence_level:
+                run_dir = out_dir if single else out_dir / task_name / folders[feat_name]
+                asr_run = _run_asr(task, make_features, cache, seeds, distortion, device, run_dir, log)
+                if isinstance(asr_run, str):
+                    errors[f"{task_name}/{feat_name}"] = asr_run
+                    continue
+                results.append(asr_run[0])
+                if finetune is not None:
+                    save = (
+                        save_encoder
+                        if single or save_encoder is None
+                        else save_encoder / task_name / folders[feat_name]
+                    )
+                    _add_finetuned(
+                        task,
+                        asr_run[1],
+                        cache,
+                        asr_run[0],
+                        run_dir,
+                        errors,
+                        log,
+                        seeds=seeds,
+                        distortion=distortion,
+                        probe=probe,
+                        device=device,
+                        config=finetune,
+                        save_encoder=save,
+                    )
+                continue
             try:
                 # a fresh feature set per task: random encoders re-estimate on each task's audio
                 features = make_features()
@@ -204,6 +247,140 @@ def run_grid(
                 f"{task_name:20s} {feat_name:14s} acc {result['accuracy']:.4f} ± "
                 f"{result['accuracy_std']:.4f}  F1 {result['macro_f1']:.4f}  ({result['seconds']:.0f} s)"
             )
+            if finetune is not None:
+                save = (
+                    save_encoder
+                    if single or save_encoder is None
+                    else save_encoder / task_name / folders[feat_name]
+                )
+                _add_finetuned(
+                    task,
+                    features,
+                    cache,
+                    result,
+                    run_dir,
+                    errors,
+                    log,
+                    seeds=seeds,
+                    distortion=distortion,
+                    probe=probe,
+                    device=device,
+                    config=finetune,
+                    save_encoder=save,
+                )
     if not single:
-        write_summary(results, errors, out_dir)
+        asr_results = [r for r in results if "wer" in r]
+        write_summary([r for r in results if "wer" not in r], errors, out_dir)
+        if asr_results:
+            _write_asr_summary(asr_results, out_dir)
+        if any(r.get("finetuned") for r in results):
+            _write_finetune_summary(results, out_dir)
     return results, errors
+
+
+def _run_asr(
+    task: Task,
+    make_features: tp.Callable[[], FeatureSet],
+    cache: FeatureCache,
+    seeds: tp.Sequence[int],
+    distortion: Distortion | None,
+    device: str,
+    run_dir: Path,
+    log: tp.Callable[[str], None],
+) -> tuple[Result, FeatureSet] | str:
+    """One ASR run written to ``run_dir``: the result and feature set, or the error message."""
+    from pase.audio import AudioError
+    from pase.eval import asr
+    from pase.eval.features import FeatureError
+    from pase.eval.tasks import TaskError
+
+    try:
+        features = make_features()
+        result = asr.evaluate_asr(
+            task, features, cache, seeds=seeds, distortion=distortion, device=device, log=log
+        )
+    except (TaskError, FeatureError, AudioError, ImportError, FileNotFoundError) as exc:
+        log(f"pase eval: {task.name}: {exc}")
+        return str(exc)
+    asr.write_results(result, run_dir)
+    log(
+        f"{task.name:20s} {features.name:14s} WER {result['wer']:.4f} ± {result['wer_std']:.4f}  "
+        f"CER {result['cer']:.4f} ± {result['cer_std']:.4f}  ({result['seconds']:.0f} s)"
+    )
+    return result, features
+
+
+def _add_finetuned(
+    task: Task,
+    features: FeatureSet,
+    cache: FeatureCache,
+    result: Result,
+    run_dir: Path,
+    errors: dict[str, str],
+    log: tp.Callable[[str], None],
+    **kwargs: tp.Any,
+) -> None:
+    """Fine-tune ``features``' encoder on ``task``, attach the record to ``result`` and rewrite
+    ``results.json``; ``results.md`` gains the frozen vs fine-tuned table."""
+    import json
+
+    from pase.audio import AudioError
+    from pase.eval.features import EncoderFeatures
+    from pase.eval.finetune import comparison_markdown
+    from pase.eval.finetune import finetune as run_finetune
+    from pase.eval.report import _write_text
+
+    key = f"{task.name}/{features.name}/finetune"
+    if not isinstance(features, EncoderFeatures):
+        errors[key] = f"{features.name} is not an encoder: nothing to fine-tune"
+        log(f"pase eval: --finetune: {errors[key]}")
+        return
+    try:
+        tuned = run_finetune(task, features, cache, **kwargs)
+    except (AudioError, ValueError, RuntimeError) as exc:
+        errors[key] = str(exc)
+        log(f"pase eval: {key}: {exc}")
+        return
+    result["finetuned"] = tuned
+    _write_text(run_dir / "results.json", json.dumps(result, indent=2) + "\n")
+    md = (run_dir / "results.md").read_text(encoding="utf-8")
+    _write_text(run_dir / "results.md", md + comparison_markdown(result, tuned))
+    metric = "cer" if "cer" in tuned else "accuracy"
+    log(
+        f"{task.name:20s} {features.name:14s} fine-tuned {metric} {tuned[metric]:.4f} "
+        f"(frozen {result[metric]:.4f}, {tuned['seconds']:.0f} s)"
+    )
+
+
+def _write_finetune_summary(results: tp.Sequence[Result], out_dir: Path) -> None:
+    """``summary_finetune.md``: frozen vs fine-tuned main metric per (task, feature set)."""
+    from pase.eval.report import _write_text
+
+    rows = []
+    for r in results:
+        tuned = r.get("finetuned")
+        if tuned:
+            metric = "cer" if "cer" in r else "accuracy"
+            rows.append(
+                f"| {r['task']} | {r['features']} | {metric} | {r[metric]:.4f} ± {r[metric + '_std']:.4f} "
+                f"| {tuned[metric]:.4f} ± {tuned[metric + '_std']:.4f} |"
+            )
+    head = "| task | features | metric | frozen | fine-tuned |\n|---|---|---|---|---|\n"
+    _write_text(out_dir / "summary_finetune.md", "# Frozen vs fine-tuned\n\n" + head + "\n".join(rows) + "\n")
+
+
+def _write_asr_summary(results: tp.Sequence[Result], out_dir: Path) -> None:
+    """``summary_asr.json`` and ``summary_asr.md``: WER and CER per (task, feature set)."""
+    import json
+
+    from pase.eval.report import _write_text
+
+    rows = [
+        f"| {r['task']} | {r['features']} | {r['distort'] or 'none'} | {r['wer']:.4f} ± {r['wer_std']:.4f} "
+        f"| {r['cer']:.4f} ± {r['cer_std']:.4f} | {r['seconds']:.1f} |"
+        for r in results
+    ]
+    head = "| task | features | distort | WER | CER | seconds |\n|---|---|---|---|---|---|\n"
+    md = "# ASR: WER and CER (fractions) ± std over seeds\n\n" + head + "\n".join(rows) + "\n"
+    _write_text(out_dir / "summary_asr.json", json.dumps(list(results), indent=2) + "\n")
+    _write_text(out_dir / "summary_asr.md", md)

@@ -49,16 +49,79 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "--data",
         type=Path,
         default=None,
-        help="speech bundle (default: $PASE_SPEECH_DIR or ../shared/speech)",
+        help="speech bundle (default: $PASE_SPEECH_DIR or ../shared/speech); the LibriSpeech tasks "
+        "take the LibriSpeech folder here, else $PASE_LIBRISPEECH or ~/.cache/pase/speech_extra/LibriSpeech",
     )
     p.add_argument("--out", type=Path, default=Path("pase-eval"), help="output folder (default: ./pase-eval)")
     p.add_argument("--seeds", default="0,1,2", help="probe seeds, comma-separated (default: 0,1,2)")
     p.add_argument(
-        "--device", default="cpu", type=device_arg, help="device for feature extraction (default: cpu)"
+        "--device",
+        default="cpu",
+        type=device_arg,
+        help="device for feature extraction, the ASR probe and fine-tuning (default: cpu)",
     )
     p.add_argument("--distort", default=None, help="distort TEST audio, e.g. noise:5dB, reverb, clip")
     p.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default: ~/.cache/pase/eval)")
+    p.add_argument(
+        "--full-test",
+        action="store_true",
+        help="librispeech-asr: test on all of test-clean (2620 utterances) instead of the "
+        "default 200 (5 per speaker)",
+    )
+    tune = p.add_argument_group("fine-tuning (encoders only; see pase.eval.finetune)")
+    tune.add_argument(
+        "--finetune",
+        action="store_true",
+        help="after the frozen run, train the encoder with the probe and report both side by side",
+    )
+    tune.add_argument("--encoder-lr", type=float, default=5e-5, help="encoder learning rate (default: 5e-5)")
+    tune.add_argument("--probe-lr", type=float, default=1e-3, help="probe learning rate (default: 1e-3)")
+    tune.add_argument("--finetune-steps", type=int, default=600, help="step budget per seed (default: 600)")
+    tune.add_argument(
+        "--save-encoder",
+        type=Path,
+        default=None,
+        help="write the fine-tuned encoder (first seed) here in save_pretrained format",
+    )
     p.set_defaults(func=_main)
+
+
+def _finetune_config(args: argparse.Namespace) -> tp.Any:
+    """The :class:`~pase.eval.finetune.FinetuneConfig` of the options, or None without --finetune."""
+    if not args.finetune:
+        return None
+    from pase.eval.finetune import FinetuneConfig
+
+    if args.encoder_lr <= 0 or args.probe_lr <= 0 or args.finetune_steps <= 0:
+        raise ValueError("--encoder-lr, --probe-lr and --finetune-steps must be positive")
+    return FinetuneConfig(encoder_lr=args.encoder_lr, probe_lr=args.probe_lr, max_steps=args.finetune_steps)
+
+
+def _available(names: list[str], data: Path) -> list[str]:
+    """``names`` (from ``--task all``) without the LibriSpeech tasks whose data is missing; each
+    one left out is announced on stderr with the reason (named explicitly, they fail instead)."""
+    from pase.eval.tasks import OPTIONAL_TASKS, TaskError, builtin_task
+
+    kept = []
+    for name in names:
+        if name in OPTIONAL_TASKS:
+            try:
+                builtin_task(name, data)
+            except TaskError as exc:
+                print(f"pase eval: skipped {name}: {exc}", file=sys.stderr)
+                continue
+        kept.append(name)
+    return kept
+
+
+def _distortion_dir(data: Path) -> Path:
+    """Where the noise and RIR banks are: ``data`` when it has them, else the speech bundle
+    (``--data`` may name a LibriSpeech folder, which has neither)."""
+    from pase.eval.tasks import default_data_dir
+
+    if (data / "noise").is_dir() or (data / "rir").is_dir():
+        return data
+    return default_data_dir()
 
 
 def _split_list(text: str) -> list[str]:
@@ -105,7 +168,16 @@ def _main(args: argparse.Namespace) -> int:
         if unknown or not names:
             choices = ", ".join(BUILTIN_TASKS)
             return fail(f"unknown task {', '.join(unknown) or '(none)'}; choose from all, {choices}")
+        if args.task == "all":
+            names = _available(names, data)
         tasks = [(n, lambda n=n: builtin_task(n, data)) for n in names]  # type: ignore[misc]
+        if args.full_test:
+            from pase.eval.tasks import librispeech_asr
+
+            tasks = [
+                (n, lambda: librispeech_asr(data, full_test=True)) if n == "librispeech-asr" else (n, make)
+                for n, make in tasks
+            ]
 
     def feature_factory(name: str) -> tp.Callable[[], FeatureSet]:
         return lambda: make_feature_set(name, args.layers, args.device)
@@ -118,7 +190,10 @@ def _main(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
     try:
-        distortion = Distortion(args.distort, data) if args.distort else None
+        distortion = Distortion(args.distort, _distortion_dir(data)) if args.distort else None
+        finetune = _finetune_config(args)
+        if args.save_encoder is not None and finetune is None:
+            raise ValueError("--save-encoder needs --finetune")
     except (FeatureError, ValueError, ImportError) as exc:
         return fail(str(exc))
 
@@ -131,6 +206,9 @@ def _main(args: argparse.Namespace) -> int:
         probe=args.probe,
         seeds=seeds,
         distortion=distortion,
+        device=args.device,
+        finetune=finetune,
+        save_encoder=args.save_encoder,
     )
     skipped = {path for r in results for path in r.get("skipped_files", {})}
     if skipped:

@@ -67,6 +67,8 @@ class Task:
     frame_level: bool = False
     #: True when the three parts must not share a speaker (checked by :meth:`check`).
     speaker_disjoint: bool = False
+    #: True for ASR: each item's ``label`` is its normalised transcript, scored by WER and CER.
+    sequence_level: bool = False
 
     def split(self, part: Split) -> list[Item]:
         return [it for it in self.items if it.split == part]
@@ -302,6 +304,123 @@ def librispeech_speaker(data: Path) -> Task:
     return _task("librispeech-speaker", items, speaker_disjoint=False)
 
 
+# --------------------------------------------------------------------------- LibriSpeech ASR
+#: Training part of the ASR task (Mini LibriSpeech, openslr 31: 1519 utterances, 28 speakers).
+LIBRISPEECH_TRAIN = "train-clean-5"
+LIBRISPEECH_TEST = "test-clean"
+#: Utterances per test-clean speaker in the default ASR test subset (40 x 5 = 200, ~25 min).
+ASR_TEST_PER_SPEAKER = 5
+#: Every this-many-th training speaker (sorted by ID, starting with the first) is the dev part.
+ASR_DEV_EVERY = 10
+
+
+def librispeech_root(data: Path) -> Path:
+    """The LibriSpeech folder holding ``test-clean``: ``data`` itself, ``data/LibriSpeech``,
+    ``$PASE_LIBRISPEECH``, or ``~/.cache/pase/speech_extra/LibriSpeech``, the first that exists."""
+    candidates = [data, data / "LibriSpeech"]
+    if os.environ.get("PASE_LIBRISPEECH"):
+        candidates.append(Path(os.environ["PASE_LIBRISPEECH"]))
+    candidates.append(Path.home() / ".cache" / "pase" / "speech_extra" / "LibriSpeech")
+    for root in candidates:
+        if (root / LIBRISPEECH_TEST).is_dir():
+            return root
+    looked = ", ".join(str(c) for c in candidates)
+    raise TaskError(
+        f"LibriSpeech not found: no {LIBRISPEECH_TEST}/ in {looked} (pass --data /path/LibriSpeech "
+        "or set PASE_LIBRISPEECH)"
+    )
+
+
+def read_librispeech(
+    part_dir: Path, warn: tp.Callable[[str], None] | None = None
+) -> list[tuple[Path, str, str]]:
+    """``(flac, speaker, raw transcript)`` of every utterance in one LibriSpeech part, sorted.
+
+    Layout: ``SPEAKER/CHAPTER/SPEAKER-CHAPTER.trans.txt`` with lines ``UTTERANCE-ID TEXT`` and
+    ``SPEAKER/CHAPTER/UTTERANCE-ID.flac``. A transcript line without its audio file, or one
+    without text, is reported through ``warn`` and skipped; audio without a transcript is unused.
+    """
+    report = warn or (lambda msg: print(msg, file=sys.stderr))
+    found = []
+    for trans in sorted(part_dir.glob("*/*/*.trans.txt")):
+        speaker = trans.parent.parent.name
+        for lineno, line in enumerate(trans.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            utt, _, text = line.strip().partition(" ")
+            audio = trans.parent / f"{utt}.flac"
+            if not text.strip():
+                report(f"{trans}:{lineno}: no transcript for {utt}, skipped")
+            elif not audio.is_file():
+                report(f"{trans}:{lineno}: {audio.name} not found, skipped")
+            else:
+                found.append((audio, speaker, text))
+    return sorted(found)
+
+
+def _spread(n: int, k: int) -> list[int]:
+    """``k`` indices spread evenly over ``range(n)`` (all of them when ``n <= k``)."""
+    if n <= k:
+        return list(range(n))
+    return sorted({int((j + 0.5) * n / k) for j in range(k)})
+
+
+def librispeech_asr(data: Path, full_test: bool = False) -> Task:
+    """Character ASR: train on ``train-clean-5``, test on ``test-clean``.
+
+    Dev (early stopping): the training speakers at positions 0, 10, 20, ... of the sorted
+    speaker IDs (3 of the 28 in train-clean-5), so train and dev share no speaker. Test: per
+    test-clean speaker, :data:`ASR_TEST_PER_SPEAKER` utterances spread evenly over its sorted
+    utterance IDs (40 speakers x 5 = 200 utterances, about 25 minutes); ``full_test`` uses all
+    2620. Labels are transcripts normalised by :func:`pase.eval.asr.normalise`.
+    """
+    from pase.eval.asr import CHARS, normalise
+
+    root = librispeech_root(data)
+    train_dir = _require_dir(root / LIBRISPEECH_TRAIN, "librispeech-asr")
+    train = read_librispeech(train_dir)
+    speakers = sorted({spk for _, spk, _ in train})
+    if len(speakers) < 2:
+        raise TaskError(f"task librispeech-asr: {train_dir} needs two or more speakers (one for dev)")
+    dev = set(speakers[::ASR_DEV_EVERY])
+    items = [Item(p, normalise(t), "valid" if s in dev else "train", s) for p, s, t in train]
+    by_speaker: dict[str, list[tuple[Path, str]]] = defaultdict(list)
+    for path, spk, text in read_librispeech(root / LIBRISPEECH_TEST):
+        by_speaker[spk].append((path, text))
+    for spk, utts in sorted(by_speaker.items()):
+        keep = range(len(utts)) if full_test else _spread(len(utts), ASR_TEST_PER_SPEAKER)
+        items += [Item(utts[i][0], normalise(utts[i][1]), "test", spk) for i in keep]
+    items = [it for it in items if it.label]
+    name = "librispeech-asr-full" if full_test else "librispeech-asr"
+    task = Task(name, items, list(CHARS), speaker_disjoint=True, sequence_level=True)
+    task.check()
+    return task
+
+
+#: Utterances per test-clean speaker in the 40-way speaker task (spread over its sorted IDs).
+SPEAKER40_PER_SPEAKER = 20
+
+
+def librispeech_speaker40(data: Path) -> Task:
+    """40-way speaker ID on ``test-clean``.
+
+    Per speaker, :data:`SPEAKER40_PER_SPEAKER` utterances spread evenly over its sorted
+    utterance IDs (so every chapter of the speaker tends to be drawn); among those 20, in order,
+    positions 4, 9, 14, 19 are test, 2 and 12 are valid, the other 14 train: 560 / 80 / 160
+    files, every speaker in every part.
+    """
+    root = librispeech_root(data)
+    by_speaker: dict[str, list[Path]] = defaultdict(list)
+    for path, spk, _ in read_librispeech(root / LIBRISPEECH_TEST):
+        by_speaker[spk].append(path)
+    items = []
+    for spk, paths in sorted(by_speaker.items()):
+        for j, i in enumerate(_spread(len(paths), SPEAKER40_PER_SPEAKER)):
+            split: Split = "test" if j % 5 == 4 else "valid" if j % 10 == 2 else "train"
+            items.append(Item(paths[i], spk, split, spk))
+    return _task("librispeech-speaker40", items, speaker_disjoint=False)
+
+
 BUILTIN_TASKS: dict[str, tp.Callable[[Path], Task]] = {
     "fsdd-digit": fsdd_digit,
     "ravdess-speaker": ravdess_speaker,
@@ -309,7 +428,11 @@ BUILTIN_TASKS: dict[str, tp.Callable[[Path], Task]] = {
     "emodb-emotion": emodb_emotion,
     "emodb-phone": emodb_phone,
     "librispeech-speaker": librispeech_speaker,
+    "librispeech-asr": librispeech_asr,
+    "librispeech-speaker40": librispeech_speaker40,
 }
+#: Tasks on data outside the speech bundle: ``--task all`` skips them (and says why) when absent.
+OPTIONAL_TASKS = ("librispeech-asr", "librispeech-speaker40")
 
 
 def builtin_task(name: str, data: Path) -> Task:

@@ -1,0 +1,289 @@
+"""ASR probe pieces on hand-made examples: alphabet, normalisation, CTC decoding, WER and CER."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from pase.audio import load_audio
+from pase.eval import asr
+from pase.eval.__main__ import main
+from pase.eval.cli import _available
+from pase.eval.features import make_feature_set
+from pase.eval.tasks import BUILTIN_TASKS, Task, builtin_task, librispeech_asr
+
+
+def test_alphabet_is_blank_space_apostrophe_and_letters() -> None:
+    assert asr.VOCAB_SIZE == 29 and asr.BLANK == 0
+    assert asr.CHARS[:2] == " '" and asr.CHARS[2:] == "abcdefghijklmnopqrstuvwxyz"
+    assert asr.encode("a b'") == [3, 1, 4, 2]
+    assert asr.decode(asr.encode("don't stop")) == "don't stop"
+    with pytest.raises(ValueError, match="normalise"):
+        asr.encode("A")
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("HE HOPED THERE WOULD BE STEW", "he hoped there would be stew"),
+        ("THE BROTHELS' DOOR DON'T", "the brothels' door don't"),
+        ("  Hello,  world!\n2 times ", "hello world times"),
+        ("", ""),
+    ],
+)
+def test_normalise_maps_librispeech_text_onto_the_alphabet(raw: str, clean: str) -> None:
+    assert asr.normalise(raw) == clean
+    asr.encode(clean)  # everything left is in the alphabet
+
+
+def _one_hot(ids: list[int]) -> torch.Tensor:
+    return torch.nn.functional.one_hot(torch.tensor(ids), asr.VOCAB_SIZE).float()
+
+
+def test_greedy_decoding_merges_repeats_then_drops_blanks() -> None:
+    a, b = asr.encode("ab")
+    # a a _ a b b _ -> "aab": the blank separates the two a's, the b's merge
+    assert asr.decode(asr.greedy_decode(_one_hot([a, a, 0, a, b, b, 0]))) == "aab"
+    assert asr.greedy_decode(_one_hot([0, 0, 0])) == []
+    assert asr.greedy_decode(torch.tensor([a, b, b, a])) == [a, b, a]  # ids work as well as logits
+    # frames past the length (padding) are ignored
+    assert asr.greedy_decode(_one_hot([a, 0, b, b]), length=2) == [a]
+
+
+def test_edit_distance_on_known_pairs() -> None:
+    assert asr.edit_distance("kitten", "sitting") == 3
+    assert asr.edit_distance("", "abc") == 3 and asr.edit_distance("abc", "") == 3
+    assert asr.edit_distance("abc", "abc") == 0
+    assert asr.edit_distance("ab", "ba") == 2
+    assert asr.edit_distance("abcdef", "azced") == 3  # b->z, drop d, f->d
+    assert asr.edit_distance("a b c".split(), "a c".split()) == 1
+
+
+def test_wer_and_cer_are_corpus_level_fractions() -> None:
+    assert asr.wer(["a b c"], ["a c"]) == pytest.approx(1 / 3)
+    assert asr.wer(["a b c", "d"], ["a c", "e f"]) == pytest.approx(3 / 4)  # (1 + 2) / (3 + 1)
+    assert asr.cer(["abc"], ["abd"]) == pytest.approx(1 / 3)
+    assert asr.cer(["ab cd"], ["abcd"]) == pytest.approx(1 / 5)  # the space counts
+    # a blank output deletes everything: both rates are exactly 1
+    assert asr.wer(["the cat", "sat"], ["", ""]) == 1.0 and asr.cer(["the cat", "sat"], ["", ""]) == 1.0
+    assert asr.wer(["a"], ["b c d"]) == 3.0  # insertions can take it above 1
+    with pytest.raises(ValueError, match="hypotheses"):
+        asr.wer(["a"], [])
+
+
+def test_length_batches_bound_the_padded_frames() -> None:
+    lengths = np.array([50, 10, 300, 20, 40, 500])
+    batches = asr.length_batches(lengths, batch_frames=100, max_batch=3)
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    for b in batches:
+        assert len(b) == 1 or max(lengths[b]) * len(b) <= 100
+        assert len(b) <= 3
+
+
+# --------------------------------------------------------------------------- synthetic LibriSpeech
+#: Each letter is a tone of its own frequency; a space is a short silence.
+_TONES = {ch: 400.0 + 350.0 * i for i, ch in enumerate("abcdefghijkl")}
+_LETTER_S, _SPACE_S = 0.06, 0.08
+
+
+def _utterance(text: str, pitch: float, rng: np.random.Generator) -> np.ndarray:
+    parts = []
+    for ch in text:
+        n = int((_SPACE_S if ch == " " else _LETTER_S) * 16000)
+        t = np.arange(n) / 16000
+        tone = 0.0 if ch == " " else 0.3 * np.sin(2 * np.pi * _TONES[ch] * pitch * t)
+        parts.append(tone + 0.003 * rng.standard_normal(n))
+    pad = 0.003 * rng.standard_normal(1600)
+    return np.concatenate([pad, *parts, pad]).astype(np.float32)
+
+
+def _write_part(root: Path, speakers: list[str], per_speaker: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for s, spk in enumerate(speakers):
+        chapter = root / spk / "100"
+        chapter.mkdir(parents=True)
+        lines = []
+        for u in range(per_speaker):
+            words = [
+                "".join(rng.choice(list(_TONES), size=rng.integers(1, 4))) for _ in range(rng.integers(1, 6))
+            ]
+            utt = f"{spk}-100-{u:04d}"
+            sf.write(chapter / f"{utt}.flac", _utterance(" ".join(words), 1 + 0.02 * s, rng), 16000)
+            lines.append(f"{utt} {' '.join(words).upper()}")
+        (chapter / f"{spk}-100.trans.txt").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def librispeech(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LibriSpeech-layout folder: train-clean-5 (4 speakers x 24), test-clean (3 x 6)."""
+    root = tmp_path_factory.mktemp("LibriSpeech")
+    _write_part(root / "train-clean-5", ["11", "12", "13", "14"], 24, seed=0)
+    _write_part(root / "test-clean", ["21", "22", "23"], 6, seed=1)
+    return root
+
+
+#: A probe small enough for the synthetic task to train in seconds.
+TINY = asr.CtcConfig(
+    hidden=48,
+    rnn_hidden=32,
+    rnn_layers=1,
+    dropout=0.0,
+    lr=3e-3,
+    max_steps=400,
+    eval_every=50,
+    patience=4,
+    batch_frames=1200,
+)
+
+
+def _data(task: Task, part: str, texts: list[str] | None = None) -> asr.AsrData:
+    feats = make_feature_set("fbank")
+    items = task.split(part)
+    arrays = [feats.extract(load_audio(it.path)) for it in items]
+    return asr.in_memory(arrays, texts or [it.label for it in items])
+
+
+def test_librispeech_asr_task_reads_the_layout(librispeech: Path) -> None:
+    task = builtin_task("librispeech-asr", librispeech)
+    assert task.sequence_level and task.speaker_disjoint
+    valid = task.split("valid")
+    assert {it.speaker for it in valid} == {"11"} and len(task.split("train")) == 72 and len(valid) == 24
+    assert len(task.split("test")) == 15 and {it.speaker for it in task.split("test")} == {"21", "22", "23"}
+    first = task.split("train")[0]
+    assert first.path.name == "12-100-0000.flac" and first.label == first.label.lower() and first.label
+
+
+def test_probe_learns_the_synthetic_transcripts_and_shuffled_ones_learn_nothing(librispeech: Path) -> None:
+    task = builtin_task("librispeech-asr", librispeech)
+    train, valid, test = (_data(task, p) for p in ("train", "valid", "test"))
+    fit = asr.train_ctc_probe(train, valid, test, seed=0, config=TINY)
+    real_cer = asr.cer(fit.references, fit.hypotheses)
+    assert real_cer < 0.3, fit.hypotheses[:3]
+
+    # only the training transcripts are shuffled: dev and test stay true, as in a real control run
+    rng = np.random.default_rng(0)
+    shuffled = _data(task, "train", list(rng.permutation([it.label for it in task.split("train")])))
+    fit_shuffled = asr.train_ctc_probe(shuffled, valid, test, seed=0, config=TINY)
+    shuffled_cer = asr.cer(fit_shuffled.references, fit_shuffled.hypotheses)
+    blank_cer = asr.cer(fit.references, [""] * len(fit.references))
+    assert blank_cer == 1.0
+    assert shuffled_cer >= 0.98 * blank_cer, fit_shuffled.hypotheses  # a stray character at most
+
+
+def test_cli_runs_librispeech_asr_and_writes_wer_and_cer(
+    librispeech: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(asr, "CtcConfig", lambda: TINY)
+    out = tmp_path / "out"
+    args = ["--task", "librispeech-asr", "--features", "fbank", "--data", str(librispeech), "--seeds", "0"]
+    assert main([*args, "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["task"] == "librispeech-asr" and result["probe"] == "ctc-bigru"
+    assert 0 <= result["cer"] < 0.3 and 0 <= result["wer"] and result["wer"] >= result["cer"]
+    assert result["n_test"] == 15 and result["test_speakers"] == 3 and len(result["per_seed"]) == 1
+    assert (
+        result["examples"][0]["reference"]
+        == builtin_task("librispeech-asr", librispeech).split("test")[0].label
+    )
+    md = (out / "results.md").read_text()
+    assert f"{result['wer']:.4f}" in md and f"{result['cer']:.4f}" in md
+
+    # noisy test audio: the same command with --distort scores worse and caches apart
+    noisy = tmp_path / "noisy"
+    assert (
+        main([*args, "--out", str(noisy), "--cache-dir", str(tmp_path / "cache"), "--distort", "noise:0dB"])
+        == 0
+    )
+    noisy_result = json.loads((noisy / "results.json").read_text())
+    assert noisy_result["distort"] == "noise:0dB" and noisy_result["cer"] > result["cer"]
+
+
+def test_task_all_skips_librispeech_tasks_without_data_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("PASE_LIBRISPEECH", raising=False)
+    kept = _available(list(BUILTIN_TASKS), tmp_path)
+    assert "librispeech-asr" not in kept and "fsdd-digit" in kept
+    err = capsys.readouterr().err
+    assert "skipped librispeech-asr" in err and "LibriSpeech not found" in err
+    # named explicitly, the task fails with the same reason instead of being skipped
+    assert main(["--task", "librispeech-asr", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
+    assert "LibriSpeech not found" in capsys.readouterr().err
+
+
+@pytest.mark.realdata
+def test_real_librispeech_split_covers_all_test_speakers() -> None:
+    root = Path(os.environ.get("PASE_LIBRISPEECH", Path.home() / ".cache/pase/speech_extra/LibriSpeech"))
+    if not (root / "test-clean").is_dir() or not (root / "train-clean-5").is_dir():
+        pytest.skip(f"LibriSpeech test-clean + train-clean-5 not found at {root}")
+    task = builtin_task("librispeech-asr", root)
+    test, valid, train = task.split("test"), task.split("valid"), task.split("train")
+    assert len({it.speaker for it in test}) == 40 and len(test) == 200
+    assert len(train) + len(valid) == 1519 and len({it.speaker for it in valid}) == 3
+    assert all(it.label == asr.normalise(it.label) and it.label for it in task.items)
+    full = librispeech_asr(root, full_test=True)
+    assert len(full.split("test")) == 2620
+
+
+def test_speaker40_split_is_fixed_and_covers_every_speaker(librispeech: Path) -> None:
+    task = builtin_task("librispeech-speaker40", librispeech)
+    assert task.classes == ["21", "22", "23"] and not task.sequence_level
+    # 6 utterances per synthetic speaker: positions 2 valid, 4 test, the others train
+    assert [it.split for it in task.items[:6]] == ["train", "train", "valid", "train", "test", "train"]
+    again = builtin_task("librispeech-speaker40", librispeech)
+    assert [(it.path, it.split) for it in again.items] == [(it.path, it.split) for it in task.items]
+
+
+def test_speaker40_runs_like_the_other_utterance_tasks(librispeech: Path, tmp_path: Path) -> None:
+    args = [
+        "--task",
+        "librispeech-speaker40",
+        "--features",
+        "mfcc",
+        "--data",
+        str(librispeech),
+        "--seeds",
+        "0",
+    ]
+    assert main([*args, "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c")]) == 0
+    result = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert result["n_classes"] == 3 and result["n_test"] == 3 and 0 <= result["accuracy"] <= 1
+
+
+@pytest.mark.realdata
+def test_real_speaker40_split_sizes() -> None:
+    root = Path(os.environ.get("PASE_LIBRISPEECH", Path.home() / ".cache/pase/speech_extra/LibriSpeech"))
+    if not (root / "test-clean").is_dir():
+        pytest.skip(f"LibriSpeech test-clean not found at {root}")
+    task = builtin_task("librispeech-speaker40", root)
+    sizes = {p: len(task.split(p)) for p in ("train", "valid", "test")}
+    assert sizes == {"train": 560, "valid": 80, "test": 160} and len(task.classes) == 40
+    for part in ("train", "valid", "test"):
+        assert {it.label for it in task.split(part)} == set(task.classes)
+    assert len({it.path for it in task.items}) == 800
+
+
+def test_bigru_valid_frames_do_not_see_the_padding() -> None:
+    rnn = asr.BiGRU(5, 4, num_layers=2, dropout=0.0).eval()
+    a, b = torch.randn(1, 7, 5), torch.randn(1, 4, 5)
+    batch = torch.zeros(2, 7, 5)
+    batch[0], batch[1, :4] = a[0], b[0]
+    batch[1, 4:] = 100.0  # loud padding would leak into the backward direction if it were read
+    out = rnn(batch, torch.tensor([7, 4]))
+    torch.testing.assert_close(out[0], rnn(a, torch.tensor([7]))[0])
+    torch.testing.assert_close(out[1, :4], rnn(b, torch.tensor([4]))[0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_ctc_probe_trains_on_cuda(librispeech: Path) -> None:
+    task = builtin_task("librispeech-asr", librispeech)
+    train, valid, test = (_data(task, p) for p in ("train", "valid", "test"))
+    fit = asr.train_ctc_probe(train, valid, test, seed=0, config=TINY, device="cuda")
+    assert asr.cer(fit.references, fit.hypotheses) < 0.3
