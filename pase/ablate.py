@@ -156,6 +156,8 @@ class EvalPlan:
             args += ["--cache-dir", self.cache_dir] if self.cache_dir else []
             args += ["--distort", cond] if cond else []
             code = main(args)
+            if code == 130:  # Ctrl-C inside pase eval: stop, do not record a partial row
+                raise KeyboardInterrupt
             for path in sorted(where.rglob("results.json")):
                 result = json.loads(path.read_text())
                 key = result["task"] + (f"@{cond}" if cond else "")
@@ -319,7 +321,10 @@ def run_ablation(
         variant_config(base, v)
     busy = []
     for v in variants:
-        row = run_variant(v, base, out, plan, progress)
+        try:
+            row = run_variant(v, base, out, plan, progress)
+        except KeyboardInterrupt:
+            row = None
         if row is None:
             print(
                 f"pase ablate: interrupted in {v.name}; rerun the same command to continue", file=sys.stderr
@@ -365,8 +370,22 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "--clock", choices=("wall", "process"), default="wall", help="budget clock (default: wall)"
     )
     p.add_argument("--max-steps", type=int, help="training steps per variant (with or instead of --budget)")
-    p.add_argument("--drop", action="append", default=[], help="a variant without these workers (w1,w2)")
-    p.add_argument("--variant", action="append", default=[], help="NAME:KEY=VALUE,... (repeatable)")
+    # --drop and --variant fill one list, so variants train in the order given
+    p.add_argument(
+        "--drop",
+        action="append",
+        dest="variants",
+        default=[],
+        type=drop_variant,
+        help="a variant without these workers (w1,w2)",
+    )
+    p.add_argument(
+        "--variant",
+        action="append",
+        dest="variants",
+        type=parse_variant,
+        help="NAME:KEY=VALUE,... (repeatable)",
+    )
     p.add_argument("--no-base", action="store_true", help="skip the 'all' (base recipe) variant")
     p.add_argument("--tasks", default="fsdd-digit,ravdess-speaker,emodb-phone", help="pase eval tasks")
     p.add_argument("--manifest", help="evaluate on a pase eval task manifest instead of --tasks")
@@ -404,7 +423,7 @@ def _main(args: argparse.Namespace) -> int:
         budget["epochs"] = None
         base = base.updated(budget)
         variants = [] if args.no_base else [Variant("all")]
-        variants += [drop_variant(d) for d in args.drop] + [parse_variant(v) for v in args.variant]
+        variants += args.variants
         if not variants:
             raise ValueError("no variants: drop --no-base or add --drop/--variant")
         plan = EvalPlan(

@@ -9,6 +9,7 @@ score accuracy and macro-F1 on the test part.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import statistics
 import sys
 import time
@@ -201,34 +202,35 @@ def run_grid(
             log(f"pase eval: {exc}")
             continue
         for feat_name, make_features in feature_sets:
+            run_dir = out_dir if single else out_dir / task_name / folders[feat_name]
+            save = (
+                save_encoder
+                if single or save_encoder is None
+                else save_encoder / task_name / folders[feat_name]
+            )
+            # fine-tuning (when asked) follows the frozen run of the same task and features
+            fine_tune = functools.partial(
+                _add_finetuned,
+                task,
+                cache=cache,
+                run_dir=run_dir,
+                errors=errors,
+                log=log,
+                seeds=seeds,
+                distortion=distortion,
+                probe=probe,
+                device=device,
+                config=finetune,
+                save_encoder=save,
+            )
             if task.sequence_level:
-                run_dir = out_dir if single else out_dir / task_name / folders[feat_name]
                 asr_run = _run_asr(task, make_features, cache, seeds, distortion, device, run_dir, log)
                 if isinstance(asr_run, str):
                     errors[f"{task_name}/{feat_name}"] = asr_run
                     continue
                 results.append(asr_run[0])
                 if finetune is not None:
-                    save = (
-                        save_encoder
-                        if single or save_encoder is None
-                        else save_encoder / task_name / folders[feat_name]
-                    )
-                    _add_finetuned(
-                        task,
-                        asr_run[1],
-                        cache,
-                        asr_run[0],
-                        run_dir,
-                        errors,
-                        log,
-                        seeds=seeds,
-                        distortion=distortion,
-                        probe=probe,
-                        device=device,
-                        config=finetune,
-                        save_encoder=save,
-                    )
+                    fine_tune(features=asr_run[1], result=asr_run[0])
                 continue
             try:
                 # a fresh feature set per task: random encoders re-estimate on each task's audio
@@ -240,7 +242,6 @@ def run_grid(
                 errors[f"{task_name}/{feat_name}"] = str(exc)
                 log(f"pase eval: {task_name} / {feat_name}: {exc}")
                 continue
-            run_dir = out_dir if single else out_dir / task_name / folders[feat_name]
             write_results(result, cm, run_dir)
             results.append(result)
             log(
@@ -248,26 +249,7 @@ def run_grid(
                 f"{result['accuracy_std']:.4f}  F1 {result['macro_f1']:.4f}  ({result['seconds']:.0f} s)"
             )
             if finetune is not None:
-                save = (
-                    save_encoder
-                    if single or save_encoder is None
-                    else save_encoder / task_name / folders[feat_name]
-                )
-                _add_finetuned(
-                    task,
-                    features,
-                    cache,
-                    result,
-                    run_dir,
-                    errors,
-                    log,
-                    seeds=seeds,
-                    distortion=distortion,
-                    probe=probe,
-                    device=device,
-                    config=finetune,
-                    save_encoder=save,
-                )
+                fine_tune(features=features, result=result)
     if not single:
         asr_results = [r for r in results if "wer" in r]
         write_summary([r for r in results if "wer" not in r], errors, out_dir)
