@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pase.audio import SAMPLE_RATE, AudioError, find_audio_files, load_audio, write_atomic
+from pase.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, AudioError, find_audio_files, load_audio, write_atomic
 
 #: Files shorter than this (after resampling) are skipped. A shorter file would be more than half
 #: padding in a 2 s chunk, and the original's reflection padding needed at least half a chunk.
@@ -111,13 +111,16 @@ def _entries_from_scp(path: Path, report: Reporter) -> list[AudioEntry]:
 
 
 def read_source(source: str | os.PathLike[str], report: Reporter = _stderr) -> list[AudioEntry]:
-    """The audio files a source names: a folder, a ``.csv`` manifest, a ``wav.scp``/``.scp``, or a
-    list file. Relative paths in manifests are relative to the manifest's folder."""
+    """The audio files a source names: a folder, one audio file, a ``.csv`` manifest, a
+    ``wav.scp``/``.scp``, or a list file. Relative paths in manifests are relative to the
+    manifest's folder."""
     path = Path(source)
     if path.is_dir():
         return [AudioEntry(p, speaker_of(p.name)) for p in find_audio_files(path)]
     if not path.exists():
         raise AudioError(path, "no such file or folder (expected a folder, list, CSV or wav.scp)")
+    if path.suffix.lower() in AUDIO_EXTENSIONS:  # one audio file
+        return [AudioEntry(path, speaker_of(path.name))]
     if path.suffix.lower() == ".csv":
         return _entries_from_csv(path)
     if path.name == "wav.scp" or path.suffix.lower() == ".scp":

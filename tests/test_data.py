@@ -45,6 +45,7 @@ def test_sources_folder_list_csv_and_scp(corpus_dir: Path, tmp_path: Path) -> No
     folder = data.read_source(corpus_dir)
     assert len(folder) == 6 and {e.speaker for e in folder} == {"0", "1", "2"}
     files = sorted(corpus_dir.rglob("*.wav"))
+    assert data.read_source(files[0]) == [data.AudioEntry(files[0], files[0].name.split("-")[0])]  # one file
 
     listing = tmp_path / "train.lst"
     listing.write_text("# comment\n\n" + "\n".join(str(p.relative_to(tmp_path)) for p in files))
