@@ -290,9 +290,11 @@ def load_corpus(
         else:
             results = map(prep, entries)
         if progress:
-            from tqdm import tqdm
+            from pase.progress import progress as progress_bar
 
-            results = tqdm(results, total=len(entries), desc="preparing audio", unit="file", leave=False)
+            results = progress_bar(
+                results, total=len(entries), desc="preparing audio", unit="file", leave=False
+            )
         corpus = []
         for result in results:
             if isinstance(result, Utterance):

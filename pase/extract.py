@@ -432,12 +432,12 @@ def extract_files(
     rank, world_size = shard
     if not 0 <= rank < world_size:
         raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size, not {shard}")
-    from tqdm import tqdm
+    from pase.progress import progress as progress_bar
 
     start = time.perf_counter()
     out = Path(out_dir)
     summary = ExtractSummary()
-    bar = tqdm(total=0, unit="file", disable=not progress, dynamic_ncols=True, bar_format=BAR_FORMAT)
+    bar = progress_bar(total=0, unit="file", disable=not progress, bar_format=BAR_FORMAT)
 
     def fail(path: str | os.PathLike[str], problem: str) -> None:
         summary.failed += 1
