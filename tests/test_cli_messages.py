@@ -109,6 +109,11 @@ def test_batch_size_zero(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> 
     assert (code, err) == (2, "pase train: --batch-size must be at least 1, got 0\n")
 
 
+def test_eval_num_threads_zero(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, err = _run(["eval", "--task", "fsdd-digit", "--num-threads", "0", "--out", str(tmp_path)], capsys)
+    assert (code, err) == (2, "pase eval: --num-threads must be >= 1, got 0\n")
+
+
 def test_resume_without_a_checkpoint_is_an_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, err = _run(["train", "--out", str(tmp_path / "run"), "--resume", "--data", str(tmp_path)], capsys)
     assert code == 2

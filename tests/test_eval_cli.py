@@ -48,7 +48,11 @@ def _markdown_row(md: str) -> dict[str, str]:
 def test_manifest_run_writes_agreeing_reports_and_reuses_the_cache(manifest: Path, tmp_path: Path) -> None:
     out, cache = tmp_path / "out", tmp_path / "cache"
     args = ["--manifest", str(manifest), "--features", "mfcc", "--out", str(out), "--cache-dir", str(cache)]
-    assert main(args) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert main([*args, "--num-threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)  # the option sets this process's threads: restore them
     result = json.loads((out / "results.json").read_text())
     assert result["task"] == "tasks" and result["features"] == "mfcc" and result["probe"] == "mlp"
     assert result["n_classes"] == 2 and result["n_test"] == 8

@@ -63,6 +63,13 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--distort", default=None, help="distort TEST audio, e.g. noise:5dB, reverb, clip")
     p.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default: ~/.cache/pase/eval)")
     p.add_argument(
+        "--num-threads",
+        type=int,
+        default=None,
+        help="CPU threads for extraction and probes (default: torch's, one per core); 1 is faster "
+        "for tasks of short files on a machine that other jobs share",
+    )
+    p.add_argument(
         "--full-test",
         action="store_true",
         help="librispeech-asr: test on all of test-clean (2620 utterances) instead of the "
@@ -143,6 +150,13 @@ def _main(args: argparse.Namespace) -> int:
     def fail(msg: str) -> int:
         print(f"pase eval: {msg}", file=sys.stderr)
         return 2
+
+    if args.num_threads is not None:
+        if args.num_threads < 1:
+            return fail(f"--num-threads must be >= 1, got {args.num_threads}")
+        import torch
+
+        torch.set_num_threads(args.num_threads)
 
     try:
         seeds = [int(s) for s in _split_list(args.seeds)]
