@@ -66,7 +66,11 @@ def breakdown(trainer: Trainer, repeats: int) -> dict[str, float]:
             return contextlib.nullcontext()
         return torch.autocast(device.type, dtype=trainer.autocast_dtype)
 
-    both = torch.cat([batch.chunk, batch.ctxt, batch.rand])
+    # rand_from_batch: the encoder sees 2B chunks and each item's negative is another's context
+    chunks = (
+        [batch.chunk, batch.ctxt] if trainer.config.rand_from_batch else [batch.chunk, batch.ctxt, batch.rand]
+    )
+    both = torch.cat(chunks)
     parts: dict[str, float] = {}
     parts["data: read batch"] = best_time(lambda: trainer.batches.batch(0, 1), device, repeats)
     parts["distortions"] = best_time(
@@ -78,14 +82,15 @@ def breakdown(trainer: Trainer, repeats: int) -> dict[str, float]:
             emb = model.encoder.encode(both)
         emb.float().square().mean().backward()
 
-    parts["encoder fwd+bwd (3 chunks)"] = best_time(encoder_step, device, repeats)
+    parts[f"encoder fwd+bwd ({len(chunks)} chunks)"] = best_time(encoder_step, device, repeats)
     with torch.no_grad(), autocast():
         emb = model.encoder.encode(both).float()
     for name, worker in model.workers.items():
 
         def worker_step(worker: tp.Any = worker) -> None:
             e = emb.clone().requires_grad_()
-            chunk, ctxt, rand = e.split(B)
+            chunk, ctxt, *rest = e.split(B)
+            rand = rest[0] if rest else ctxt.roll(1, 0)
             with autocast():
                 loss = worker.loss(WorkerBatch(batch.chunk, chunk, ctxt, rand))
             loss.backward()
@@ -155,7 +160,8 @@ def measure(
 def print_report(rows: list[dict]) -> None:
     for row in rows:
         print(
-            f"\n{row['device']} ({row['device_name']}), {row['precision']}, batch {row['batch_size']}"
+            f"\n{row.get('preset', 'pase+')} on {row['device']} ({row['device_name']}), {row['precision']}, "
+            f"batch {row['batch_size']}"
             f" x 2 s: {row['step_seconds']:.3f} s/step = {row['x_real_time']:.2f}x real time"
             f" (original: ~{ORIGINAL_XRT:.0f}x on one GTX 2080)"
         )
@@ -175,17 +181,26 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--data", type=Path, default=default_data())
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
-    parser.add_argument("--preset", default="pase+", help="training preset measured (default: pase+)")
-    parser.add_argument("--config", type=Path, help="JSON/YAML of TrainConfig fields over the preset")
+    parser.add_argument(
+        "--presets",
+        default="pase+",
+        help="training presets measured in this run, comma-separated (default: pase+)",
+    )
+    parser.add_argument("--config", type=Path, help="JSON/YAML of TrainConfig fields over each preset")
     args = parser.parse_args()
-    base = TrainConfig.from_preset(args.preset)
-    if args.config:
-        base = base.updated(load_config_file(args.config))
+    bases = []
+    for name in [p.strip() for p in args.presets.split(",") if p.strip()]:
+        base = TrainConfig.from_preset(name)
+        if args.config:
+            base = base.updated(load_config_file(args.config))
+        bases.append((name, base))
     devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
     for device in devices:
         batch = args.cuda_batch if device.startswith("cuda") else args.cpu_batch
-        rows.append(measure(device, batch, args.precision, args.steps, args.repeats, args.data, base))
+        for name, base in bases:
+            row = measure(device, batch, args.precision, args.steps, args.repeats, args.data, base)
+            rows.append({"preset": name, **row})
     print_report(rows)
     if args.out:
         report = {
