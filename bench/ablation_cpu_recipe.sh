@@ -19,7 +19,9 @@ exec "$PASE" ablate --preset pase+ \
   --budget 900 --clock process \
   --variant 'cpu:drop_workers=["waveform","lps","lps_long"],rand_from_batch=true,worker_options.gim.negatives=batch,worker_options.gim.head=cosine,worker_options.lim.negatives=batch,worker_options.lim.head=cosine,worker_options.lim.pool=10' \
   --variant 'cpu2:drop_workers=["waveform"],rand_from_batch=true,worker_options.gim.negatives=batch,worker_options.gim.head=cosine' \
+  --variant 'fastbil:drop_workers=["waveform"],rand_from_batch=true,worker_options.gim.negatives=batch,worker_options.gim.head=bilinear,worker_options.lim.negatives=batch,worker_options.lim.head=bilinear,worker_options.lim.pool=10' \
   --variant 'fast:drop_workers=["waveform"],rand_from_batch=true' \
+  --variant 'bil:worker_options.gim.negatives=batch,worker_options.gim.head=bilinear,worker_options.lim.negatives=batch,worker_options.lim.head=bilinear,worker_options.lim.pool=10' \
   --variant 'disc:worker_options.gim.negatives=batch,worker_options.gim.head=cosine,worker_options.lim.negatives=batch,worker_options.lim.head=cosine,worker_options.lim.pool=10' \
   --variant 'rand2b:rand_from_batch=true' \
   --drop waveform --drop lps,lps_long --drop lim,gim \
