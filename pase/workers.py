@@ -108,6 +108,10 @@ class Worker(nn.Module):
     def metrics(self, batch: WorkerBatch) -> dict[str, Tensor]:
         return {}
 
+    def loss_and_metrics(self, batch: WorkerBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        """Both at once (validation); workers whose metrics reuse the loss's work override it."""
+        return self.loss(batch), self.metrics(batch)
+
 
 WORKERS: dict[str, type[Worker]] = {}
 W = tp.TypeVar("W", bound=type[Worker])
@@ -264,8 +268,12 @@ class WaveformDecoder(StandardisedTarget):
         return F.l1_loss(pred, target)
 
     def metrics(self, batch: WorkerBatch) -> dict[str, Tensor]:
-        pred, target = self._pred_target(batch)
-        return {"rel_l1": F.l1_loss(pred, target) / target.abs().mean().clamp_min(1e-12)}
+        return self.loss_and_metrics(batch)[1]
+
+    def loss_and_metrics(self, batch: WorkerBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        pred, target = self._pred_target(batch)  # the decoder runs once for both
+        loss = F.l1_loss(pred, target)
+        return loss, {"rel_l1": loss / target.abs().mean().clamp_min(1e-12)}
 
 
 class PairDiscriminator(Worker):
@@ -590,8 +598,8 @@ class PaseModel(nn.Module):
         losses, metrics = {}, {}
         for name, w in self.workers.items():
             worker = tp.cast(Worker, w)
-            losses[name] = worker.loss(batch)
-            metrics.update({f"{name}_{k}": v for k, v in worker.metrics(batch).items()})
+            losses[name], scores = worker.loss_and_metrics(batch)
+            metrics.update({f"{name}_{k}": v for k, v in scores.items()})
         return losses, metrics
 
     def total_loss(self, losses: dict[str, Tensor]) -> Tensor:
