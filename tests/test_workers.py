@@ -176,6 +176,19 @@ def test_discriminators_learn_matching_pairs() -> None:
     assert first > 0.6 and last < 0.3
 
 
+def test_infonce_with_rand_from_the_batch_counts_the_positive_once() -> None:
+    """With rand = ctxt rolled by one item, rand[i + 1] is ctxt[i]: InfoNCE must not score the
+    positive a second time as a negative (that puts a floor of ln 2 under the loss)."""
+    torch.manual_seed(0)
+    cfg = WorkerConfig("gim", kind="gim", head="cosine", negatives="batch", temperature=0.02)
+    worker = GlobalInfoMax(cfg, 16)
+    ctxt = torch.randn(6, 16, 20)
+    batch = WorkerBatch(torch.zeros(6, 3200), ctxt.clone(), ctxt, ctxt.roll(1, 0), rand_from_ctxt=True)
+    assert float(worker.loss(batch)) < 0.2  # the anchor equals its positive: near-certain
+    flagless = WorkerBatch(torch.zeros(6, 3200), ctxt.clone(), ctxt, ctxt.roll(1, 0))
+    assert float(worker.loss(flagless)) > math.log(2) - 1e-4  # the duplicated positive
+
+
 def test_user_worker_in_one_class() -> None:
     """The README's example worker, loaded from its own file, trains beside the encoder."""
     load_plugins([str(Path(__file__).with_name("example_worker.py"))])
