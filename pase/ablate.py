@@ -19,7 +19,8 @@ Output folder::
     OUT/variants/NAME/done.json the variant's row (a finished variant is not re-run)
     OUT/ablation.json, ablation.md, ablation.png
 
-Rerunning the same command resumes: finished variants are read back, an interrupted one
+Rerunning the same command resumes: finished variants are read back (``--reeval --seeds 0,1,2``
+evaluates them again with more probe seeds, without retraining), an interrupted one
 continues from its checkpoint with the time it had already spent. The same command started
 several times at once (say one process per core, each ``num_threads=1``) shares the work: each
 process takes the next variant that no live process holds (``OUT/variants/NAME/lock``), and the
@@ -139,11 +140,13 @@ class EvalPlan:
     data: str | None = None
     cache_dir: str | None = None
 
-    def run(self, encoder: Path, out: Path) -> dict[str, float]:
-        """``{"task" or "task@condition": accuracy}`` for this encoder."""
+    def run(self, encoder: Path, out: Path) -> tuple[dict[str, float], dict[str, float]]:
+        """``{"task" or "task@condition": accuracy}`` for this encoder (mean over the seeds),
+        and the same keys with the standard deviation over seeds."""
         from pase.cli import main
 
         scores: dict[str, float] = {}
+        stds: dict[str, float] = {}
         for spec in self.conditions:
             # "noise:5dB@fsdd-digit,emodb-phone": a condition for some of the tasks only
             cond, _, only = (spec or "").partition("@")
@@ -162,9 +165,10 @@ class EvalPlan:
                 result = json.loads(path.read_text())
                 key = result["task"] + (f"@{cond}" if cond else "")
                 scores[key] = float(result["accuracy"])
+                stds[key] = float(result.get("accuracy_std", 0.0))
             if code != 0 and not scores:
                 raise RuntimeError(f"pase eval failed for {encoder} ({cond or 'clean'}); see above")
-        return scores
+        return scores, stds
 
 
 def _pid_alive(pid: int) -> bool:
@@ -206,24 +210,53 @@ def _hold(vdir: Path) -> tp.Iterator[bool]:
 BUSY: Row = {"busy": True}
 
 
+def _done_row(vdir: Path, plan: EvalPlan, reeval: bool) -> Row | None:
+    """The finished row, or None when there is none or ``reeval`` asks for other probe seeds."""
+    done = vdir / "done.json"
+    if not done.exists():
+        return None
+    row = tp.cast(Row, json.loads(done.read_text()))
+    return None if reeval and row.get("eval_seeds", "0") != plan.seeds else row
+
+
 def run_variant(
-    variant: Variant, base: TrainConfig, out: Path, plan: EvalPlan, progress: bool = True
+    variant: Variant,
+    base: TrainConfig,
+    out: Path,
+    plan: EvalPlan,
+    progress: bool = True,
+    reeval: bool = False,
 ) -> Row | None:
     """Train (or resume) and evaluate one variant: its row; ``BUSY`` when another live process
-    holds it; None when interrupted."""
+    holds it; None when interrupted. ``reeval``: a finished variant whose probes ran with other
+    seeds is evaluated again (its encoder is not retrained; cached features are reused)."""
     from pase.train import _say
 
     vdir = out / "variants" / variant.name
-    if (vdir / "done.json").exists():
+    row = _done_row(vdir, plan, reeval)
+    if row is not None:
         _say(f"ablate: {variant.name}: finished earlier, not re-run")
-        return tp.cast(Row, json.loads((vdir / "done.json").read_text()))
+        return row
     with _hold(vdir) as mine:
         if not mine:
             _say(f"ablate: {variant.name}: another process is on it, next one")
             return BUSY
-        if (vdir / "done.json").exists():  # finished by another process since the check above
-            return tp.cast(Row, json.loads((vdir / "done.json").read_text()))
+        row = _done_row(vdir, plan, reeval)
+        if row is not None:  # finished by another process since the check above
+            return row
+        if (vdir / "done.json").exists():
+            _say(f"ablate: {variant.name}: evaluating again with probe seeds {plan.seeds}")
+            return _evaluate(tp.cast(Row, json.loads((vdir / "done.json").read_text())), vdir, plan)
         return _train_and_evaluate(variant, base, vdir, plan, progress)
+
+
+def _evaluate(row: Row, vdir: Path, plan: EvalPlan) -> Row:
+    """Probe the variant's encoder per ``plan`` and write its row to ``done.json``."""
+    row["eval"], row["eval_std"] = plan.run(vdir / "run" / "encoder", vdir / "eval")
+    row["eval_seeds"] = plan.seeds
+    text = json.dumps(row, indent=2) + "\n"
+    write_atomic(vdir / "done.json", lambda tmp: Path(tmp).write_text(text))
+    return row
 
 
 def _train_and_evaluate(
@@ -231,7 +264,6 @@ def _train_and_evaluate(
 ) -> Row | None:
     from pase.train import CHECKPOINT, Trainer, _say
 
-    done = vdir / "done.json"
     config = variant_config(base, variant)
     run_dir = vdir / "run"
     resume = (run_dir / CHECKPOINT).exists()
@@ -248,10 +280,7 @@ def _train_and_evaluate(
         "workers": trainer.model.worker_names,
         "valid": _last_row(run_dir / "valid.csv"),
     }
-    row["eval"] = plan.run(run_dir / "encoder", vdir / "eval")
-    text = json.dumps(row, indent=2) + "\n"
-    write_atomic(done, lambda tmp: Path(tmp).write_text(text))
-    return row
+    return _evaluate(row, vdir, plan)
 
 
 def ablation_markdown(rows: tp.Sequence[Row]) -> str:
@@ -262,12 +291,17 @@ def ablation_markdown(rows: tp.Sequence[Row]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["variant"], str(r["steps"]), f"{r['train_seconds']:.0f}"]
-        cells += [f"{r['eval'][t]:.3f}" if t in r["eval"] else "-" for t in tasks]
+        stds = r.get("eval_std", {}) if "," in str(r.get("eval_seeds", "0")) else {}
+        cells += [
+            "-" if t not in r["eval"] else f"{r['eval'][t]:.3f}" + (f" ± {stds[t]:.3f}" if t in stds else "")
+            for t in tasks
+        ]
         cells += [f"{r['valid'][w]:.4g}" if w in r["valid"] else "-" for w in workers]
         lines.append("| " + " | ".join(cells) + " |")
     notes = (
         "\nDownstream columns: probe accuracy on the test split (`task@condition`: test audio "
-        "distorted). `valid *`: the last validation of the run (losses; `*_acc`: discriminator "
+        "distorted; mean ± std over the probe seeds when there are several). "
+        "`valid *`: the last validation of the run (losses; `*_acc`: discriminator "
         "pair accuracy on held-out speakers, chance 0.5; `waveform_rel_l1`: 1.0 = silence).\n"
     )
     return "\n".join(lines) + "\n" + notes
@@ -312,7 +346,12 @@ def write_ablation(rows: tp.Sequence[Row], out: Path) -> None:
 
 
 def run_ablation(
-    base: TrainConfig, variants: tp.Sequence[Variant], out: Path, plan: EvalPlan, progress: bool = True
+    base: TrainConfig,
+    variants: tp.Sequence[Variant],
+    out: Path,
+    plan: EvalPlan,
+    progress: bool = True,
+    reeval: bool = False,
 ) -> int:
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
@@ -322,7 +361,7 @@ def run_ablation(
     busy = []
     for v in variants:
         try:
-            row = run_variant(v, base, out, plan, progress)
+            row = run_variant(v, base, out, plan, progress, reeval)
         except KeyboardInterrupt:
             row = None
         if row is None:
@@ -396,6 +435,12 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         help="extra eval condition on the test audio, e.g. noise:5dB, or noise:5dB@fsdd-digit for some tasks",
     )
     p.add_argument("--seeds", default="0", help="probe seeds (default: 0)")
+    p.add_argument(
+        "--reeval",
+        action="store_true",
+        help="evaluate finished variants again when their probes ran with other --seeds "
+        "(encoders are not retrained; cached features are reused, so only the probes run)",
+    )
     p.add_argument("--probe", choices=("mlp", "linear"), default="mlp")
     p.add_argument("--eval-data", help="speech bundle of the eval tasks (pase eval --data)")
     p.add_argument("--eval-cache", help="feature cache of pase eval")
@@ -435,7 +480,7 @@ def _main(args: argparse.Namespace) -> int:
             data=args.eval_data,
             cache_dir=args.eval_cache,
         )
-        return run_ablation(base, variants, args.out, plan, progress=not args.no_progress)
+        return run_ablation(base, variants, args.out, plan, progress=not args.no_progress, reeval=args.reeval)
     except (AudioError, ValueError, OSError, RuntimeError) as err:
         print(f"pase ablate: {err}", file=sys.stderr)
         return 2

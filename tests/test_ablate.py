@@ -109,6 +109,16 @@ def test_ablate_end_to_end_and_resume(data: Path, tmp_path: Path, capsys: pytest
     assert _ablate(data, out, *extra) == 0
     assert capsys.readouterr().err.count("finished earlier, not re-run") == 5
     assert json.loads((out / "ablation.json").read_text()) == rows
+    # --reeval with more probe seeds: every variant is probed again, none is retrained.
+    ckpt = out / "variants" / "twob" / "run" / "checkpoint.pt"
+    mtime = ckpt.stat().st_mtime_ns
+    assert _ablate(data, out, *extra, "--reeval", "--seeds", "0,1") == 0
+    assert capsys.readouterr().err.count("evaluating again with probe seeds 0,1") == 5
+    again: list[dict[str, tp.Any]] = json.loads((out / "ablation.json").read_text())
+    assert [r["eval_seeds"] for r in again] == ["0,1"] * 5 and ckpt.stat().st_mtime_ns == mtime
+    assert [r["steps"] for r in again] == [r["steps"] for r in rows]
+    assert all(set(r["eval_std"]) == set(r["eval"]) for r in again)
+    assert " ± " in (out / "ablation.md").read_text()
 
 
 def test_ablate_rejects_a_typo_before_training(
