@@ -8,6 +8,8 @@
   of every rank, data cursor, step and config; written atomically every ``ckpt_every`` steps, on
   SIGINT/SIGTERM and at the end; loads with ``torch.load(weights_only=True)``;
 - ``metrics.csv`` (``step,loss,<worker>...,lr,xrt``), ``valid.csv``, ``tb/`` (TensorBoard);
+- ``data.tsv`` (every training and held-out file: split, name, samples; sorted) and
+  ``data.json`` (its sha256, files and hours per split, for every start and resume);
 - ``encoder/``: the trained encoder, for :meth:`pase.Encoder.from_pretrained`.
 
 Steps count completed optimizer updates from 1. ``--resume`` continues at the exact next step
@@ -432,6 +434,36 @@ def _load_data(config: TrainConfig, info: DistInfo) -> tuple[list[Utterance], li
     return split_holdout(corpus, config.valid_fraction, config.holdout, config.seed)
 
 
+def data_manifest(train: tp.Sequence[Utterance], valid: tp.Sequence[Utterance]) -> list[str]:
+    """The run's data as sorted lines ``<split>\t<file name>\t<samples at 16 kHz>``: no folder
+    names, so the same audio gives the same lines (and hash) on any machine."""
+    lines = [f"train\t{u.path.name}\t{u.num_samples}" for u in train]
+    lines += [f"valid\t{u.path.name}\t{u.num_samples}" for u in valid]
+    return sorted(lines)
+
+
+def write_data_record(out: Path, lines: tp.Sequence[str], step: int) -> dict[str, tp.Any]:
+    """``data.tsv`` (the manifest lines) and ``data.json``: its sha256, files and hours per split,
+    one entry per start or resume of the run (the step it started from), so a model card can name
+    the exact data of every leg."""
+    import hashlib
+
+    text = "".join(line + "\n" for line in lines)
+    entry: dict[str, tp.Any] = {"step": step, "sha256": hashlib.sha256(text.encode()).hexdigest()}
+    for split in ("train", "valid"):
+        samples = [int(line.split("\t")[2]) for line in lines if line.startswith(split + "\t")]
+        entry[f"{split}_files"] = len(samples)
+        entry[f"{split}_hours"] = round(sum(samples) / SAMPLE_RATE / 3600, 4)
+    record_path = out / "data.json"
+    starts = json.loads(record_path.read_text())["starts"] if record_path.exists() else []
+    if starts and starts[-1]["sha256"] != entry["sha256"]:
+        _say(f"note: the training data differ from the previous leg's (sha256 {starts[-1]['sha256'][:12]})")
+    record = {"manifest": "data.tsv", "sha256_of": "data.tsv", "starts": [*starts, entry]}
+    write_atomic(out / "data.tsv", lambda tmp: Path(tmp).write_text(text))
+    write_atomic(record_path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2) + "\n"))
+    return entry
+
+
 def _build_distorter(config: TrainConfig, info: DistInfo) -> Distorter:
     """Rank 0 builds (or loads) the simulated-room bank first; the other ranks then load its
     disk cache instead of all simulating the same rooms at once."""
@@ -559,6 +591,7 @@ class Trainer:
             raise ValueError(f"no checkpoint in {self.out} to resume (--resume-or-start starts a fresh run)")
 
         train_set, valid_set = _load_data(config, info)
+        self.data_lines = data_manifest(train_set, valid_set)
         self.valid: ChunkBatches | None = None
         if valid_set:
             try:
@@ -800,6 +833,7 @@ class _RunLog:
         out.mkdir(parents=True, exist_ok=True)
         text = json.dumps(cfg.to_dict(), indent=2)
         write_atomic(out / "config.json", lambda tmp: Path(tmp).write_text(text))
+        write_data_record(out, trainer.data_lines, start)
         names = trainer.model.worker_names
         keep = start if resumed else None
         self.metrics = CsvLog(out / "metrics.csv", ["step", "loss", *names, "lr", "xrt"], keep)

@@ -146,6 +146,13 @@ def test_kill_and_resume_equals_uninterrupted(corpus: Path, tmp_path: Path) -> N
     for name, value in encoder.state_dict().items():
         torch.testing.assert_close(value, state[name])
     assert any((killed / "tb").iterdir())
+    # The data record: one entry per leg, the same manifest (and hash) for both legs and runs.
+    legs = json.loads((killed / "data.json").read_text())["starts"]
+    assert [leg["step"] for leg in legs] == [0, 3] and legs[0]["sha256"] == legs[1]["sha256"]
+    lines = (killed / "data.tsv").read_text().splitlines()
+    assert lines == sorted(lines) and len(lines) == legs[0]["train_files"] + legs[0]["valid_files"]
+    assert all(line.split("\t")[0] in ("train", "valid") and "/" not in line for line in lines)
+    assert (straight / "data.tsv").read_text() == (killed / "data.tsv").read_text()
 
     png = plot_run(killed, smooth=2)
     assert png == killed / "curves.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
