@@ -22,7 +22,8 @@ from conftest import synth_speechlike
 from pase import Encoder
 from pase.cli import build_parser
 from pase.plots import plot_run
-from pase.train import TrainConfig, Trainer, config_from_args, learning_rate_factor
+from pase.train import TrainConfig, Trainer, config_from_args, learning_rate_factor, select_workers
+from pase.workers import preset_workers
 
 TINY_ENCODER = {"channels": [8, 8, 8, 16, 16, 16, 16], "rnn_hidden": 16, "embedding_dim": 16}
 
@@ -78,6 +79,10 @@ def test_config_precedence_preset_file_cli_and_resume(tmp_path: Path) -> None:
     args = parser.parse_args(["train", "--preset", "pase", "--out", str(run)])
     assert config_from_args(args) == TrainConfig.pase()
     assert TrainConfig.pase().batch_size == 32 and TrainConfig.pase_plus().encoder_lr == 1e-3
+    # pase+cpu: the reference recipe less the waveform decoder, at batch 4, nothing else changed
+    cpu = config_from_args(parser.parse_args(["train", "--preset", "pase+cpu", "--out", str(run)]))
+    assert cpu == TrainConfig.pase_plus().updated({"batch_size": 4, "drop_workers": ["waveform"]})
+    assert "waveform" not in [w.name for w in select_workers(preset_workers(cpu.model), cpu)]
 
     (tmp_path / "c.yaml").write_text("batch_size: 8\nseed: 3\ndistortions:\n  noise_p: 0.9\n")
     argv = ["train", "--out", str(run), "--config", str(tmp_path / "c.yaml"), "--seed", "5"]

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# PASE+ v2 (issue 12): the pase+cpu recipe on the prepared pretraining set (pretrain.csv of
+# ../shared/data/prepare_extra_speech.sh + the bundle's train-clean-100; no test-clean, RAVDESS,
+# EmoDB or FSDD), one poly decay over the whole planned horizon, checkpoints every 50 steps.
+# Start it once; run it again in any later session to resume (the saved config is kept, only the
+# thread count follows THREADS). Stop it with SIGINT (kill -INT PID): it checkpoints and exits.
+#   bash bench/pretrain_v2.sh [RUN] [THREADS]        (default ~/pase_runs/v2, 2 threads)
+# Horizon: HORIZON steps of batch 4 (default 12000: ~11 h of 2-core training at ~3.3 s/step,
+# 5x the packaged model's 1900 steps x 4.3 s). Every leg's command line is appended to RUN/legs.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN="${1:-$HOME/pase_runs/v2}"
+THREADS="${2:-2}"
+HORIZON="${HORIZON:-12000}"
+EXTRA="${PASE_EXTRA_SPEECH:-$HOME/.cache/pase/speech_extra}"
+SPEECH="${PASE_SPEECH_DIR:-../shared/speech}"
+PASE="${PASE:-.venv/bin/pase}"
+mkdir -p "$RUN"
+if [ -f "$RUN/checkpoint.pt" ]; then
+  cmd=("$PASE" train --out "$RUN" --resume --num-threads "$THREADS")
+else
+  for f in "$EXTRA/pretrain.csv" "$SPEECH/librispeech/train-clean-100"; do
+    [ -e "$f" ] || { echo "pretrain_v2: $f not found (see ../shared/data/README.md)" >&2; exit 2; }
+  done
+  cmd=("$PASE" train --preset pase+cpu --data "$EXTRA/pretrain.csv" "$SPEECH/librispeech/train-clean-100"
+       --out "$RUN" --max-steps "$HORIZON" --num-threads "$THREADS" --seed 0
+       --ckpt-every 50 --valid-every 250 --valid-batches 64)
+fi
+echo "$(date -u +%FT%TZ) $(hostname) $(git rev-parse --short HEAD) ${cmd[*]}" >> "$RUN/legs.txt"
+exec "${cmd[@]}"
