@@ -165,6 +165,27 @@ def find_audio_files(root: str | os.PathLike[str]) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
 
 
+CONTENT_KEY_BYTES = 1 << 16
+
+
+def content_key(path: str | os.PathLike[str]) -> str:
+    """A cache identity of a file: its resolved path, size and a digest of its first and last
+    64 KiB. Not its modification time: copies, checkouts and folders provisioned afresh reset
+    mtimes and would make every cached result look stale (one shared data folder here did, every
+    session). Read cost: two 64 KiB reads per file. A same-size edit confined to the middle of a
+    large file would go unnoticed; delete the cache after such an edit."""
+    import hashlib
+
+    p = Path(path)
+    with open(p, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        digest = hashlib.blake2b(f.read(CONTENT_KEY_BYTES), digest_size=16)
+        if size > 2 * CONTENT_KEY_BYTES:
+            f.seek(size - CONTENT_KEY_BYTES)
+        digest.update(f.read())  # the rest when small, else the last 64 KiB
+    return f"{p.resolve()}|{size}|{digest.hexdigest()}"
+
+
 def write_atomic(path: str | os.PathLike[str], write: tp.Callable[[str], object]) -> None:
     """Write a file atomically: ``write(tmp_path)`` then rename over ``path``.
 

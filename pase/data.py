@@ -31,7 +31,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pase.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, AudioError, find_audio_files, load_audio, write_atomic
+from pase.audio import (
+    AUDIO_EXTENSIONS,
+    SAMPLE_RATE,
+    AudioError,
+    content_key,
+    find_audio_files,
+    load_audio,
+    write_atomic,
+)
 
 #: Files shorter than this (after resampling) are skipped. A shorter file would be more than half
 #: padding in a 2 s chunk, and the original's reflection padding needed at least half a chunk.
@@ -188,8 +196,8 @@ def to_pcm16(wav: np.ndarray) -> np.ndarray:
 
 
 def _cache_key(path: Path, sample_rate: int) -> str:
-    st = path.stat()
-    ident = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{sample_rate}"
+    # content_key, not the mtime: a re-provisioned data folder must not re-decode the corpus
+    ident = f"{content_key(path)}|{sample_rate}"
     return hashlib.sha1(ident.encode()).hexdigest()
 
 

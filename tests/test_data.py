@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import typing as tp
 from pathlib import Path
 
@@ -83,9 +84,17 @@ def test_resampled_once_and_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         raise AssertionError("a cached file was decoded again")
 
     monkeypatch.setattr(data, "load_audio", no_decoding)
+    # A folder provisioned afresh (copied, checked out) has new mtimes: the cache still holds.
+    os.utime(tmp_path / "a" / "x.flac", ns=(1, 1))
     second = _corpus(tmp_path / "a", cache)
     np.testing.assert_array_equal(second[0].samples(), first[0].samples())
     assert isinstance(second[0].stored(), np.memmap)
+    monkeypatch.undo()
+    # New content of the same size is a new file: decoded again, not served from the cache.
+    sf.write(tmp_path / "a" / "y.wav", synth_speechlike(0.5, seed=7), 16000)
+    third = _corpus(tmp_path / "a", cache)
+    assert len(list(cache.rglob("*.npy"))) == 3
+    assert not np.array_equal(third[1].samples(), first[1].samples())
 
 
 def test_cache_is_int16_and_reads_back_float32(tmp_path: Path) -> None:

@@ -19,8 +19,10 @@ Feature sets by name (:func:`make_feature_set`):
 single layer and ignore it).
 
 The cache key of a file is the feature set's fingerprint (a hash of its weights, config, layer
-choice and, for calibrated encoders, the calibration files), the file's resolved path, size and
-mtime, and the distortion spec, so a changed checkpoint or file never serves stale features.
+choice and, for calibrated encoders, the calibration files), the file's identity
+(:func:`pase.audio.content_key`: resolved path, size and a digest of its first and last 64 KiB;
+not its mtime, so a copied or re-provisioned data folder keeps its cache) and the distortion spec,
+so a changed checkpoint or file does not serve stale features.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pase.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, load_audio, write_atomic
+from pase.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, content_key, load_audio, write_atomic
 from pase.encoder import Encoder
 
 #: BatchNorm re-estimation of random encoders: at most this many training files ...
@@ -54,9 +56,9 @@ class FeatureError(ValueError):
 
 
 def file_key(path: Path) -> str:
-    """Identity of a file's content for the cache: resolved path, size and mtime."""
-    st = path.stat()
-    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    """Identity of a file's content for the cache (:func:`pase.audio.content_key`: path, size and
+    a digest of its ends; not the mtime, which copies and re-provisioned folders reset)."""
+    return content_key(path)
 
 
 def _sha(*parts: str | bytes) -> str:
