@@ -37,9 +37,10 @@ lint: $(VENV)/.dev
 	$(VENV)/bin/mypy pase bench hubconf.py
 
 bench: $(VENV)/.dev
-	$(PY) bench/extract.py --out bench/results/extract.json
+	$(PY) bench/extract.py --throughput --out bench/results/extract.json
 	$(PY) bench/targets.py --out bench/results/targets.json
-	$(PY) bench/train.py --out bench/results/train.json
+	$(PY) bench/train.py --presets pase+,pase+cpu --out bench/results/train.json
+	$(PY) bench/corpus.py --out bench/results/corpus.json
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache .mypy_cache .ruff_cache
