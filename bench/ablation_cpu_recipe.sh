@@ -26,6 +26,7 @@ exec "$PASE" ablate --preset pase+ \
   --variant 'bil:worker_options.gim.negatives=batch,worker_options.gim.head=bilinear,worker_options.lim.negatives=batch,worker_options.lim.head=bilinear,worker_options.lim.pool=10' \
   --variant 'disc:worker_options.gim.negatives=batch,worker_options.gim.head=cosine,worker_options.lim.negatives=batch,worker_options.lim.head=cosine,worker_options.lim.pool=10' \
   --variant 'rand2b:rand_from_batch=true' \
+  --variant 'nowav-cos05:drop_workers=["waveform"],worker_options.gim.negatives=batch,worker_options.gim.head=cosine,worker_options.gim.weight=0.05,worker_options.lim.negatives=batch,worker_options.lim.head=cosine,worker_options.lim.pool=10,worker_options.lim.weight=0.05' \
   --drop waveform --drop lps,lps_long --drop lim,gim \
   --tasks fsdd-digit,ravdess-speaker,emodb-phone --distort 'noise:5dB@fsdd-digit,emodb-phone' \
   --eval-data "$SPEECH" --seeds 0 "$@"
