@@ -55,8 +55,11 @@ def parse_form(text: str) -> WorkerConfig:
         raise SystemExit(f"form {text!r}: expected worker:head:negatives:pool ({err})") from err
 
 
-def encode(trainer: Trainer, batches: tp.Callable[[int], tp.Any], n: int, seed: int) -> list[WorkerBatch]:
-    """``n`` batches, anchors distorted as in training, encoded by the frozen encoder (fp16)."""
+def encode(
+    trainer: Trainer, batches: tp.Callable[[int], tp.Any], n: int, seed: int, distort: bool = True
+) -> list[WorkerBatch]:
+    """``n`` batches, anchors distorted as in training (unless not ``distort``), encoded by the
+    frozen encoder (fp16)."""
     gen = torch.Generator()
     gen.manual_seed(seed)
     encoder = trainer.model.encoder.eval()
@@ -64,7 +67,9 @@ def encode(trainer: Trainer, batches: tp.Callable[[int], tp.Any], n: int, seed: 
     with torch.no_grad():
         for i in range(n):
             b = batches(i)
-            distorted = trainer.distorter(b.chunk, other=b.rand.roll(1, 0), generator=gen)
+            distorted = (
+                trainer.distorter(b.chunk, other=b.rand.roll(1, 0), generator=gen) if distort else b.chunk
+            )
             B = b.chunk.shape[0]
             a, c, r = encoder.encode(torch.cat([distorted, b.ctxt, b.rand])).split(B)
             out.append(WorkerBatch(b.chunk[:, :1], a.half(), c.half(), r.half()))
@@ -122,6 +127,9 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--num-threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--clean", action="store_true", help="anchors undistorted (how much do the distortions hide?)"
+    )
     parser.add_argument("--out", type=Path, help="JSON results")
     args = parser.parse_args(argv)
     forms = [parse_form(f) for f in args.forms.split(",") if f.strip()]
@@ -142,8 +150,9 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     valid_set = trainer.valid
     n_valid = min(args.valid_batches, valid_set.steps_per_epoch)
     start = time.perf_counter()
-    train = encode(trainer, lambda i: trainer.batches.batch(0, i), args.train_batches, args.seed)
-    valid = encode(trainer, lambda i: valid_set.batch(0, i), n_valid, args.seed + 1)
+    distort = not args.clean
+    train = encode(trainer, lambda i: trainer.batches.batch(0, i), args.train_batches, args.seed, distort)
+    valid = encode(trainer, lambda i: valid_set.batch(0, i), n_valid, args.seed + 1, distort)
     encode_s = time.perf_counter() - start
     print(f"encoded {len(train)} + {len(valid)} batches of {args.batch_size} in {encode_s:.0f} s", flush=True)
     dim = train[0].chunk.shape[1]
@@ -161,6 +170,7 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     if args.out:
         report = {
             "encoder": args.encoder,
+            "anchors": "clean" if args.clean else "distorted as in training",
             "batch_size": args.batch_size,
             "train_batches": len(train),
             "valid_batches": len(valid),
