@@ -86,15 +86,13 @@ def gather(root: Path, all_cells: tp.Sequence[dict[str, tp.Any]]) -> list[dict[s
             continue
         meta = json.loads((folder / "grid_cell.json").read_text())
         # one task and one feature set: pase eval writes results.json in the folder itself
-        for r in [json.loads((folder / "results.json").read_text())]:
-            row = {k: cell[k] for k in ("part", "condition", "features")}
-            row.update({k: r.get(k) for k in ("task", "wer", "cer", "accuracy", "accuracy_std", "seeds")})
-            if r.get("finetuned"):
-                ft = r["finetuned"]
-                row["finetuned_accuracy"] = ft.get("accuracy")
-                row["finetuned_seconds"] = ft.get("seconds")
-            row.update(meta)
-            rows.append(row)
+        r = json.loads((folder / "results.json").read_text())
+        row = {k: cell[k] for k in ("part", "condition", "features")}
+        row.update({k: r.get(k) for k in ("task", "wer", "cer", "accuracy", "accuracy_std", "seeds")})
+        if r.get("finetuned"):
+            row["finetuned_accuracy"] = r["finetuned"].get("accuracy")
+            row["finetuned_seconds"] = r["finetuned"].get("seconds")
+        rows.append({**row, **meta})
     return rows
 
 

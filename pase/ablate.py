@@ -210,13 +210,15 @@ def _hold(vdir: Path) -> tp.Iterator[bool]:
 BUSY: Row = {"busy": True}
 
 
-def _done_row(vdir: Path, plan: EvalPlan, reeval: bool) -> Row | None:
-    """The finished row, or None when there is none or ``reeval`` asks for other probe seeds."""
+def _done_row(vdir: Path) -> Row | None:
+    """The variant's finished row (``done.json``), or None."""
     done = vdir / "done.json"
-    if not done.exists():
-        return None
-    row = tp.cast(Row, json.loads(done.read_text()))
-    return None if reeval and row.get("eval_seeds", "0") != plan.seeds else row
+    return tp.cast(Row, json.loads(done.read_text())) if done.exists() else None
+
+
+def _stale(row: Row, plan: EvalPlan, reeval: bool) -> bool:
+    """Whether ``reeval`` asks to probe a finished row again (its probes ran with other seeds)."""
+    return reeval and row.get("eval_seeds", "0") != plan.seeds
 
 
 def run_variant(
@@ -233,21 +235,21 @@ def run_variant(
     from pase.train import _say
 
     vdir = out / "variants" / variant.name
-    row = _done_row(vdir, plan, reeval)
-    if row is not None:
+    row = _done_row(vdir)
+    if row is not None and not _stale(row, plan, reeval):
         _say(f"ablate: {variant.name}: finished earlier, not re-run")
         return row
     with _hold(vdir) as mine:
         if not mine:
             _say(f"ablate: {variant.name}: another process is on it, next one")
             return BUSY
-        row = _done_row(vdir, plan, reeval)
-        if row is not None:  # finished by another process since the check above
+        row = _done_row(vdir)  # another process may have finished it since the check above
+        if row is None:
+            return _train_and_evaluate(variant, base, vdir, plan, progress)
+        if not _stale(row, plan, reeval):
             return row
-        if (vdir / "done.json").exists():
-            _say(f"ablate: {variant.name}: evaluating again with probe seeds {plan.seeds}")
-            return _evaluate(tp.cast(Row, json.loads((vdir / "done.json").read_text())), vdir, plan)
-        return _train_and_evaluate(variant, base, vdir, plan, progress)
+        _say(f"ablate: {variant.name}: evaluating again with probe seeds {plan.seeds}")
+        return _evaluate(row, vdir, plan)
 
 
 def _evaluate(row: Row, vdir: Path, plan: EvalPlan) -> Row:
