@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -202,6 +203,31 @@ def test_cli_runs_librispeech_asr_and_writes_wer_and_cer(
     )
     noisy_result = json.loads((noisy / "results.json").read_text())
     assert noisy_result["distort"] == "noise:0dB" and noisy_result["cer"] > result["cer"]
+    # the probe trains on clean audio either way: the noisy run reused the clean run's probe
+    assert not result["per_seed"][0]["probe_reused"] and noisy_result["per_seed"][0]["probe_reused"]
+    assert noisy_result["per_seed"][0]["best_step"] == result["per_seed"][0]["best_step"]
+
+    # a clean rerun reads the same probe back and scores exactly what the first run scored
+    again = tmp_path / "again"
+    assert main([*args, "--out", str(again), "--cache-dir", str(tmp_path / "cache")]) == 0
+    again_result = json.loads((again / "results.json").read_text())
+    assert again_result["per_seed"][0]["probe_reused"] and again_result["cer"] == result["cer"]
+
+
+def test_probe_cache_keys_apart_what_changes_the_probe_and_rejects_damage(tmp_path: Path) -> None:
+    cache = asr.ProbeCache(tmp_path)
+    key = cache.key("feat", ["a", "b"], TINY, 0)
+    assert key != cache.key("feat", ["a", "b"], TINY, 1)
+    assert key != cache.key("feat", ["a", "c"], TINY, 0)
+    assert key != cache.key("other", ["a", "b"], TINY, 0)
+    assert key != cache.key("feat", ["a", "b"], dataclasses.replace(TINY, max_steps=TINY.max_steps + 1), 0)
+    state = {"w": torch.arange(6.0).reshape(2, 3)}
+    cache.save(key, state, {"best_step": 7})
+    loaded = cache.load(key)
+    assert loaded is not None and loaded[1] == {"best_step": 7}
+    torch.testing.assert_close(loaded[0]["w"], state["w"])
+    cache.path(key).write_bytes(b"not a safetensors file")
+    assert cache.load(key) is None
 
 
 def test_task_all_skips_librispeech_tasks_without_data_and_says_why(

@@ -324,6 +324,8 @@ class CtcResult:
     best_step: int
     valid_cer: float
     layer_weights: list[float]
+    #: The kept (lowest dev CER) probe weights, on the CPU.
+    state: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict, repr=False)
 
 
 def transcribe(
@@ -411,7 +413,66 @@ def train_ctc_probe(
         best_step=best_step,
         valid_cer=best_cer,
         layer_weights=[float(w) for w in model.layer_weights().detach().cpu()],
+        state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
     )
+
+
+# --------------------------------------------------------------------------- probe cache
+class ProbeCache:
+    """Trained CTC probes on disk (safetensors: no code runs on load), one per training setup.
+
+    The probe trains on clean audio whatever ``--distort`` says, so the noisy and reverberant
+    test conditions of a feature set reuse the clean run's probe (same features, training and
+    dev files, probe config and seed) and only extract and decode the test audio: a robust-ASR
+    table of three conditions costs one probe training per feature set, not three.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root) / "ctc-probes"
+
+    @staticmethod
+    def key(fingerprint: str, train_keys: tp.Sequence[str], config: CtcConfig, seed: int) -> str:
+        import hashlib
+        import json
+
+        h = hashlib.sha256()
+        for part in (fingerprint, json.dumps(dataclasses.asdict(config), sort_keys=True), str(seed)):
+            h.update(part.encode() + b"\0")
+        for k in train_keys:
+            h.update(k.encode() + b"\0")
+        return h.hexdigest()
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key[2:34]}.safetensors"
+
+    def load(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, tp.Any]] | None:
+        """The probe's weights and its training record, or None (absent or damaged)."""
+        import json
+
+        from safetensors import SafetensorError, safe_open
+
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                meta = json.loads((fh.metadata() or {})["record"])
+                state = {name: fh.get_tensor(name) for name in fh.keys()}
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError):
+            return None  # a damaged entry is retrained, never trusted
+        return state, meta
+
+    def save(self, key: str, state: dict[str, torch.Tensor], record: dict[str, tp.Any]) -> None:
+        import json
+
+        from safetensors.torch import save_file
+
+        from pase.audio import write_atomic
+
+        tensors = {k: v.contiguous() for k, v in state.items()}
+        write_atomic(
+            self.path(key), lambda tmp: save_file(tensors, tmp, metadata={"record": json.dumps(record)})
+        )
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -453,11 +514,14 @@ def evaluate_asr(
     device: str = "cpu",
     config: CtcConfig | None = None,
     log: tp.Callable[[str], None] | None = None,
+    reuse_probes: bool = True,
 ) -> Result:
     """Train one CTC probe per seed on ``task`` and score the test part: the result record.
 
     ``wer`` and ``cer`` are means over seeds (fractions; a blank output scores 1.0 on both);
-    ``distortion`` applies to the test audio only. The probe trains on ``device``.
+    ``distortion`` applies to the test audio only. The probe trains on ``device``. With
+    ``reuse_probes`` a probe trained before on the same features, files, config and seed is read
+    back from ``cache`` (:class:`ProbeCache`) instead of trained again; ``per_seed`` says which.
     """
     start = time.time()
     parts = {name: task.split(name) for name in ("train", "valid", "test")}
@@ -472,24 +536,50 @@ def evaluate_asr(
         )
         for name, items in parts.items()
     }
+    from pase.eval.features import file_key
+
+    cfg = config or CtcConfig()
     stats = feature_stats(data["train"])
+    probes = ProbeCache(cache.root) if reuse_probes else None
+    train_keys = [file_key(it.path) for part in ("train", "valid") for it in parts[part]]
     per_seed: list[dict[str, tp.Any]] = []
     examples: list[dict[str, str]] = []
     for seed in seeds:
-        fit = train_ctc_probe(data["train"], data["valid"], data["test"], seed, config, device, stats, log)
+        key = ProbeCache.key(features.fingerprint(), train_keys, cfg, seed)
+        found = probes.load(key) if probes is not None else None
+        if found is not None:
+            state, record = found
+            num_layers, dim = stats[0].shape
+            model = CtcProbe(num_layers, dim, cfg).to(device)
+            model.load_state_dict(state)
+            hyps = transcribe(model, data["test"], *stats, device)
+            refs = list(data["test"].texts)
+            if log is not None:
+                log(f"seed {seed}: probe trained before on the same features and files, reused")
+        else:
+            t0 = time.time()
+            fit = train_ctc_probe(data["train"], data["valid"], data["test"], seed, cfg, device, stats, log)
+            hyps, refs = fit.hypotheses, fit.references
+            record = {
+                "valid_cer": fit.valid_cer,
+                "steps": fit.steps,
+                "best_step": fit.best_step,
+                "layer_weights": fit.layer_weights,
+                "train_seconds": round(time.time() - t0, 1),
+            }
+            if probes is not None:
+                probes.save(key, fit.state, record)
         per_seed.append({
             "seed": seed,
-            "wer": wer(fit.references, fit.hypotheses),
-            "cer": cer(fit.references, fit.hypotheses),
-            "valid_cer": fit.valid_cer,
-            "steps": fit.steps,
-            "best_step": fit.best_step,
-            "layer_weights": fit.layer_weights,
+            "wer": wer(refs, hyps),
+            "cer": cer(refs, hyps),
+            **record,
+            "probe_reused": found is not None,
         })  # fmt: skip
         if not examples:
             examples = [
                 {"file": it.path.name, "reference": r, "hypothesis": h}
-                for it, r, h in zip(parts["test"], fit.references, fit.hypotheses, strict=True)
+                for it, r, h in zip(parts["test"], refs, hyps, strict=True)
             ][:EXAMPLES]
 
     def mean_std(key: str) -> tuple[float, float]:
@@ -510,7 +600,7 @@ def evaluate_asr(
         "cer_std": cer_std,
         "per_seed": per_seed,
         "seeds": list(seeds),
-        "probe_config": dataclasses.asdict(config or CtcConfig()),
+        "probe_config": dataclasses.asdict(cfg),
         "n_train": len(parts["train"]),
         "n_valid": len(parts["valid"]),
         "n_test": len(parts["test"]),

@@ -61,7 +61,12 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         help="device for feature extraction, the ASR probe and fine-tuning (default: cpu)",
     )
     p.add_argument("--distort", default=None, help="distort TEST audio, e.g. noise:5dB, reverb, clip")
-    p.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default: ~/.cache/pase/eval)")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="features and trained ASR probes (default: ~/.cache/pase/eval)",
+    )
     p.add_argument(
         "--num-threads",
         type=int,
