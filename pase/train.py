@@ -139,6 +139,9 @@ class TrainConfig:
     #: Take each item's negative (``rand``) from the previous item's ``ctxt`` instead of reading
     #: a third chunk: the encoder runs on 2B chunks instead of 3B. False: the reference.
     rand_from_batch: bool = False
+    #: Draw ``rand`` from another speaker's file (ours; speakers as the data sources name them).
+    #: False: any other file, as the original did (see ``pase.data.ChunkBatches._other_file``).
+    rand_other_speaker: bool = True
     #: Training time budget in seconds (None: none): the run stops when it is spent, and the
     #: poly schedule decays over it (over whichever of max_steps and this comes first).
     max_seconds: float | None = None
@@ -524,6 +527,7 @@ def _chunk_batches(
         rank,
         world_size,
         config.amplitude_scaling,
+        config.rand_other_speaker,
     )
 
 

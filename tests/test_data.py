@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import typing as tp
 from pathlib import Path
@@ -191,6 +192,35 @@ def test_windows_chunk_ctxt_rand(corpus_dir: Path) -> None:
             assert fx == fc and fr != fc  # ctxt from the same file, rand from another
             assert abs(ox - oc) >= CHUNK  # every test file allows disjoint windows
             assert torch.equal(chunk, fc * 100000 + oc + torch.arange(CHUNK, dtype=torch.float32))
+
+
+def test_rand_comes_from_another_speaker_and_covers_all_of_them(tmp_path: Path) -> None:
+    speakers = ["a", "a", "a", "a", "b", "c", "c"]  # file k holds the constant k + 1
+    corpus = [
+        data.Utterance(tmp_path / f"{k}.wav", spk, 2 * CHUNK, wav=np.full(2 * CHUNK, k + 1.0, np.float32))
+        for k, spk in enumerate(speakers)
+    ]
+
+    def pairs(batches: data.ChunkBatches) -> list[tuple[int, int]]:
+        out = []
+        for epoch in range(40):
+            for position in range(batches.steps_per_epoch):
+                b = batches.batch(epoch, position)
+                out += [(int(c[0]) - 1, int(r[0]) - 1) for c, r in zip(b.chunk, b.rand, strict=True)]
+        return out
+
+    drawn = pairs(data.ChunkBatches(corpus, 2, CHUNK, seed=0, amplitude_scaling=False))
+    assert all(speakers[i] != speakers[j] for i, j in drawn)
+    for i in range(len(speakers)):  # every other speaker's file is drawn for every anchor
+        others = {j for j in range(len(speakers)) if speakers[j] != speakers[i]}
+        assert {j for a, j in drawn if a == i} == others
+    # the original's draw (any other file) gives the anchor's own speaker here: 3/6 of "a"'s
+    anyfile = pairs(data.ChunkBatches(corpus, 2, CHUNK, 0, amplitude_scaling=False, rand_other_speaker=False))
+    assert any(speakers[i] == speakers[j] and i != j for i, j in anyfile)
+    assert all(i != j for i, j in anyfile)
+    # one speaker only: any other file, as before
+    alone = [dataclasses.replace(u, speaker="s") for u in corpus]
+    assert all(i != j for i, j in pairs(data.ChunkBatches(alone, 2, CHUNK, seed=0, amplitude_scaling=False)))
 
 
 def test_short_file_reflection_padded_and_amplitude_scaled(tmp_path: Path) -> None:
