@@ -130,6 +130,11 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--clean", action="store_true", help="anchors undistorted (how much do the distortions hide?)"
     )
+    parser.add_argument(
+        "--rand-any-file",
+        action="store_true",
+        help="negatives from any other file, as the original drew them (default: another speaker's)",
+    )
     parser.add_argument("--out", type=Path, help="JSON results")
     args = parser.parse_args(argv)
     forms = [parse_form(f) for f in args.forms.split(",") if f.strip()]
@@ -142,6 +147,7 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
         "max_steps": 1,
         "num_threads": args.num_threads,
         "seed": args.seed,
+        "rand_other_speaker": not args.rand_any_file,
     })  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="pase-disc-bench-") as tmp:
         trainer = Trainer(config, tmp, progress=False)
@@ -171,6 +177,7 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
         report = {
             "encoder": args.encoder,
             "anchors": "clean" if args.clean else "distorted as in training",
+            "negatives_from": "any other file" if args.rand_any_file else "another speaker's file",
             "batch_size": args.batch_size,
             "train_batches": len(train),
             "valid_batches": len(valid),
