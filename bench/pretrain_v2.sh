@@ -7,6 +7,8 @@
 #   bash bench/pretrain_v2.sh [RUN] [THREADS]        (default ~/pase_runs/v2, 2 threads)
 # Horizon: HORIZON steps of batch 4 (default 12000: ~11 h of 2-core training at ~3.3 s/step,
 # 5x the packaged model's 1900 steps x 4.3 s). Every leg's command line is appended to RUN/legs.txt.
+# If RUN is gone but checkpoints/v2 (committed at the end of each session: the encoder in fp16
+# and the step it was taken at) exists, a new leg starts from it with `--init`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN="${1:-$HOME/pase_runs/v2}"
@@ -16,8 +18,16 @@ EXTRA="${PASE_EXTRA_SPEECH:-$HOME/.cache/pase/speech_extra}"
 SPEECH="${PASE_SPEECH_DIR:-../shared/speech}"
 PASE="${PASE:-.venv/bin/pase}"
 mkdir -p "$RUN"
+WARM="${WARM:-checkpoints/v2}"  # the committed warm start (fp16 encoder + step.txt), if any
 if [ -f "$RUN/checkpoint.pt" ]; then
   cmd=("$PASE" train --out "$RUN" --resume --num-threads "$THREADS")
+elif [ -f "$WARM/config.json" ] && [ -f "$WARM/step.txt" ]; then
+  # The run folder is gone (a new machine): continue from the last committed encoder with fresh
+  # workers, over the rest of the planned horizon (a new leg; the model card says so).
+  done_steps=$(cat "$WARM/step.txt")
+  cmd=("$PASE" train --preset pase+cpu --init "$WARM" --data "$EXTRA/pretrain.csv" "$SPEECH/librispeech/train-clean-100"
+       --out "$RUN" --max-steps $(( HORIZON - done_steps )) --num-threads "$THREADS" --seed 1
+       --ckpt-every 50 --valid-every 250 --valid-batches 64)
 else
   for f in "$EXTRA/pretrain.csv" "$SPEECH/librispeech/train-clean-100"; do
     [ -e "$f" ] || { echo "pretrain_v2: $f not found (see ../shared/data/README.md)" >&2; exit 2; }

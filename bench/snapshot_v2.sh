@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Commit-sized warm start of the v2 run (issue 12): its encoder at the current checkpoint, fp16
+# safetensors (~16 MB) + config.json + step.txt, in checkpoints/v2. Run it at the end of a session
+# and commit the folder: if the machine is replaced, bench/pretrain_v2.sh continues from it.
+#   bash bench/snapshot_v2.sh [RUN] [DEST]        (default ~/pase_runs/v2, checkpoints/v2)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN="${1:-$HOME/pase_runs/v2}"
+DEST="${2:-checkpoints/v2}"
+PY="${PY:-.venv/bin/python}"
+"$PY" - "$RUN" "$DEST" <<'PY'
+import shutil, sys, tempfile
+from pathlib import Path
+
+import torch
+
+from pase import Encoder
+from pase.export import export_encoder
+
+run, dest = Path(sys.argv[1]), Path(sys.argv[2])
+with tempfile.TemporaryDirectory() as tmp:
+    snapshot = Path(tmp) / "checkpoint.pt"
+    shutil.copyfile(run / "checkpoint.pt", snapshot)  # pase train writes it atomically
+    out, step = export_encoder(snapshot, Path(tmp) / "encoder")
+    encoder = Encoder.from_pretrained(out)
+    staged = Path(tmp) / "staged"
+    encoder.save_pretrained(staged, dtype=torch.float16)
+    (staged / "step.txt").write_text(f"{step}\n")
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(staged, dest)
+print(f"{dest}: the encoder of {run} at step {step} (fp16)")
+PY
