@@ -100,6 +100,10 @@ def markdown(rows: tp.Sequence[dict[str, tp.Any]]) -> str:
     def pct(v: tp.Any) -> str:
         return "-" if v is None else f"{100 * v:.1f}"
 
+    def wall(r: dict[str, tp.Any]) -> str:
+        seconds = float(r.get("wall_s", 0))
+        return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
     out = []
     asr = [r for r in rows if r["part"] == "asr"]
     if asr:
@@ -109,11 +113,7 @@ def markdown(rows: tp.Sequence[dict[str, tp.Any]]) -> str:
             cols = []
             for cond in CONDITIONS:
                 r = next((x for x in asr if x["features"] == feat and x["condition"] == cond), None)
-                cols.append(
-                    ""
-                    if r is None
-                    else f"{pct(r['wer'])} / {pct(r['cer'])} ({r.get('wall_s', 0) / 60:.0f} min)"
-                )
+                cols.append("" if r is None else f"{pct(r['wer'])} / {pct(r['cer'])} ({wall(r)})")
             out.append(f"| {feat} | " + " | ".join(cols) + " |")
         out.append("")
     spk = [r for r in rows if r["part"] == "speaker40"]
@@ -121,10 +121,7 @@ def markdown(rows: tp.Sequence[dict[str, tp.Any]]) -> str:
         out += ["## librispeech-speaker40: accuracy (%), mean ± std over seeds", ""]
         out += ["| features | accuracy | wall |", "|---|---|---|"]
         for r in spk:
-            out.append(
-                f"| {r['features']} | {pct(r['accuracy'])} ± {pct(r['accuracy_std'])} | "
-                f"{r.get('wall_s', 0) / 60:.0f} min |"
-            )
+            out.append(f"| {r['features']} | {pct(r['accuracy'])} ± {pct(r['accuracy_std'])} | {wall(r)} |")
         out.append("")
     ft = [r for r in rows if r["part"] == "finetune"]
     if ft:
@@ -133,7 +130,7 @@ def markdown(rows: tp.Sequence[dict[str, tp.Any]]) -> str:
         for r in ft:
             out.append(
                 f"| {r['condition']} | {r['features']} | {pct(r['accuracy'])} | "
-                f"{pct(r.get('finetuned_accuracy'))} | {r.get('wall_s', 0) / 60:.0f} min |"
+                f"{pct(r.get('finetuned_accuracy'))} | {wall(r)} |"
             )
         out.append("")
     return "\n".join(out)
