@@ -432,15 +432,12 @@ class ProbeCache:
 
     @staticmethod
     def key(fingerprint: str, train_keys: tp.Sequence[str], config: CtcConfig, seed: int) -> str:
-        import hashlib
         import json
 
-        h = hashlib.sha256()
-        for part in (fingerprint, json.dumps(dataclasses.asdict(config), sort_keys=True), str(seed)):
-            h.update(part.encode() + b"\0")
-        for k in train_keys:
-            h.update(k.encode() + b"\0")
-        return h.hexdigest()
+        from pase.eval.features import _sha
+
+        settings = json.dumps(dataclasses.asdict(config), sort_keys=True)
+        return _sha(fingerprint, settings, str(seed), *train_keys)
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key[2:34]}.safetensors"
@@ -542,10 +539,11 @@ def evaluate_asr(
     stats = feature_stats(data["train"])
     probes = ProbeCache(cache.root) if reuse_probes else None
     train_keys = [file_key(it.path) for part in ("train", "valid") for it in parts[part]]
+    fingerprint = features.fingerprint()  # a random encoder's digests its calibration files: once
     per_seed: list[dict[str, tp.Any]] = []
     examples: list[dict[str, str]] = []
     for seed in seeds:
-        key = ProbeCache.key(features.fingerprint(), train_keys, cfg, seed)
+        key = ProbeCache.key(fingerprint, train_keys, cfg, seed)
         found = probes.load(key) if probes is not None else None
         if found is not None:
             state, record = found
