@@ -54,6 +54,7 @@ def test_finetune_utterance_task_reports_side_by_side_and_saves_the_encoder(
     out, saved = tmp_path / "out", tmp_path / "tuned"
     args = ["--manifest", str(manifest), "--features", str(encoder_dir), "--seeds", "0", "--finetune"]
     args += ["--finetune-steps", "12", "--encoder-lr", "1e-3", "--save-encoder", str(saved)]
+    args += ["--finetune-head", "fresh"]  # the frozen probe is perfect here: step 0 would be kept
     assert main([*args, "--out", str(out), "--cache-dir", str(tmp_path / "c")]) == 0
     result = json.loads((out / "results.json").read_text())
     tuned = result["finetuned"]
@@ -71,6 +72,27 @@ def test_finetune_utterance_task_reports_side_by_side_and_saves_the_encoder(
     assert any(k.endswith("weight") for k in changed)  # the encoder was trained ...
     # ... but BatchNorm stayed in eval mode: running statistics are the pretrained ones
     assert not [k for k in changed if "running_" in k or "num_batches" in k]
+
+
+def test_finetuning_starts_from_the_frozen_probe(manifest: Path, encoder_dir: Path, tmp_path: Path) -> None:
+    """With learning rates ~0 the fine-tuned model is the frozen one: same test accuracy, and the
+    starting point (step 0) is the state kept. A fresh probe at the same rates is not trained."""
+    base = ["--manifest", str(manifest), "--features", str(encoder_dir), "--seeds", "0,1", "--finetune"]
+    base += ["--finetune-steps", "4", "--encoder-lr", "1e-12", "--probe-lr", "1e-12"]
+    base += ["--cache-dir", str(tmp_path / "c")]
+    assert main([*base, "--out", str(tmp_path / "lpft")]) == 0
+    result = json.loads((tmp_path / "lpft" / "results.json").read_text())
+    tuned = result["finetuned"]
+    assert result["accuracy"] >= 0.8  # the frozen probe separates tones from voiced sounds
+    assert [s["head_init"] for s in tuned["per_seed"]] == ["frozen", "frozen"]
+    assert [s["best_step"] for s in tuned["per_seed"]] == [0, 0]
+    assert tuned["accuracy"] == pytest.approx(result["accuracy"])
+    assert "probe started from the frozen run's probe" in (tmp_path / "lpft" / "results.md").read_text()
+
+    assert main([*base, "--finetune-head", "fresh", "--out", str(tmp_path / "fresh")]) == 0
+    fresh = json.loads((tmp_path / "fresh" / "results.json").read_text())["finetuned"]
+    assert [s["head_init"] for s in fresh["per_seed"]] == ["fresh", "fresh"]
+    assert all(s["best_step"] > 0 for s in fresh["per_seed"])
 
 
 def test_finetune_frame_task(encoder_dir: Path, tmp_path: Path) -> None:

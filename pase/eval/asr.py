@@ -39,6 +39,7 @@ from torch import nn
 
 if tp.TYPE_CHECKING:
     from pase.eval.features import Distortion, FeatureCache, FeatureSet
+    from pase.eval.probes import TrainedProbes
     from pase.eval.tasks import Item, Task
 
 Result = dict[str, tp.Any]
@@ -512,6 +513,7 @@ def evaluate_asr(
     config: CtcConfig | None = None,
     log: tp.Callable[[str], None] | None = None,
     reuse_probes: bool = True,
+    trained_out: TrainedProbes | None = None,
 ) -> Result:
     """Train one CTC probe per seed on ``task`` and score the test part: the result record.
 
@@ -519,6 +521,7 @@ def evaluate_asr(
     ``distortion`` applies to the test audio only. The probe trains on ``device``. With
     ``reuse_probes`` a probe trained before on the same features, files, config and seed is read
     back from ``cache`` (:class:`ProbeCache`) instead of trained again; ``per_seed`` says which.
+    ``trained_out``: filled with the standardisation and every seed's probe (for fine-tuning).
     """
     start = time.time()
     parts = {name: task.split(name) for name in ("train", "valid", "test")}
@@ -537,6 +540,8 @@ def evaluate_asr(
 
     cfg = config or CtcConfig()
     stats = feature_stats(data["train"])
+    if trained_out is not None:
+        trained_out.mean, trained_out.std = stats
     probes = ProbeCache(cache.root) if reuse_probes else None
     train_keys = [file_key(it.path) for part in ("train", "valid") for it in parts[part]]
     fingerprint = features.fingerprint()  # a random encoder's digests its calibration files: once
@@ -567,6 +572,9 @@ def evaluate_asr(
             }
             if probes is not None:
                 probes.save(key, fit.state, record)
+            state = fit.state
+        if trained_out is not None:
+            trained_out.states[seed] = state
         per_seed.append({
             "seed": seed,
             "wer": wer(refs, hyps),

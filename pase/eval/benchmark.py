@@ -17,6 +17,7 @@ import typing as tp
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pase.eval import probes
 from pase.eval.features import BadFiles, Distortion, FeatureCache, FeatureSet, extract_files, folder_names
@@ -72,8 +73,12 @@ def evaluate(
     seeds: tp.Sequence[int] = (0, 1, 2),
     distortion: Distortion | None = None,
     bad_files: BadFiles | None = None,
+    trained_out: probes.TrainedProbes | None = None,
 ) -> tuple[Result, np.ndarray]:
     """Evaluate ``features`` on ``task``: the result record and the summed confusion matrix.
+
+    ``trained_out``: filled with the standardisation and every seed's trained probe (what
+    fine-tuning starts from).
 
     Files that cannot be read are reported once and left out (``bad_files``, shared across the
     feature sets of a grid so every feature set sees the same files; default: a fresh one that
@@ -104,7 +109,9 @@ def evaluate(
         if not items:
             raise TaskError(f"task {task.name}: no readable {name} files left")
         data[name] = _probe_data(task, items, feats_of[name], classes)
-    probes.standardise(data["train"], data["valid"], data["test"])
+    mean, std = probes.standardise(data["train"], data["valid"], data["test"])
+    if trained_out is not None:
+        trained_out.mean, trained_out.std = mean, std
 
     config = dataclasses.replace(FRAME_PROBE if task.frame_level else probes.ProbeConfig(), kind=probe)
     cm_total = np.zeros((len(classes), len(classes)), dtype=np.int64)
@@ -113,6 +120,8 @@ def evaluate(
         fit = probes.train_probe(data["train"], data["valid"], data["test"], len(classes), seed, config)
         cm = probes.confusion_matrix(fit.labels, fit.predictions, len(classes))
         cm_total += cm
+        if trained_out is not None:
+            trained_out.states[seed] = fit.state
         per_seed.append({
             "seed": seed,
             "accuracy": probes.accuracy(cm),
@@ -223,20 +232,31 @@ def run_grid(
                 config=finetune,
                 save_encoder=save,
             )
+            # the frozen run's probes, which fine-tuning starts from
+            trained = probes.TrainedProbes(torch.zeros(0), torch.zeros(0)) if finetune is not None else None
             if task.sequence_level:
-                asr_run = _run_asr(task, make_features, cache, seeds, distortion, device, run_dir, log)
+                asr_run = _run_asr(
+                    task, make_features, cache, seeds, distortion, device, run_dir, log, trained
+                )
                 if isinstance(asr_run, str):
                     errors[f"{task_name}/{feat_name}"] = asr_run
                     continue
                 results.append(asr_run[0])
                 if finetune is not None:
-                    fine_tune(features=asr_run[1], result=asr_run[0])
+                    fine_tune(features=asr_run[1], result=asr_run[0], init=trained)
                 continue
             try:
                 # a fresh feature set per task: random encoders re-estimate on each task's audio
                 features = make_features()
                 result, cm = evaluate(
-                    task, features, cache, probe=probe, seeds=seeds, distortion=distortion, bad_files=bad
+                    task,
+                    features,
+                    cache,
+                    probe=probe,
+                    seeds=seeds,
+                    distortion=distortion,
+                    bad_files=bad,
+                    trained_out=trained,
                 )
             except (TaskError, FeatureError, AudioError, ImportError) as exc:
                 errors[f"{task_name}/{feat_name}"] = str(exc)
@@ -249,7 +269,7 @@ def run_grid(
                 f"{result['accuracy_std']:.4f}  F1 {result['macro_f1']:.4f}  ({result['seconds']:.0f} s)"
             )
             if finetune is not None:
-                fine_tune(features=features, result=result)
+                fine_tune(features=features, result=result, init=trained)
     if not single:
         asr_results = [r for r in results if "wer" in r]
         write_summary([r for r in results if "wer" not in r], errors, out_dir)
@@ -269,6 +289,7 @@ def _run_asr(
     device: str,
     run_dir: Path,
     log: tp.Callable[[str], None],
+    trained_out: probes.TrainedProbes | None = None,
 ) -> tuple[Result, FeatureSet] | str:
     """One ASR run written to ``run_dir``: the result and feature set, or the error message."""
     from pase.audio import AudioError
@@ -279,7 +300,14 @@ def _run_asr(
     try:
         features = make_features()
         result = asr.evaluate_asr(
-            task, features, cache, seeds=seeds, distortion=distortion, device=device, log=log
+            task,
+            features,
+            cache,
+            seeds=seeds,
+            distortion=distortion,
+            device=device,
+            log=log,
+            trained_out=trained_out,
         )
     except (TaskError, FeatureError, AudioError, ImportError, FileNotFoundError) as exc:
         log(f"pase eval: {task.name}: {exc}")

@@ -90,6 +90,13 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     tune.add_argument("--probe-lr", type=float, default=1e-3, help="probe learning rate (default: 1e-3)")
     tune.add_argument("--finetune-steps", type=int, default=600, help="step budget per seed (default: 600)")
     tune.add_argument(
+        "--finetune-head",
+        choices=["frozen", "fresh"],
+        default="frozen",
+        help="frozen (default): the probe starts from the frozen run's trained probe (linear "
+        "probing, then fine-tuning); fresh: a new probe trained with the encoder from step 0",
+    )
+    tune.add_argument(
         "--save-encoder",
         type=Path,
         default=None,
@@ -106,7 +113,12 @@ def _finetune_config(args: argparse.Namespace) -> tp.Any:
 
     if args.encoder_lr <= 0 or args.probe_lr <= 0 or args.finetune_steps <= 0:
         raise ValueError("--encoder-lr, --probe-lr and --finetune-steps must be positive")
-    return FinetuneConfig(encoder_lr=args.encoder_lr, probe_lr=args.probe_lr, max_steps=args.finetune_steps)
+    return FinetuneConfig(
+        encoder_lr=args.encoder_lr,
+        probe_lr=args.probe_lr,
+        max_steps=args.finetune_steps,
+        head_init=args.finetune_head,
+    )
 
 
 def _available(names: list[str], data: Path) -> list[str]:

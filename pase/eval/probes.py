@@ -173,6 +173,20 @@ class ProbeResult:
     best_epoch: int
     valid_accuracy: float
     layer_weights: list[float]
+    #: The trained probe's weights (the best validation state), e.g. for fine-tuning to start from.
+    state: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class TrainedProbes:
+    """A frozen run's probes, kept in memory: the input standardisation and each seed's weights.
+
+    ``pase eval --finetune`` starts the fine-tuned probe from these (linear probing, then fine-tuning).
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    states: dict[int, dict[str, torch.Tensor]] = dataclasses.field(default_factory=dict)
 
 
 def _predict(model: Probe, data: ProbeData, batch_size: int = 4096) -> tuple[torch.Tensor, float]:
@@ -232,6 +246,7 @@ def train_probe(
         best_epoch=best_epoch,
         valid_accuracy=best[0],
         layer_weights=[float(w) for w in model.layer_weights().detach()],
+        state=best_state,
     )
 
 
