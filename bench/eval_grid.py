@@ -27,9 +27,10 @@ from pathlib import Path
 FEATURES = ("mfcc", "fbank", "random:pase+", "pase+")
 CONDITIONS = ("clean", "noise:5dB", "reverb")
 # (task, encoder) pairs fine-tuned, most telling first: the packaged encoder on a frame task and
-# two utterance tasks, then the random-init encoder on the same tasks.
+# four utterance tasks, and the random-init encoder on two of the same tasks.
 FINETUNE = (("emodb-phone", "pase+"), ("ravdess-speaker", "pase+"), ("fsdd-digit", "pase+"),
-            ("emodb-phone", "random:pase+"), ("fsdd-digit", "random:pase+"))  # fmt: skip
+            ("emodb-emotion", "pase+"), ("emodb-phone", "random:pase+"), ("ravdess-emotion", "pase+"),
+            ("fsdd-digit", "random:pase+"))  # fmt: skip
 
 
 def safe(name: str) -> str:
