@@ -86,6 +86,7 @@ def test_finetuning_starts_from_the_frozen_probe(manifest: Path, encoder_dir: Pa
     assert result["accuracy"] >= 0.8  # the frozen probe separates tones from voiced sounds
     assert [s["head_init"] for s in tuned["per_seed"]] == ["frozen", "frozen"]
     assert [s["best_step"] for s in tuned["per_seed"]] == [0, 0]
+    assert all(s["valid_curve"][0][0] == 0 and len(s["valid_curve"]) >= 2 for s in tuned["per_seed"])
     assert tuned["accuracy"] == pytest.approx(result["accuracy"])
     assert "probe started from the frozen run's probe" in (tmp_path / "lpft" / "results.md").read_text()
 

@@ -391,10 +391,12 @@ def finetune(
                 weight_decay=cfg.weight_decay,
             )
             batches = _Batches(task, parts["train"], cfg, gen)
+            curve: list[tuple[int, float]] = []  # (step, validation score)
             best = (-float("inf"), 0, copy.deepcopy((encoder.state_dict(), head.state_dict())))
             if head_from_frozen:  # the starting point competes: fine-tuning must earn its place
                 start_score = _valid_score(task, *_predict(encoder, head, task, valid, layers, device))
                 best = (start_score, 0, best[2])
+                curve.append((0, round(start_score, 4)))
             step = since_best = 0
             while step < cfg.max_steps and since_best < cfg.patience:
                 encoder.train()
@@ -410,6 +412,7 @@ def finetune(
                 step += 1
                 if step % cfg.eval_every == 0 or step == cfg.max_steps:
                     score = _valid_score(task, *_predict(encoder, head, task, valid, layers, device))
+                    curve.append((step, round(score, 4)))
                     if score > best[0]:
                         best, since_best = (
                             (score, step, copy.deepcopy((encoder.state_dict(), head.state_dict()))),
@@ -426,6 +429,7 @@ def finetune(
             "steps": step,
             "best_step": best[1],
             "valid_score": best[0],
+            "valid_curve": curve,
         }
         if task.sequence_level:
             row.update(wer=asr.wer(refs, preds), cer=asr.cer(refs, preds))
