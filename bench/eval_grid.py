@@ -26,11 +26,11 @@ from pathlib import Path
 
 FEATURES = ("mfcc", "fbank", "random:pase+", "pase+")
 CONDITIONS = ("clean", "noise:5dB", "reverb")
-# (task, encoder) pairs fine-tuned, most telling first: the packaged encoder on a frame task and
-# four utterance tasks, and the random-init encoder on two of the same tasks.
+# (task, encoder) pairs fine-tuned, most telling first: the packaged encoder on a frame task,
+# four utterance tasks and ASR, and the random-init encoder on two of the same tasks.
 FINETUNE = (("emodb-phone", "pase+"), ("ravdess-speaker", "pase+"), ("fsdd-digit", "pase+"),
-            ("emodb-emotion", "pase+"), ("emodb-phone", "random:pase+"), ("ravdess-emotion", "pase+"),
-            ("fsdd-digit", "random:pase+"))  # fmt: skip
+            ("emodb-emotion", "pase+"), ("emodb-phone", "random:pase+"), ("librispeech-asr", "pase+"),
+            ("ravdess-emotion", "pase+"), ("fsdd-digit", "random:pase+"))  # fmt: skip
 
 
 def safe(name: str) -> str:
