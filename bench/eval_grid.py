@@ -92,8 +92,9 @@ def gather(root: Path, all_cells: tp.Sequence[dict[str, tp.Any]]) -> list[dict[s
         row = {k: cell[k] for k in ("part", "condition", "features")}
         row.update({k: r.get(k) for k in ("task", "wer", "cer", "accuracy", "accuracy_std", "seeds")})
         if r.get("finetuned"):
-            row["finetuned_accuracy"] = r["finetuned"].get("accuracy")
-            row["finetuned_seconds"] = r["finetuned"].get("seconds")
+            tuned = r["finetuned"]
+            row.update({f"finetuned_{k}": tuned.get(k) for k in ("accuracy", "wer", "cer", "seconds")})
+            row["finetuned_best_step"] = tuned["per_seed"][0].get("best_step")
         rows.append({**row, **meta})
     return rows
 
@@ -127,12 +128,13 @@ def markdown(rows: tp.Sequence[dict[str, tp.Any]]) -> str:
         out.append("")
     ft = [r for r in rows if r["part"] == "finetune"]
     if ft:
-        out += ["## Frozen vs fine-tuned (accuracy %, seed 0)", ""]
-        out += ["| task | encoder | frozen | fine-tuned | wall |", "|---|---|---|---|---|"]
+        out += ["## Frozen vs fine-tuned (accuracy %, for ASR CER %; seed 0)", ""]
+        out += ["| task | encoder | frozen | fine-tuned | kept step | wall |", "|---|---|---|---|---|---|"]
         for r in ft:
+            key = "cer" if r.get("cer") is not None else "accuracy"
             out.append(
-                f"| {r['condition']} | {r['features']} | {pct(r['accuracy'])} | "
-                f"{pct(r.get('finetuned_accuracy'))} | {wall(r)} |"
+                f"| {r['condition']} | {r['features']} | {pct(r[key])} | "
+                f"{pct(r.get(f'finetuned_{key}'))} | {r.get('finetuned_best_step', '-')} | {wall(r)} |"
             )
         out.append("")
     return "\n".join(out)
