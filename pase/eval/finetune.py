@@ -41,6 +41,7 @@ from torch import nn
 from pase.audio import HOP, MIN_SAMPLES, load_audio, num_frames
 from pase.eval import asr, probes
 from pase.eval.tasks import IGNORE, Item, Task, frame_labels
+from pase.progress import progress, say
 
 if tp.TYPE_CHECKING:
     from pase.encoder import Encoder
@@ -398,6 +399,8 @@ def finetune(
                 best = (start_score, 0, best[2])
                 curve.append((0, round(start_score, 4)))
             step = since_best = 0
+            what = f"{task.name} {features.name} fine-tune seed {seed}"
+            bar = progress(total=cfg.max_steps, desc=what, unit="step")
             while step < cfg.max_steps and since_best < cfg.patience:
                 encoder.train()
                 freeze_batchnorm(encoder)
@@ -410,9 +413,12 @@ def finetune(
                 nn.utils.clip_grad_norm_([*encoder.parameters(), *head.parameters()], cfg.grad_clip)
                 opt.step()
                 step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", valid=f"{best[0]:.4f}@{best[1]}", refresh=False)
                 if step % cfg.eval_every == 0 or step == cfg.max_steps:
                     score = _valid_score(task, *_predict(encoder, head, task, valid, layers, device))
                     curve.append((step, round(score, 4)))
+                    say(f"{what} step {step}: validation {score:.4f}")
                     if score > best[0]:
                         best, since_best = (
                             (score, step, copy.deepcopy((encoder.state_dict(), head.state_dict()))),
@@ -420,6 +426,7 @@ def finetune(
                         )
                     else:
                         since_best += 1
+            bar.close()
             encoder.load_state_dict(best[2][0])
             head.load_state_dict(best[2][1])
             preds, refs = _predict(encoder, head, task, parts["test"], features.layers, device, distortion)
