@@ -18,15 +18,12 @@ PASE="${PASE:-.venv/bin/pase}"
 DEFAULT_LIM='{"lim": {"head": "bilinear", "negatives": "batch", "pool": 20}}'
 LIM_OPTIONS="${LIM_OPTIONS:-$DEFAULT_LIM}"
 mkdir -p "$RUN"
-if [ -f "$RUN/checkpoint.pt" ]; then
-  cmd=("$PASE" train --out "$RUN" --resume --num-threads "$THREADS")
-else
-  for f in "$EXTRA/pretrain.csv" "$SPEECH/librispeech/train-clean-100"; do
-    [ -e "$f" ] || { echo "discriminators_budget_run: $f not found (see ../shared/data/README.md)" >&2; exit 2; }
-  done
-  cmd=("$PASE" train --preset pase+cpu --data "$EXTRA/pretrain.csv" "$SPEECH/librispeech/train-clean-100"
-       --out "$RUN" --max-steps 1900 --num-threads "$THREADS" --seed 0 --worker-options "$LIM_OPTIONS"
-       --ckpt-every 50 --valid-every 100 --valid-batches 64)
-fi
+for f in "$EXTRA/pretrain.csv" "$SPEECH/librispeech/train-clean-100"; do
+  [ -e "$f" ] || { echo "discriminators_budget_run: $f not found (see ../shared/data/README.md)" >&2; exit 2; }
+done
+# --resume-or-start: the same command starts the run or continues it from its checkpoint
+cmd=("$PASE" train --resume-or-start --preset pase+cpu --data "$EXTRA/pretrain.csv" "$SPEECH/librispeech/train-clean-100"
+     --out "$RUN" --max-steps 1900 --num-threads "$THREADS" --seed 0 --worker-options "$LIM_OPTIONS"
+     --ckpt-every 50 --valid-every 100 --valid-batches 64)
 echo "$(date -u +%FT%TZ) $(hostname) $(git rev-parse --short HEAD) ${cmd[*]}" >> "$RUN/legs.txt"
 exec "${cmd[@]}"

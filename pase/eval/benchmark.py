@@ -17,7 +17,6 @@ import typing as tp
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pase.eval import probes
 from pase.eval.features import BadFiles, Distortion, FeatureCache, FeatureSet, extract_files, folder_names
@@ -233,7 +232,7 @@ def run_grid(
                 save_encoder=save,
             )
             # the frozen run's probes, which fine-tuning starts from
-            trained = probes.TrainedProbes(torch.zeros(0), torch.zeros(0)) if finetune is not None else None
+            trained = probes.TrainedProbes() if finetune is not None else None
             if task.sequence_level:
                 asr_run = _run_asr(
                     task, make_features, cache, seeds, distortion, device, run_dir, log, trained

@@ -364,13 +364,12 @@ def finetune(
     features.calibrate_on([it.path for it in parts["train"]])
     if not features._calibrated:  # a random encoder's BatchNorm statistics, re-estimated once
         features._reestimate_batchnorm()
-    from_frozen = cfg.head_init == "frozen" and init is not None and bool(init.states)
-    if from_frozen:
-        assert init is not None
-        stats = (init.mean.float(), init.std.float())
+    frozen = init if cfg.head_init == "frozen" and init is not None and init.states else None
+    if frozen is not None:
+        stats = (frozen.mean.float(), frozen.std.float())
     else:
         stats = _initial_stats(task, features, cache, parts["train"])
-    num_layers = 1 if features.layers == "final" else features.encoder.num_layers
+    num_layers = 1 if layers == "final" else features.encoder.num_layers
     dim = features.encoder.embedding_dim
     per_seed: list[dict[str, tp.Any]] = []
     for n, seed in enumerate(seeds):
@@ -379,10 +378,10 @@ def finetune(
             torch.manual_seed(seed)
             encoder = copy.deepcopy(features.encoder).to(device)
             head = _build_head(task, num_layers, dim, probe, stats)
-            head_from_frozen = from_frozen and init is not None and seed in init.states
-            if head_from_frozen:
-                assert init is not None
-                head.probe.load_state_dict(init.states[seed])
+            start_state = frozen.states.get(seed) if frozen is not None else None
+            head_from_frozen = start_state is not None
+            if start_state is not None:
+                head.probe.load_state_dict(start_state)
             head = head.to(device)
             opt = torch.optim.AdamW(
                 [
@@ -406,7 +405,7 @@ def finetune(
                 freeze_batchnorm(encoder)
                 head.train()
                 wav, lengths, targets = batches.next()
-                x, flen = encoder_frames(encoder, wav.to(device), lengths.to(device), features.layers)
+                x, flen = encoder_frames(encoder, wav.to(device), lengths.to(device), layers)
                 loss = _loss(head, task, x, flen, targets)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -429,7 +428,7 @@ def finetune(
             bar.close()
             encoder.load_state_dict(best[2][0])
             head.load_state_dict(best[2][1])
-            preds, refs = _predict(encoder, head, task, parts["test"], features.layers, device, distortion)
+            preds, refs = _predict(encoder, head, task, parts["test"], layers, device, distortion)
         row: dict[str, tp.Any] = {
             "seed": seed,
             "head_init": "frozen" if head_from_frozen else "fresh",
@@ -452,7 +451,7 @@ def finetune(
         "task": task.name,
         "features": features.name,
         "probe": "ctc-bigru" if task.sequence_level else probe,
-        "layers": features.layers,
+        "layers": layers,
         "distort": distortion.spec if distortion else None,
         "finetune_config": dataclasses.asdict(cfg),
         "per_seed": per_seed,

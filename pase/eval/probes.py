@@ -182,10 +182,11 @@ class TrainedProbes:
     """A frozen run's probes, kept in memory: the input standardisation and each seed's weights.
 
     ``pase eval --finetune`` starts the fine-tuned probe from these (linear probing, then fine-tuning).
+    Created empty and filled by the frozen run (``evaluate(trained_out=...)``).
     """
 
-    mean: torch.Tensor
-    std: torch.Tensor
+    mean: torch.Tensor = dataclasses.field(default_factory=lambda: torch.zeros(0))
+    std: torch.Tensor = dataclasses.field(default_factory=lambda: torch.zeros(0))
     states: dict[int, dict[str, torch.Tensor]] = dataclasses.field(default_factory=dict)
 
 
