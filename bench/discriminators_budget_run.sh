@@ -3,10 +3,15 @@
 # budget (1900 steps of batch 4)? The pase+cpu recipe on v2's pretraining set, rand from another
 # speaker's file from step 0, one poly decay over the 1900 steps, validation every 100 steps on 64
 # fixed held-out batches (256 pairs per discriminator). LIM pools 20 frames with a bilinear head
-# and the batch's negatives (LIM_OPTIONS): chosen on v2's frozen features at step 2554
+# and the batch's negatives: chosen on v2's frozen features at step 2554
 # (bench/results/discriminators_v2_2554.json: held-out pair accuracy lim:mlp:one:1 0.58,
 # lim:mlp:one:20 0.63, lim:bilinear:batch:20 0.68; gim:mlp:one:0 0.76). GIM is the reference form.
 #   bash bench/discriminators_budget_run.sh [RUN] [THREADS]   (default ~/pase_runs/disc1900, 2)
+# WORKER_OPTIONS (JSON for --worker-options) replaces the discriminator forms, e.g. the second run,
+# GIM with the same bilinear head and batch negatives:
+#   WORKER_OPTIONS='{"lim": {"head": "bilinear", "negatives": "batch", "pool": 20},
+#                    "gim": {"head": "bilinear", "negatives": "batch"}}' \
+#     bash bench/discriminators_budget_run.sh ~/pase_runs/disc1900_gim 1
 # Run it again to resume; SIGINT checkpoints and stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,14 +21,14 @@ EXTRA="${PASE_EXTRA_SPEECH:-$HOME/.cache/pase/speech_extra}"
 SPEECH="${PASE_SPEECH_DIR:-../shared/speech}"
 PASE="${PASE:-.venv/bin/pase}"
 DEFAULT_LIM='{"lim": {"head": "bilinear", "negatives": "batch", "pool": 20}}'
-LIM_OPTIONS="${LIM_OPTIONS:-$DEFAULT_LIM}"
+WORKER_OPTIONS="${WORKER_OPTIONS:-$DEFAULT_LIM}"
 mkdir -p "$RUN"
 for f in "$EXTRA/pretrain.csv" "$SPEECH/librispeech/train-clean-100"; do
   [ -e "$f" ] || { echo "discriminators_budget_run: $f not found (see ../shared/data/README.md)" >&2; exit 2; }
 done
 # --resume-or-start: the same command starts the run or continues it from its checkpoint
 cmd=("$PASE" train --resume-or-start --preset pase+cpu --data "$EXTRA/pretrain.csv" "$SPEECH/librispeech/train-clean-100"
-     --out "$RUN" --max-steps 1900 --num-threads "$THREADS" --seed 0 --worker-options "$LIM_OPTIONS"
+     --out "$RUN" --max-steps 1900 --num-threads "$THREADS" --seed 0 --worker-options "$WORKER_OPTIONS"
      --ckpt-every 50 --valid-every 100 --valid-batches 64)
 echo "$(date -u +%FT%TZ) $(hostname) $(git rev-parse --short HEAD) ${cmd[*]}" >> "$RUN/legs.txt"
 exec "${cmd[@]}"
