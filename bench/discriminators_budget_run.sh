@@ -12,7 +12,7 @@
 #   WORKER_OPTIONS='{"lim": {"head": "bilinear", "negatives": "batch", "pool": 20},
 #                    "gim": {"head": "bilinear", "negatives": "batch"}}' \
 #     bash bench/discriminators_budget_run.sh ~/pase_runs/disc1900_gim 1
-# Run it again to resume; SIGINT checkpoints and stops it.
+# Run it again to resume (with or without WORKER_OPTIONS); SIGINT checkpoints and stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN="${1:-$HOME/pase_runs/disc1900}"
@@ -21,14 +21,18 @@ EXTRA="${PASE_EXTRA_SPEECH:-$HOME/.cache/pase/speech_extra}"
 SPEECH="${PASE_SPEECH_DIR:-../shared/speech}"
 PASE="${PASE:-.venv/bin/pase}"
 DEFAULT_LIM='{"lim": {"head": "bilinear", "negatives": "batch", "pool": 20}}'
-WORKER_OPTIONS="${WORKER_OPTIONS:-$DEFAULT_LIM}"
+# A resumed run keeps the forms saved in its config.json unless WORKER_OPTIONS is given again
+# (passing the default would replace a second run's saved GIM form).
+opts=()
+if [ -n "${WORKER_OPTIONS:-}" ]; then opts=(--worker-options "$WORKER_OPTIONS")
+elif [ ! -e "$RUN/config.json" ]; then opts=(--worker-options "$DEFAULT_LIM"); fi
 mkdir -p "$RUN"
 for f in "$EXTRA/pretrain.csv" "$SPEECH/librispeech/train-clean-100"; do
   [ -e "$f" ] || { echo "discriminators_budget_run: $f not found (see ../shared/data/README.md)" >&2; exit 2; }
 done
 # --resume-or-start: the same command starts the run or continues it from its checkpoint
 cmd=("$PASE" train --resume-or-start --preset pase+cpu --data "$EXTRA/pretrain.csv" "$SPEECH/librispeech/train-clean-100"
-     --out "$RUN" --max-steps 1900 --num-threads "$THREADS" --seed 0 --worker-options "$WORKER_OPTIONS"
+     --out "$RUN" --max-steps 1900 --num-threads "$THREADS" --seed 0 "${opts[@]}"
      --ckpt-every 50 --valid-every 100 --valid-batches 64)
 echo "$(date -u +%FT%TZ) $(hostname) $(git rev-parse --short HEAD) ${cmd[*]}" >> "$RUN/legs.txt"
 exec "${cmd[@]}"
