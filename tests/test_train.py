@@ -83,6 +83,13 @@ def test_config_precedence_preset_file_cli_and_resume(tmp_path: Path) -> None:
     cpu = config_from_args(parser.parse_args(["train", "--preset", "pase+cpu", "--out", str(run)]))
     assert cpu == TrainConfig.pase_plus().updated({"batch_size": 4, "drop_workers": ["waveform"]})
     assert "waveform" not in [w.name for w in select_workers(preset_workers(cpu.model), cpu)]
+    # pase+cpu-bilinear: pase+cpu with symmetric similarity heads and batch negatives for LIM/GIM
+    argv = ["train", "--preset", "pase+cpu-bilinear", "--out", str(run)]
+    bil = config_from_args(parser.parse_args(argv))
+    assert bil == cpu.updated({"worker_options": TrainConfig.BILINEAR_DISCRIMINATORS})
+    forms = {w.name: w for w in select_workers(preset_workers(bil.model), bil)}
+    assert (forms["lim"].head, forms["lim"].negatives, forms["lim"].pool) == ("bilinear", "batch", 20)
+    assert (forms["gim"].head, forms["gim"].negatives) == ("bilinear", "batch")
 
     (tmp_path / "c.yaml").write_text("batch_size: 8\nseed: 3\ndistortions:\n  noise_p: 0.9\n")
     argv = ["train", "--out", str(run), "--config", str(tmp_path / "c.yaml"), "--seed", "5"]
