@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import csv
 import dataclasses
 import json
@@ -68,6 +69,10 @@ if tp.TYPE_CHECKING:
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
+
+
+#: The names ``--preset`` takes (``TrainConfig.from_preset`` also accepts ``pase_plus``-style aliases).
+PRESETS = ("pase+", "pase+cpu", "pase+cpu-bilinear", "pase")
 
 
 @dataclasses.dataclass
@@ -235,7 +240,7 @@ class TrainConfig:
         while the bilinear head sends the encoder a gradient in line with the regressors' (GIM 0.70x
         the median worker at init).
         """
-        return cls(batch_size=4, drop_workers=["waveform"], worker_options=dict(cls.BILINEAR_DISCRIMINATORS))
+        return cls.pase_plus_cpu().updated({"worker_options": copy.deepcopy(cls.BILINEAR_DISCRIMINATORS)})
 
     @classmethod
     def from_preset(cls, name: str) -> TrainConfig:
@@ -248,7 +253,7 @@ class TrainConfig:
             "pase": cls.pase,
         }
         if name not in presets:
-            choices = "'pase+', 'pase+cpu', 'pase+cpu-bilinear', 'pase'"
+            choices = ", ".join(map(repr, PRESETS))
             raise ValueError(f"unknown training preset {name!r}; choose from {choices}")
         return presets[name]()
 
@@ -1168,7 +1173,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--preset",
         default="pase+",
-        choices=["pase+", "pase+cpu", "pase+cpu-bilinear", "pase"],
+        choices=PRESETS,
         help="the whole recipe: pase+ (batch 16, Adam 1e-3 / 5e-4 with poly decay, 12 workers, "
         "distortions), pase+cpu (pase+ without the waveform decoder, batch 4: chosen by pase ablate "
         "on 2 CPU cores), pase+cpu-bilinear (pase+cpu with bilinear LIM/GIM heads scored against the "
@@ -1194,12 +1199,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="continue the run in --out if it has a checkpoint, else start it (for job schedulers)",
     )
-    presets = [
-        ("pase+", TrainConfig.pase_plus()),
-        ("pase+cpu", TrainConfig.pase_plus_cpu()),
-        ("pase+cpu-bilinear", TrainConfig.pase_plus_cpu_bilinear()),
-        ("pase", TrainConfig.pase()),
-    ]
+    presets = [(name, TrainConfig.from_preset(name)) for name in PRESETS]
     _add_field_options(p.add_argument_group("training (TrainConfig fields)"), TrainConfig, presets)
     _add_field_options(
         p.add_argument_group("distortions (DistortionConfig fields; none apply with --preset pase)"),
