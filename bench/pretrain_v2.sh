@@ -23,10 +23,13 @@ if [ -f "$RUN/checkpoint.pt" ]; then
   cmd=("$PASE" train --out "$RUN" --resume --num-threads "$THREADS")
 elif [ -f "$WARM/config.json" ] && [ -f "$WARM/step.txt" ]; then
   # The run folder is gone (a new machine): continue from the last committed encoder with fresh
-  # workers, over the rest of the planned horizon (a new leg; the model card says so).
+  # workers (a new leg; the model card says so). Steps count on from the encoder's step and the
+  # poly decay stays the whole horizon's; another seed draws other batches than the first leg's,
+  # --split-seed 0 keeps the first leg's held-out speakers.
   done_steps=$(cat "$WARM/step.txt")
-  cmd=("$PASE" train --preset pase+cpu --init "$WARM" --data "$EXTRA/pretrain.csv" "$SPEECH/librispeech/train-clean-100"
-       --out "$RUN" --max-steps $(( HORIZON - done_steps )) --num-threads "$THREADS" --seed 1
+  cmd=("$PASE" train --preset pase+cpu --init "$WARM" --start-step "$done_steps"
+       --data "$EXTRA/pretrain.csv" "$SPEECH/librispeech/train-clean-100"
+       --out "$RUN" --max-steps "$HORIZON" --num-threads "$THREADS" --seed 1 --split-seed 0
        --ckpt-every 50 --valid-every 250 --valid-batches 64)
 else
   for f in "$EXTRA/pretrain.csv" "$SPEECH/librispeech/train-clean-100"; do

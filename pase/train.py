@@ -20,7 +20,9 @@ Learning-rate schedule. ``poly`` (PASE+): ``lr = base * (1 - step / horizon) ** 
 every step (the original updated it every 100 steps), where the horizon is *this invocation's*
 ``max_steps``. Resuming with a larger ``max_steps`` therefore recomputes the decay against the new
 horizon: the learning rate jumps up to ``base * (1 - step / new_horizon) ** 0.9`` and decays to 0
-at the new end. ``step`` (PASE v1): halve every ``halve_every_epochs`` epochs.
+at the new end. ``step`` (PASE v1): halve every ``halve_every_epochs`` epochs. A run whose folder
+is lost continues as a new leg from its exported encoder with ``--init ENCODER --start-step N``:
+steps count on from N and the decay stays the whole run's (workers and Adam's moments start over).
 
 DDP: ``batch_size`` is per process, the global batch is ``batch_size * world_size``, and the
 learning rate is not scaled with it. Only rank 0 logs, shows progress and writes files.
@@ -84,6 +86,11 @@ class TrainConfig:
     #: Start the encoder from these weights ("pase+", a save_pretrained folder, an original .ckpt
     #: or a run's checkpoint.pt); workers start fresh. Empty: random init. Ignored on resume.
     init: str = ""
+    #: With ``init``: the step of the run this one continues (a new leg of a run whose folder was
+    #: lost, from an encoder exported at that step). Steps count on from it, ``max_steps`` is the
+    #: whole run's end step, and the poly schedule is the whole run's at that step rather than a
+    #: warm restart at the base rate. 0: a run of its own. Ignored on resume.
+    start_step: int = 0
     #: EncoderConfig fields that override the preset's encoder (e.g. a tiny encoder for tests).
     encoder: dict[str, tp.Any] = dataclasses.field(default_factory=dict)
     #: Training audio: folders, list files, CSV manifests or Kaldi wav.scp files.
@@ -117,6 +124,9 @@ class TrainConfig:
     max_steps: int | None = None
     epochs: int | None = None
     seed: int = 0
+    #: Seed of the validation hold-out; None: ``seed``. A leg that continues a run under another
+    #: seed (so it draws other batches) keeps the run's held-out speakers with the run's seed here.
+    split_seed: int | None = None
     #: "cpu", "cuda" or "cuda:N"; under torchrun each process uses cuda:LOCAL_RANK.
     device: str = "cpu"
     #: "auto": bf16 autocast on CUDA, fp32 on CPU. "fp32" is the exact recipe.
@@ -516,7 +526,8 @@ def _load_data(config: TrainConfig, info: DistInfo) -> tuple[list[Utterance], li
             num_workers=None if config.num_workers < 0 else config.num_workers,
         ),
     )
-    return split_holdout(corpus, config.valid_fraction, config.holdout, config.seed)
+    split_seed = config.seed if config.split_seed is None else config.split_seed
+    return split_holdout(corpus, config.valid_fraction, config.holdout, split_seed)
 
 
 def data_manifest(train: tp.Sequence[Utterance], valid: tp.Sequence[Utterance]) -> list[str]:
@@ -694,6 +705,15 @@ class Trainer:
             self.horizon = sys.maxsize  # the time budget ends the run
         else:
             raise ValueError("set max_steps, epochs or max_seconds")
+        if config.start_step < 0:
+            raise ValueError(f"start_step must be at least 0, got {config.start_step}")
+        if config.start_step and not config.init:
+            raise ValueError("start_step continues a run from its exported encoder: set init too")
+        if config.start_step >= self.horizon:
+            raise ValueError(
+                f"start_step {config.start_step} leaves nothing to train: max_steps is the whole run's "
+                f"end step ({self.horizon}), not the steps of this leg"
+            )
         if config.max_seconds is not None and config.max_seconds <= 0:
             raise ValueError(f"max_seconds must be positive, got {config.max_seconds}")
         self.clock = time.process_time if config.budget_clock == "process" else time.perf_counter
@@ -725,7 +745,9 @@ class Trainer:
             [{"params": p, "lr": lr} for p, lr in zip(groups, self.base_lrs, strict=True)],
             weight_decay=config.weight_decay,
         )
-        self.step = 0
+        self.step = config.start_step
+        #: Whether this invocation continues its own checkpoint (logs are kept up to its step).
+        self.resumed = checkpoint is not None
         if checkpoint is not None:
             self._restore(checkpoint)
         else:
@@ -867,7 +889,7 @@ class Trainer:
         """Train up to ``horizon`` steps (or ``max_seconds``) or until SIGINT/SIGTERM; returns the
         exit code."""
         info = self.info
-        log = _RunLog(self, resumed=self.step > 0) if info.is_main else None
+        log = _RunLog(self, resumed=self.resumed) if info.is_main else None
         interrupted = False
         batches = _prefetch(iter(self.batches), pin=info.device.type == "cuda")
         with _StopFlag() as stop, contextlib.closing(batches):

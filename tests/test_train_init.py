@@ -66,3 +66,42 @@ def test_init_with_another_architecture_is_a_clear_error(corpus: Path, saved: Pa
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a PyTorch checkpoint"):
         Trainer(tiny_config(corpus, init=str(bad)), tmp_path / "r2", progress=False)
+
+
+def test_a_new_leg_counts_on_from_start_step_with_the_runs_decay(
+    corpus: Path,  # noqa: F811
+    saved: Path,
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "leg"
+    config = tiny_config(corpus, init=str(saved), start_step=5, max_steps=8, log_every=1, valid_every=100)
+    assert Trainer(config, run, progress=False).run() == 0
+    with open(run / "metrics.csv") as f:
+        rows = [line.split(",") for line in f.read().splitlines()]
+    header, rows = rows[0], rows[1:]
+    steps = [int(r[0]) for r in rows]
+    lrs = [float(r[header.index("lr")]) for r in rows]
+    assert steps == [6, 7, 8]
+    # the rate of the update that completes step s is the 8-step run's, not a restart at 1e-3
+    expected = [config.encoder_lr * (1 - (s - 1) / 8) ** config.poly_power for s in steps]
+    assert lrs == pytest.approx(expected, rel=1e-4)  # (the CSV keeps 6 digits)
+    assert torch.load(run / CHECKPOINT, weights_only=True)["step"] == 8
+
+
+def test_start_step_needs_an_init_and_a_later_end(corpus: Path, saved: Path, tmp_path: Path) -> None:  # noqa: F811
+    with pytest.raises(ValueError, match="set init too"):
+        Trainer(tiny_config(corpus, start_step=3), tmp_path / "a", progress=False)
+    with pytest.raises(ValueError, match="whole run's end step"):
+        Trainer(
+            tiny_config(corpus, init=str(saved), start_step=6, max_steps=6), tmp_path / "b", progress=False
+        )
+
+
+def test_split_seed_keeps_the_held_out_speakers_under_another_seed(corpus: Path, tmp_path: Path) -> None:  # noqa: F811
+    def held_out(**overrides: object) -> list[str]:
+        trainer = Trainer(tiny_config(corpus, **overrides), tmp_path / str(len(overrides)), progress=False)
+        return sorted(line for line in trainer.data_lines if line.startswith("valid\t"))
+
+    first = held_out(seed=0)
+    assert held_out(seed=3, split_seed=0) == first
+    assert held_out(seed=3) != first  # (checks that the seed does choose them)
