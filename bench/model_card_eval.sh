@@ -43,4 +43,4 @@ if [ -d "$LS/test-clean" ]; then
 else
   echo "model_card_eval: $LS/test-clean not found: LibriSpeech tasks skipped (see ../shared/data/README.md)" >&2
 fi
-echo "model card evaluation in $OUT (summary.md / summary_asr.md per folder)"
+echo "model card evaluation in $OUT (summary.md / summary_asr.md per folder); tables and acceptance counts: python bench/card_tables.py $OUT"

@@ -1,0 +1,212 @@
+"""Issue 12's model card tables, from the output folder of ``bench/model_card_eval.sh``.
+
+    python bench/card_tables.py [EVAL_DIR] [--out bench/results/card]
+
+Reads every ``summary.json`` (probe accuracies) and ``summary_asr.json`` (WER/CER) under EVAL_DIR
+and writes to OUT: ``card.json`` (every row, with a short label per feature set), ``card.md``
+(one table per probe and test condition, tasks x feature sets, mean ± std over the probe seeds;
+the ASR table; and the acceptance counts of the issue: new vs old pase+, new vs MFCC clean, new vs
+MFCC under noise 5 dB, all with the MLP probe on the 6 built-in tasks) and ``card.png`` (the MLP
+accuracies per condition). The feature sets are labelled ``mfcc``, ``fbank``, ``random``
+(``random:pase+``), ``old`` (the packaged ``pase+`` the grid was run against) and ``new`` (the one
+other feature set: the encoder folder given to the grid).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import typing as tp
+from pathlib import Path
+
+BUILTIN = (
+    "fsdd-digit", "ravdess-speaker", "ravdess-emotion", "emodb-emotion", "emodb-phone", "librispeech-speaker",
+)  # fmt: skip
+LABELS = {"mfcc": "mfcc", "fbank": "fbank", "random:pase+": "random", "pase+": "old"}
+ORDER = ("mfcc", "fbank", "random", "old", "new")
+CONDITIONS = ("clean", "noise:5dB", "reverb")
+
+Row = dict[str, tp.Any]
+
+
+def label(features: str) -> str:
+    """The card's short name of a feature set (``new`` for any encoder folder)."""
+    return LABELS.get(features, "new")
+
+
+def collect(eval_dir: Path) -> list[Row]:
+    """Every result row under ``eval_dir``, with ``label`` and ``condition`` added.
+
+    Raises ``ValueError`` when no summary is found, or when two feature sets would both be ``new``
+    (the grid compares exactly one new encoder) or one cell appears twice with different numbers."""
+    rows: list[Row] = []
+    files = sorted(eval_dir.rglob("summary.json")) + sorted(eval_dir.rglob("summary_asr.json"))
+    if not files:
+        raise ValueError(f"{eval_dir}: no summary.json or summary_asr.json (run bench/model_card_eval.sh)")
+    for path in files:
+        data = json.loads(path.read_text())
+        for row in data["results"] if isinstance(data, dict) else data:
+            rows.append({**row, "label": label(row["features"]), "condition": row["distort"] or "clean"})
+    new = sorted({r["features"] for r in rows if r["label"] == "new"})
+    if len(new) > 1:
+        raise ValueError(f"{eval_dir}: more than one new encoder in the grid: {', '.join(new)}")
+    seen: dict[tuple[str, ...], Row] = {}
+    for row in rows:
+        key = (row["task"], row["label"], row["probe"], row["condition"])
+        if key in seen and _score(seen[key]) != _score(row):
+            raise ValueError(f"{eval_dir}: two different results for {' / '.join(key)}")
+        seen[key] = row
+    return list(seen.values())
+
+
+def _score(row: Row) -> tuple[float, float]:
+    if "wer" in row:
+        return float(row["wer"]), float(row["wer_std"])
+    return float(row["accuracy"]), float(row["accuracy_std"])
+
+
+def _cells(rows: list[Row], probe: str, condition: str) -> dict[tuple[str, str], Row]:
+    return {(r["task"], r["label"]): r for r in rows if r["probe"] == probe and r["condition"] == condition}
+
+
+def wins(rows: list[Row], better: str, than: str, condition: str, probe: str = "mlp") -> dict[str, float]:
+    """Accuracy of ``better`` minus that of ``than`` per built-in task measured for both."""
+    cells = _cells(rows, probe, condition)
+    return {
+        task: float(cells[task, better]["accuracy"]) - float(cells[task, than]["accuracy"])
+        for task in BUILTIN
+        if (task, better) in cells and (task, than) in cells
+    }
+
+
+def _accuracy_table(rows: list[Row], probe: str, condition: str) -> str:
+    cells = _cells(rows, probe, condition)
+    tasks = [
+        t for t in dict.fromkeys(r["task"] for r in rows if "wer" not in r) if any(k[0] == t for k in cells)
+    ]
+    labels = [name for name in ORDER if any(k[1] == name for k in cells)]
+    lines = ["| task | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    for task in tasks:
+        scores = {name: cells[task, name] for name in labels if (task, name) in cells}
+        best = max(float(r["accuracy"]) for r in scores.values())
+        out = []
+        for name in labels:
+            if name not in scores:
+                out.append("")
+                continue
+            text = f"{scores[name]['accuracy']:.4f} ± {scores[name]['accuracy_std']:.4f}"
+            out.append(f"**{text}**" if float(scores[name]["accuracy"]) == best else text)
+        lines.append(f"| {task} | " + " | ".join(out) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _asr_table(rows: list[Row]) -> str:
+    asr = {(r["label"], r["condition"]): r for r in rows if "wer" in r}
+    conditions = [c for c in CONDITIONS if any(k[1] == c for k in asr)]
+    labels = [name for name in ORDER if any(k[0] == name for k in asr)]
+    lines = ["| features | " + " | ".join(f"WER {c} | CER {c}" for c in conditions) + " |"]
+    lines.append("|---|" + "---|---|" * len(conditions))
+    for name in labels:
+        cells = []
+        for c in conditions:
+            r = asr.get((name, c))
+            cells += (
+                [f"{r['wer']:.4f} ± {r['wer_std']:.4f}", f"{r['cer']:.4f} ± {r['cer_std']:.4f}"]
+                if r
+                else ["", ""]
+            )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def acceptance(rows: list[Row]) -> list[dict[str, tp.Any]]:
+    """The issue's three counts (MLP probe, built-in tasks): how many tasks the new encoder wins."""
+    checks = [("old", "clean", 5), ("mfcc", "clean", 4), ("mfcc", "noise:5dB", 4)]
+    out = []
+    for than, condition, need in checks:
+        deltas = wins(rows, "new", than, condition)
+        won = sum(d > 0 for d in deltas.values())
+        out.append({"than": than, "condition": condition, "won": won, "of": len(deltas), "need": need,
+                    "met": won >= need and len(deltas) == len(BUILTIN), "deltas": deltas})  # fmt: skip
+    return out
+
+
+def markdown(rows: list[Row]) -> str:
+    parts = [
+        "# Model card evaluation\n",
+        "\nAccuracy (fraction) ± std over the probe seeds; best per row in bold.\n\n",
+    ]
+    for check in acceptance(rows):
+        deltas = ", ".join(f"{t} {d:+.4f}" for t, d in check["deltas"].items())
+        verdict = "met" if check["met"] else "NOT met"
+        parts.append(
+            f"- new beats {check['than']} ({check['condition']}, MLP) on {check['won']} of {check['of']} "
+            f"built-in tasks (needed {check['need']} of 6: {verdict}): {deltas}\n"
+        )
+    for probe in dict.fromkeys(r["probe"] for r in rows if "wer" not in r):
+        for condition in CONDITIONS:
+            if _cells(rows, probe, condition):
+                parts.append(
+                    f"\n## {probe} probe, test audio {condition}\n\n"
+                    + _accuracy_table(rows, probe, condition)
+                )
+    if any("wer" in r for r in rows):
+        parts.append("\n## LibriSpeech ASR (CTC probe), WER and CER ± std over seeds\n\n" + _asr_table(rows))
+    return "".join(parts)
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    """MLP accuracy per built-in task and feature set, one panel per test condition."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pase.audio import write_atomic
+
+    conditions = [c for c in CONDITIONS if _cells(rows, "mlp", c)]
+    fig, axes = plt.subplots(1, len(conditions), figsize=(5 * len(conditions), 4), sharey=True, squeeze=False)
+    for ax, condition in zip(axes[0], conditions, strict=True):
+        cells = _cells(rows, "mlp", condition)
+        labels = [name for name in ORDER if any(k[1] == name for k in cells)]
+        width = 0.8 / max(1, len(labels))
+        for i, name in enumerate(labels):
+            xs = [j + i * width for j, t in enumerate(BUILTIN) if (t, name) in cells]
+            ys = [float(cells[t, name]["accuracy"]) for t in BUILTIN if (t, name) in cells]
+            ax.bar(xs, ys, width, label=name)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(BUILTIN))], BUILTIN, rotation=30, ha="right")
+        ax.set_title(f"MLP probe, {condition}")
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+
+
+def main(argv: tp.Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("eval_dir", nargs="?", type=Path, default=Path.home() / "pase_runs" / "card_eval")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/card"))
+    args = parser.parse_args(argv)
+    from pase.audio import write_atomic
+
+    try:
+        rows = collect(args.eval_dir)
+    except ValueError as err:
+        print(f"card_tables: {err}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"rows": rows, "acceptance": acceptance(rows)}, indent=2) + "\n"
+    write_atomic(args.out / "card.json", lambda tmp: Path(tmp).write_text(text))
+    md = markdown(rows)
+    write_atomic(args.out / "card.md", lambda tmp: Path(tmp).write_text(md))
+    plot(rows, args.out / "card.png")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

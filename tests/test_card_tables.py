@@ -1,0 +1,100 @@
+"""``bench/card_tables.py``: the model card's tables and the issue's acceptance counts."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TASKS = [
+    "fsdd-digit",
+    "ravdess-speaker",
+    "ravdess-emotion",
+    "emodb-emotion",
+    "emodb-phone",
+    "librispeech-speaker",
+]
+
+
+def _load_script():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("card_tables", REPO / "bench" / "card_tables.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["card_tables"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(
+    task: str, features: str, accuracy: float, distort: str | None, probe: str = "mlp"
+) -> dict[str, object]:
+    return {"task": task, "features": features, "probe": probe, "distort": distort,
+            "accuracy": accuracy, "accuracy_std": 0.01}  # fmt: skip
+
+
+def _grid(root: Path, new: str = "/runs/v2/encoder") -> Path:
+    # clean: new beats old on 5 tasks (loses emodb-phone), beats mfcc on 3; noise: beats mfcc on all 6
+    clean = []
+    for i, task in enumerate(TASKS):
+        clean += [_row(task, "mfcc", 0.60 if i < 3 else 0.90, None), _row(task, "pase+", 0.50, None)]
+        clean += [_row(task, new, 0.40 if task == "emodb-phone" else 0.70, None)]
+    noise = [_row(t, f, 0.30 if f == "mfcc" else 0.50, "noise:5dB") for t in TASKS for f in ("mfcc", new)]
+    for sub, rows in (("builtin/mlp/clean", clean), ("builtin/mlp/noise_5dB", noise)):
+        (root / sub).mkdir(parents=True)
+        (root / sub / "summary.json").write_text(json.dumps({"results": rows, "errors": {}}))
+    (root / "asr" / "clean").mkdir(parents=True)
+    asr = [
+        {"task": "librispeech-asr", "features": f, "probe": "ctc-bigru", "distort": None,
+         "wer": w, "wer_std": 0.02, "cer": w / 3, "cer_std": 0.01}
+        for f, w in (("mfcc", 0.9), (new, 0.8))
+    ]  # fmt: skip
+    (root / "asr" / "clean" / "summary_asr.json").write_text(json.dumps(asr))
+    return root
+
+
+def test_acceptance_counts_and_tables(tmp_path: Path) -> None:
+    card = _load_script()
+    rows = card.collect(_grid(tmp_path / "eval"))
+    checks = {(c["than"], c["condition"]): c for c in card.acceptance(rows)}
+    assert checks["old", "clean"]["won"] == 5 and checks["old", "clean"]["met"]
+    assert checks["old", "clean"]["deltas"]["emodb-phone"] == pytest.approx(-0.10)
+    assert checks["mfcc", "clean"]["won"] == 3 and not checks["mfcc", "clean"]["met"]
+    assert checks["mfcc", "noise:5dB"]["won"] == 6 and checks["mfcc", "noise:5dB"]["met"]
+    assert card.main([str(tmp_path / "eval"), "--out", str(tmp_path / "card")]) == 0
+    md = (tmp_path / "card" / "card.md").read_text()
+    assert "new beats mfcc (clean, MLP) on 3 of 6 built-in tasks (needed 4 of 6: NOT met)" in md
+    assert "| fsdd-digit | 0.6000 ± 0.0100 | 0.5000 ± 0.0100 | **0.7000 ± 0.0100** |" in md
+    assert "| new | 0.8000 ± 0.0200 | 0.2667 ± 0.0100 |" in md
+    saved = json.loads((tmp_path / "card" / "card.json").read_text())
+    assert {r["label"] for r in saved["rows"]} == {"mfcc", "old", "new"}
+    assert (tmp_path / "card" / "card.png").stat().st_size > 0
+
+
+def test_a_missing_task_is_not_counted_as_met(tmp_path: Path) -> None:
+    card = _load_script()
+    root = _grid(tmp_path / "eval")
+    summary = root / "builtin/mlp/noise_5dB/summary.json"
+    data = json.loads(summary.read_text())
+    data["results"] = [r for r in data["results"] if r["task"] != "fsdd-digit"]
+    summary.write_text(json.dumps(data))
+    check = card.acceptance(card.collect(root))[2]  # new vs mfcc under noise: needs 4 of 6
+    assert (check["won"], check["of"], check["met"]) == (5, 5, False)
+
+
+def test_bad_grids_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    card = _load_script()
+    (tmp_path / "empty").mkdir()
+    assert card.main([str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    assert "no summary.json" in capsys.readouterr().err
+    root = _grid(tmp_path / "two")
+    extra = root / "builtin/linear/clean"
+    extra.mkdir(parents=True)
+    extra.joinpath("summary.json").write_text(
+        json.dumps({"results": [_row("fsdd-digit", "/other/enc", 0.5, None)]})
+    )
+    with pytest.raises(ValueError, match="more than one new encoder"):
+        card.collect(root)
