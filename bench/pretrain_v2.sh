@@ -25,9 +25,10 @@ elif [ -f "$WARM/config.json" ] && [ -f "$WARM/step.txt" ]; then
   # The run folder is gone (a new machine): continue from the last committed encoder with fresh
   # workers (a new leg; the model card says so). Steps count on from the encoder's step and the
   # poly decay stays the whole horizon's; another seed draws other batches than the first leg's,
-  # --split-seed 0 keeps the first leg's held-out speakers.
+  # --split-seed 0 keeps the first leg's held-out speakers; the fresh workers first fit the frozen
+  # encoder's features for FREEZE steps, so that their early random gradients do not move it.
   done_steps=$(cat "$WARM/step.txt")
-  cmd=("$PASE" train --preset pase+cpu --init "$WARM" --start-step "$done_steps"
+  cmd=("$PASE" train --preset pase+cpu --init "$WARM" --start-step "$done_steps" --freeze-encoder-steps "${FREEZE:-150}"
        --data "$EXTRA/pretrain.csv" "$SPEECH/librispeech/train-clean-100"
        --out "$RUN" --max-steps "$HORIZON" --num-threads "$THREADS" --seed 1 --split-seed 0
        --ckpt-every 50 --valid-every 250 --valid-batches 64)

@@ -91,6 +91,12 @@ class TrainConfig:
     #: whole run's end step, and the poly schedule is the whole run's at that step rather than a
     #: warm restart at the base rate. 0: a run of its own. Ignored on resume.
     start_step: int = 0
+    #: Steps at the start of this run (of this leg, with ``start_step``) that train the workers
+    #: only: the encoder's weights are frozen (no gradient reaches it, so these steps are cheaper;
+    #: BatchNorm's running statistics follow the data as in any step), so that fresh workers on an
+    #: ``init`` encoder fit its features before their gradients move it. 0 (the reference): all
+    #: train from the first step. Single process only.
+    freeze_encoder_steps: int = 0
     #: EncoderConfig fields that override the preset's encoder (e.g. a tiny encoder for tests).
     encoder: dict[str, tp.Any] = dataclasses.field(default_factory=dict)
     #: Training audio: folders, list files, CSV manifests or Kaldi wav.scp files.
@@ -714,6 +720,10 @@ class Trainer:
                 f"start_step {config.start_step} leaves nothing to train: max_steps is the whole run's "
                 f"end step ({self.horizon}), not the steps of this leg"
             )
+        if config.freeze_encoder_steps < 0:
+            raise ValueError(f"freeze_encoder_steps must be at least 0, got {config.freeze_encoder_steps}")
+        if config.freeze_encoder_steps and info.world_size > 1:
+            raise ValueError("freeze_encoder_steps is supported in a single process only (not under torchrun)")
         if config.max_seconds is not None and config.max_seconds <= 0:
             raise ValueError(f"max_seconds must be positive, got {config.max_seconds}")
         self.clock = time.process_time if config.budget_clock == "process" else time.perf_counter
@@ -846,6 +856,9 @@ class Trainer:
 
         The gradient norm is measured before clipping (and clipping is off by default).
         """
+        frozen = self.step < self.config.start_step + self.config.freeze_encoder_steps
+        for param in self.model.encoder_parameters():
+            param.requires_grad_(not frozen)
         losses = self._losses(batch, self.distortion_gen, self.ddp)
         total = self.model.total_loss(losses)
         self.optimizer.zero_grad(set_to_none=True)

@@ -105,3 +105,22 @@ def test_split_seed_keeps_the_held_out_speakers_under_another_seed(corpus: Path,
     first = held_out(seed=0)
     assert held_out(seed=3, split_seed=0) == first
     assert held_out(seed=3) != first  # (checks that the seed does choose them)
+
+
+def test_frozen_encoder_steps_train_only_the_workers(corpus: Path, saved: Path, tmp_path: Path) -> None:  # noqa: F811
+    run = tmp_path / "warm"
+    config = tiny_config(corpus, init=str(saved), start_step=4, freeze_encoder_steps=2, max_steps=6)
+    first = Trainer(config, run, progress=False)
+    encoder0 = {k: v.clone() for k, v in first.model.encoder.named_parameters()}
+    workers0 = {k: v.clone() for k, v in first.model.workers.named_parameters()}
+    batches = iter(first.batches)
+    for _ in range(2):  # steps 5 and 6 of the whole run: the leg's first two
+        first.train_step(next(batches))
+        first.step += 1
+    for name, value in first.model.encoder.named_parameters():
+        torch.testing.assert_close(value, encoder0[name], rtol=0, atol=0, msg=name)
+    assert any(not torch.equal(v, workers0[k]) for k, v in first.model.workers.named_parameters())
+    first.train_step(next(batches))  # the third step trains the encoder too
+    assert any(not torch.equal(v, encoder0[k]) for k, v in first.model.encoder.named_parameters())
+    with pytest.raises(ValueError, match="freeze_encoder_steps must be at least 0"):
+        Trainer(tiny_config(corpus, freeze_encoder_steps=-1), tmp_path / "bad", progress=False)
