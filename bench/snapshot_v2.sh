@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Commit-sized warm start of the v2 run (issue 12): its encoder at the current checkpoint, fp16
-# safetensors (~16 MB) + config.json + step.txt, in checkpoints/v2. Run it at the end of a session
+# safetensors (~16 MB) + config.json + step.txt + leg.json (the leg's first step and its seconds of
+# training so far: the model card's wall time survives the run folder), in checkpoints/v2. Run it at the end of a session
 # and commit the folder: if the machine is replaced, bench/pretrain_v2.sh continues from it.
 #   bash bench/snapshot_v2.sh [RUN] [DEST]        (default ~/pase_runs/v2, checkpoints/v2)
 set -euo pipefail
@@ -9,7 +10,7 @@ RUN="${1:-$HOME/pase_runs/v2}"
 DEST="${2:-checkpoints/v2}"
 PY="${PY:-.venv/bin/python}"
 "$PY" - "$RUN" "$DEST" <<'PY'
-import shutil, sys, tempfile
+import json, shutil, sys, tempfile
 from pathlib import Path
 
 import torch
@@ -26,6 +27,10 @@ with tempfile.TemporaryDirectory() as tmp:
     staged = Path(tmp) / "staged"
     encoder.save_pretrained(staged, dtype=torch.float16)
     (staged / "step.txt").write_text(f"{step}\n")
+    state = torch.load(snapshot, map_location="cpu", weights_only=True)
+    config = json.loads(state["config"])
+    leg = {"step": step, "leg_start_step": config.get("start_step", 0), "train_seconds": state["train_seconds"]}
+    (staged / "leg.json").write_text(json.dumps(leg, indent=2) + "\n")
     if dest.exists():
         shutil.rmtree(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
