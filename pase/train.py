@@ -723,7 +723,7 @@ class Trainer:
         if config.freeze_encoder_steps < 0:
             raise ValueError(f"freeze_encoder_steps must be at least 0, got {config.freeze_encoder_steps}")
         if config.freeze_encoder_steps and info.world_size > 1:
-            raise ValueError("freeze_encoder_steps is supported in a single process only (not under torchrun)")
+            raise ValueError("freeze_encoder_steps works in a single process only (not under torchrun)")
         if config.max_seconds is not None and config.max_seconds <= 0:
             raise ValueError(f"max_seconds must be positive, got {config.max_seconds}")
         self.clock = time.process_time if config.budget_clock == "process" else time.perf_counter
