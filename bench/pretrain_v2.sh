@@ -7,7 +7,7 @@
 #   bash bench/pretrain_v2.sh [RUN] [THREADS]        (default ~/pase_runs/v2, 2 threads)
 # Horizon: HORIZON steps of batch 4 (default 10000, 5.3x the packaged model's 1900 steps; the run
 # started with 12000 and was cut to 10000 at step 2771, when its folder was lost and a new leg began
-# anyway: the lr there fell from 0.79 to 0.74 of the base, and the steps this machine measures, 3.7-4.7 s,
+# anyway: the lr there fell from 0.79 to 0.74 of the base, and the 4.7-5 s steps of the new machine
 # make 12000 about 2.5 h of 2-core time longer). Every leg's command line is appended to RUN/legs.txt.
 # If RUN is gone but checkpoints/v2 (committed at the end of each session: the encoder in fp16
 # and the step it was taken at) exists, a new leg starts from it with `--init`.
