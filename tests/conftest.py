@@ -1,8 +1,12 @@
-"""Shared fixtures: the real-speech bundle (skipped cleanly when absent) and synthetic audio."""
+"""Shared fixtures: the real-speech bundle (skipped cleanly when absent), synthetic audio, and the
+``bench/`` scripts as modules."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +16,17 @@ import torch
 SPEECH_DIR = Path(
     os.environ.get("PASE_SPEECH_DIR", Path(__file__).resolve().parents[1] / ".." / "shared" / "speech")
 ).resolve()
+
+
+def load_bench_script(name: str) -> types.ModuleType:
+    """``bench/NAME.py`` imported as module ``NAME`` (bench/ is not a package)."""
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(autouse=True)

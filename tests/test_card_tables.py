@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_bench_script
 
-REPO = Path(__file__).resolve().parents[1]
 TASKS = [
     "fsdd-digit",
     "ravdess-speaker",
@@ -18,15 +16,6 @@ TASKS = [
     "emodb-phone",
     "librispeech-speaker",
 ]
-
-
-def _load_script():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("card_tables", REPO / "bench" / "card_tables.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["card_tables"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _row(
@@ -57,7 +46,7 @@ def _grid(root: Path, new: str = "/runs/v2/encoder") -> Path:
 
 
 def test_acceptance_counts_and_tables(tmp_path: Path) -> None:
-    card = _load_script()
+    card = load_bench_script("card_tables")
     rows = card.collect(_grid(tmp_path / "eval"))
     checks = {(c["than"], c["condition"]): c for c in card.acceptance(rows)}
     assert checks["old", "clean"]["won"] == 5 and checks["old", "clean"]["met"]
@@ -75,7 +64,7 @@ def test_acceptance_counts_and_tables(tmp_path: Path) -> None:
 
 
 def test_a_missing_task_is_not_counted_as_met(tmp_path: Path) -> None:
-    card = _load_script()
+    card = load_bench_script("card_tables")
     root = _grid(tmp_path / "eval")
     summary = root / "builtin/mlp/noise_5dB/summary.json"
     data = json.loads(summary.read_text())
@@ -86,7 +75,7 @@ def test_a_missing_task_is_not_counted_as_met(tmp_path: Path) -> None:
 
 
 def test_bad_grids_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    card = _load_script()
+    card = load_bench_script("card_tables")
     (tmp_path / "empty").mkdir()
     assert card.main([str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
     assert "no summary.json" in capsys.readouterr().err

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_bench_script
 
 from pase.encoder import EncoderConfig
 from pase.workers import PaseModel, WorkerConfig
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = {"channels": [8, 8, 8, 16, 16, 16, 16], "rnn_hidden": 16, "embedding_dim": 16}
-
-
-def _load_script():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("v2_curve", REPO / "bench" / "v2_curve.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["v2_curve"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _checkpoint(run: Path, step: int) -> None:
@@ -37,7 +26,7 @@ def _checkpoint(run: Path, step: int) -> None:
 def test_points_are_probed_once_per_step_and_gathered(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    curve = _load_script()
+    curve = load_bench_script("v2_curve")
     probed: list[Path] = []
 
     class FakePlan:
@@ -68,6 +57,6 @@ def test_points_are_probed_once_per_step_and_gathered(
 
 
 def test_without_a_checkpoint_it_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    curve = _load_script()
+    curve = load_bench_script("v2_curve")
     assert curve.main(["--run", str(tmp_path)]) == 2
     assert f"no checkpoint.pt in {tmp_path}" in capsys.readouterr().err
