@@ -3,44 +3,73 @@
 # and the packaged pase+ ("old"): every built-in task with the MLP and the linear probe, 3 probe
 # seeds, clean and with the test audio under noise 5 dB and reverb; then librispeech-speaker40
 # (same grid) and librispeech-asr (clean, noise 5 dB, reverb; ASR_SEEDS probe seeds, default 0:
-# one CTC probe costs ~20 min on one core). Features and trained CTC probes are cached, so the
-# baselines that an earlier grid measured are read back, and a rerun resumes.
+# one CTC probe costs ~20 min on one core). Features and trained CTC probes are cached, and a cell
+# whose folder has a `done` file is skipped, so a rerun resumes.
 #   bash bench/model_card_eval.sh NEW_ENCODER_DIR [OUT] [THREADS]     (OUT default ~/pase_runs/card_eval)
+# SETS (default "base new") picks the feature sets: "base" = the four baselines, "new" = the new
+# encoder, each in its own folder tree (OUT/base/..., OUT/new/...), so the baselines can be measured
+# while the new encoder is still training (NEW_ENCODER_DIR may then be "-"). PARTS (default
+# "builtin speaker40 asr") picks the task groups; two calls with disjoint PARTS and THREADS=1 can run
+# side by side. "old" must be measured BEFORE the packaged pase+ is replaced by the new encoder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NEW="${1:?usage: bench/model_card_eval.sh NEW_ENCODER_DIR [OUT] [THREADS]}"
 OUT="${2:-$HOME/pase_runs/card_eval}"
 THREADS="${3:-2}"
+SETS="${SETS:-base new}"
+PARTS="${PARTS:-builtin speaker40 asr}"
 ASR_SEEDS="${ASR_SEEDS:-0}"
 LS="${PASE_LIBRISPEECH:-$HOME/.cache/pase/speech_extra/LibriSpeech}"
 PASE="${PASE:-.venv/bin/pase}"
-FEATS="mfcc,fbank,random:pase+,pase+,$NEW"
+BUILTIN="fsdd-digit,ravdess-speaker,ravdess-emotion,emodb-emotion,emodb-phone,librispeech-speaker"
+# the allocator settings of bench/pretrain_v2.sh (no mmap for large activations, no trimming)
+export MALLOC_MMAP_MAX_="${MALLOC_MMAP_MAX_:-0}" MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-68719476736}"
+export MALLOC_TOP_PAD_="${MALLOC_TOP_PAD_:-1073741824}"
+has() { case " $1 " in *" $2 "*) return 0 ;; *) return 1 ;; esac; }
 run() {  # run DIR ARGS...: one pase eval call, skipped when DIR/done exists
   local dir="$OUT/$1"; shift
   [ -f "$dir/done" ] && { echo "done before: $dir"; return 0; }
   echo "[$(date +%T)] $dir: pase eval $*"
   local t0; t0=$(date +%s)
   "$PASE" eval "$@" --out "$dir" --num-threads "$THREADS"
-  echo "$(( $(date +%s) - t0 )) s" > "$dir/done"
+  echo "$(( $(date +%s) - t0 )) s ($THREADS threads, $(hostname), $(date -u +%FT%TZ))" > "$dir/done"
 }
-for probe in mlp linear; do
-  run "builtin/$probe/clean" --task fsdd-digit,ravdess-speaker,ravdess-emotion,emodb-emotion,emodb-phone,librispeech-speaker --features "$FEATS" --probe "$probe"
-  for cond in noise:5dB reverb; do
-    run "builtin/$probe/${cond//:/_}" --task fsdd-digit,ravdess-speaker,ravdess-emotion,emodb-emotion,emodb-phone,librispeech-speaker --features "$FEATS" --probe "$probe" --distort "$cond"
-  done
-done
-if [ -d "$LS/test-clean" ]; then
-  for probe in mlp linear; do
-    run "speaker40/$probe/clean" --task librispeech-speaker40 --features "$FEATS" --probe "$probe" --data "$LS"
-    for cond in noise:5dB reverb; do
-      run "speaker40/$probe/${cond//:/_}" --task librispeech-speaker40 --features "$FEATS" --probe "$probe" --data "$LS" --distort "$cond"
+for set in $SETS; do
+  case "$set" in
+    base) FEATS="mfcc,fbank,random:pase+,pase+" ;;
+    new)
+      [ -f "$NEW/config.json" ] || { echo "model_card_eval: $NEW is not an encoder folder (config.json)" >&2; exit 2; }
+      FEATS="$NEW" ;;
+    *) echo "model_card_eval: unknown set '$set' in SETS (base, new)" >&2; exit 2 ;;
+  esac
+  if has "$PARTS" builtin; then
+    for probe in mlp linear; do
+      for cond in clean noise:5dB reverb; do
+        distort=(); [ "$cond" = clean ] || distort=(--distort "$cond")
+        run "$set/builtin/$probe/${cond//:/_}" --task "$BUILTIN" --features "$FEATS" --probe "$probe" "${distort[@]}"
+      done
     done
-  done
-  run asr/clean --task librispeech-asr --features "$FEATS" --seeds "$ASR_SEEDS" --data "$LS"
-  for cond in noise:5dB reverb; do
-    run "asr/${cond//:/_}" --task librispeech-asr --features "$FEATS" --seeds "$ASR_SEEDS" --data "$LS" --distort "$cond"
-  done
-else
-  echo "model_card_eval: $LS/test-clean not found: LibriSpeech tasks skipped (see ../shared/data/README.md)" >&2
-fi
+  fi
+  if has "$PARTS" speaker40 || has "$PARTS" asr; then
+    if [ ! -d "$LS/test-clean" ]; then
+      echo "model_card_eval: $LS/test-clean not found: LibriSpeech tasks skipped (see ../shared/data/README.md)" >&2
+      continue
+    fi
+  fi
+  if has "$PARTS" speaker40; then
+    for probe in mlp linear; do
+      for cond in clean noise:5dB reverb; do
+        distort=(); [ "$cond" = clean ] || distort=(--distort "$cond")
+        run "$set/speaker40/$probe/${cond//:/_}" --task librispeech-speaker40 --features "$FEATS" --probe "$probe" \
+          --data "$LS" "${distort[@]}"
+      done
+    done
+  fi
+  if has "$PARTS" asr; then
+    for cond in clean noise:5dB reverb; do
+      distort=(); [ "$cond" = clean ] || distort=(--distort "$cond")
+      run "$set/asr/${cond//:/_}" --task librispeech-asr --features "$FEATS" --seeds "$ASR_SEEDS" --data "$LS" "${distort[@]}"
+    done
+  fi
+done
 echo "model card evaluation in $OUT (summary.md / summary_asr.md per folder); tables and acceptance counts: python bench/card_tables.py $OUT"

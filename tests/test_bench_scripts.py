@@ -1,0 +1,168 @@
+"""The shell scripts of issue 12's long jobs (``bench/pretrain_v2.sh``, ``bench/model_card_eval.sh``):
+which ``pase`` commands they issue in each situation, run against a stand-in ``pase`` that records
+its arguments (``$PASE`` points the scripts at it), so no training or evaluation runs here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+FAKE_PASE = """#!{python}
+import json, os, sys
+from pathlib import Path
+args = sys.argv[1:]
+with open(os.environ["FAKE_PASE_LOG"], "a") as log:
+    env = {{k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}}
+    log.write(json.dumps({{"args": args, "env": env}}) + "\\n")
+if "--out" in args:
+    Path(args[args.index("--out") + 1]).mkdir(parents=True, exist_ok=True)
+sys.exit(int(os.environ.get("FAKE_PASE_RC", "0")))
+"""
+
+
+@pytest.fixture
+def fake_pase(tmp_path: Path) -> tuple[Path, Path]:
+    exe = tmp_path / "fake_pase"
+    exe.write_text(FAKE_PASE.format(python=sys.executable))
+    exe.chmod(0o755)
+    return exe, tmp_path / "calls.jsonl"
+
+
+def _run(script: str, args: list[str], fake: tuple[Path, Path], **env: str) -> tuple[int, str, list[dict]]:
+    exe, log = fake
+    full_env = {**os.environ, "PASE": str(exe), "FAKE_PASE_LOG": str(log), **env}
+    for name in ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "SETS", "PARTS"):
+        if name not in env:
+            full_env.pop(name, None)
+    proc = subprocess.run(
+        ["bash", str(REPO / "bench" / script), *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    log.unlink(missing_ok=True)
+    return proc.returncode, proc.stderr, calls
+
+
+def _opt(args: list[str], name: str) -> str | None:
+    return args[args.index(name) + 1] if name in args else None
+
+
+def test_card_eval_baselines_run_before_the_new_encoder_exists_and_resume(tmp_path, fake_pase):
+    out = tmp_path / "card"
+    rc, err, calls = _run("model_card_eval.sh", ["-", str(out), "1"], fake_pase, SETS="base", PARTS="builtin")
+    assert rc == 0, err
+    assert len(calls) == 6  # 2 probes x 3 test conditions, the 6 tasks in one call each
+    cells = {}
+    for call in calls:
+        args = call["args"]
+        assert args[0] == "eval" and _opt(args, "--features") == "mfcc,fbank,random:pase+,pase+"
+        assert _opt(args, "--num-threads") == "1"
+        assert len(_opt(args, "--task").split(",")) == 6
+        cells[Path(_opt(args, "--out")).relative_to(out).as_posix()] = (
+            _opt(args, "--probe"),
+            _opt(args, "--distort"),
+        )
+        assert call["env"]["MALLOC_MMAP_MAX_"] == "0"
+    assert cells == {
+        f"base/builtin/{p}/{c.replace(':', '_')}": (p, None if c == "clean" else c)
+        for p in ("mlp", "linear")
+        for c in ("clean", "noise:5dB", "reverb")
+    }
+    assert all((out / cell / "done").is_file() for cell in cells)
+    rc, err, calls = _run("model_card_eval.sh", ["-", str(out), "1"], fake_pase, SETS="base", PARTS="builtin")
+    assert rc == 0 and calls == []  # every cell done before: nothing reruns
+
+
+def test_card_eval_new_set_needs_an_encoder_folder(tmp_path, fake_pase):
+    rc, err, calls = _run("model_card_eval.sh", ["-", str(tmp_path / "card")], fake_pase, SETS="new")
+    assert rc == 2 and "- is not an encoder folder" in err and calls == []
+    rc, err, calls = _run("model_card_eval.sh", ["-", str(tmp_path / "card")], fake_pase, SETS="bogus")
+    assert rc == 2 and "unknown set 'bogus'" in err
+
+
+def test_card_eval_new_encoder_gets_the_librispeech_tasks(tmp_path, fake_pase):
+    encoder = tmp_path / "enc"
+    encoder.mkdir()
+    (encoder / "config.json").write_text("{}")
+    ls = tmp_path / "LibriSpeech"
+    out = tmp_path / "card"
+    env = {"SETS": "new", "PARTS": "speaker40 asr", "PASE_LIBRISPEECH": str(ls)}
+    rc, err, calls = _run("model_card_eval.sh", [str(encoder), str(out)], fake_pase, **env)
+    assert rc == 0 and calls == [] and "test-clean not found" in err  # no data: said, not failed
+    (ls / "test-clean").mkdir(parents=True)
+    rc, err, calls = _run("model_card_eval.sh", [str(encoder), str(out)], fake_pase, **env)
+    assert rc == 0, err
+    tasks = [_opt(c["args"], "--task") for c in calls]
+    assert tasks == ["librispeech-speaker40"] * 6 + ["librispeech-asr"] * 3
+    assert {_opt(c["args"], "--features") for c in calls} == {str(encoder)}
+    assert {_opt(c["args"], "--data") for c in calls} == {str(ls)}
+    assert [_opt(c["args"], "--seeds") for c in calls[6:]] == ["0", "0", "0"]
+    assert [_opt(c["args"], "--distort") for c in calls[6:]] == [None, "noise:5dB", "reverb"]
+
+
+def test_card_eval_stops_on_a_failed_cell_without_marking_it_done(tmp_path, fake_pase):
+    out = tmp_path / "card"
+    rc, _, calls = _run(
+        "model_card_eval.sh", ["-", str(out)], fake_pase, SETS="base", PARTS="builtin", FAKE_PASE_RC="3"
+    )
+    assert rc == 3 and len(calls) == 1
+    assert not (out / "base/builtin/mlp/clean/done").exists()
+
+
+def _legs(run: Path) -> list[str]:
+    return (run / "legs.txt").read_text().splitlines()
+
+
+def test_pretrain_v2_resumes_an_existing_run(tmp_path, fake_pase):
+    run = tmp_path / "v2"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"")
+    rc, err, calls = _run("pretrain_v2.sh", [str(run), "1"], fake_pase)
+    assert rc == 0, err
+    assert calls[0]["args"] == ["train", "--out", str(run), "--resume", "--num-threads", "1"]
+    assert calls[0]["env"] == {
+        "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736", "MALLOC_TOP_PAD_": "1073741824",
+    }  # fmt: skip
+    assert len(_legs(run)) == 1 and _legs(run)[0].endswith("--resume --num-threads 1")
+
+
+def test_pretrain_v2_lost_run_continues_from_the_committed_encoder(tmp_path, fake_pase):
+    warm = tmp_path / "warm"
+    warm.mkdir()
+    (warm / "config.json").write_text("{}")
+    (warm / "step.txt").write_text("4008\n")
+    run = tmp_path / "v2"
+    rc, err, calls = _run("pretrain_v2.sh", [str(run)], fake_pase, WARM=str(warm), HORIZON="10000")
+    assert rc == 0, err
+    args = calls[0]["args"]
+    assert _opt(args, "--init") == str(warm) and _opt(args, "--start-step") == "4008"
+    assert _opt(args, "--max-steps") == "10000" and _opt(args, "--split-seed") == "0"
+    assert _opt(args, "--freeze-encoder-steps") == "150" and _opt(args, "--seed") == "1"
+    assert _opt(args, "--num-threads") == "2"
+    assert "--init" in _legs(run)[0]
+
+
+def test_pretrain_v2_fresh_start_checks_its_data(tmp_path, fake_pase):
+    run = tmp_path / "v2"
+    env = {"WARM": str(tmp_path / "none"), "PASE_EXTRA_SPEECH": str(tmp_path / "extra")}
+    env["PASE_SPEECH_DIR"] = str(tmp_path / "speech")
+    rc, err, calls = _run("pretrain_v2.sh", [str(run)], fake_pase, **env)
+    assert rc == 2 and "pretrain.csv not found" in err and calls == []
+    (tmp_path / "extra").mkdir()
+    (tmp_path / "extra" / "pretrain.csv").write_text("path\n")
+    (tmp_path / "speech" / "librispeech" / "train-clean-100").mkdir(parents=True)
+    rc, err, calls = _run("pretrain_v2.sh", [str(run)], fake_pase, **env)
+    assert rc == 0, err
+    args = calls[0]["args"]
+    assert args[:3] == ["train", "--preset", "pase+cpu"] and "--init" not in args
+    assert _opt(args, "--seed") == "0" and _opt(args, "--max-steps") == "10000"
