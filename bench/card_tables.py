@@ -144,7 +144,8 @@ def markdown(rows: list[Row]) -> str:
             f"- new beats {check['than']} ({check['condition']}, MLP) on {check['won']} of {check['of']} "
             f"built-in tasks (needed {check['need']} of 6: {verdict}): {deltas}\n"
         )
-    for probe in dict.fromkeys(r["probe"] for r in rows if "wer" not in r):
+    probes = dict.fromkeys(r["probe"] for r in rows if "wer" not in r)
+    for probe in sorted(probes, key=lambda p: p != "mlp"):  # the MLP tables first
         for condition in CONDITIONS:
             if _cells(rows, probe, condition):
                 parts.append(

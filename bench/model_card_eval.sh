@@ -11,6 +11,8 @@
 # while the new encoder is still training (NEW_ENCODER_DIR may then be "-"). PARTS (default
 # "builtin speaker40 asr") picks the task groups; two calls with disjoint PARTS and THREADS=1 can run
 # side by side. "old" must be measured BEFORE the packaged pase+ is replaced by the new encoder.
+# Each finished cell's summary.{json,md} and done file are committed under bench/results/card_eval;
+# on a new machine, copy that tree into OUT first and the finished cells are not run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NEW="${1:?usage: bench/model_card_eval.sh NEW_ENCODER_DIR [OUT] [THREADS]}"

@@ -87,3 +87,22 @@ def test_bad_grids_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixtur
     )
     with pytest.raises(ValueError, match="more than one new encoder"):
         card.collect(root)
+
+
+def test_baselines_and_new_encoder_from_separate_trees_mlp_tables_first(tmp_path: Path) -> None:
+    # bench/model_card_eval.sh writes the baselines under base/ and the new encoder under new/
+    card = load_bench_script("card_tables")
+    root = tmp_path / "eval"
+    base = ("mfcc", "pase+")
+    cells = {
+        "base/builtin/linear/clean": [_row(t, f, 0.5, None, "linear") for t in TASKS for f in base],
+        "base/builtin/mlp/clean": [_row(t, f, 0.5, None) for t in TASKS for f in base],
+        "new/builtin/mlp/clean": [_row(t, "/runs/v2/encoder", 0.6, None) for t in TASKS],
+    }
+    for sub, rows in cells.items():
+        (root / sub).mkdir(parents=True)
+        (root / sub / "summary.json").write_text(json.dumps({"results": rows, "errors": {}}))
+    rows = card.collect(root)
+    assert card.acceptance(rows)[0]["won"] == 6  # new (new/ tree) vs old (base/ tree)
+    md = card.markdown(rows)
+    assert md.index("## mlp probe, test audio clean") < md.index("## linear probe, test audio clean")
