@@ -24,9 +24,7 @@ ASR_SEEDS="${ASR_SEEDS:-0}"
 LS="${PASE_LIBRISPEECH:-$HOME/.cache/pase/speech_extra/LibriSpeech}"
 PASE="${PASE:-.venv/bin/pase}"
 BUILTIN="fsdd-digit,ravdess-speaker,ravdess-emotion,emodb-emotion,emodb-phone,librispeech-speaker"
-# the allocator settings of bench/pretrain_v2.sh (no mmap for large activations, no trimming)
-export MALLOC_MMAP_MAX_="${MALLOC_MMAP_MAX_:-0}" MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-68719476736}"
-export MALLOC_TOP_PAD_="${MALLOC_TOP_PAD_:-1073741824}"
+source bench/malloc_env.sh  # the allocator settings of the v2 training run
 has() { case " $1 " in *" $2 "*) return 0 ;; *) return 1 ;; esac; }
 run() {  # run DIR ARGS...: one pase eval call, skipped when DIR/done exists
   local dir="$OUT/$1"; shift
@@ -35,6 +33,13 @@ run() {  # run DIR ARGS...: one pase eval call, skipped when DIR/done exists
   local t0; t0=$(date +%s)
   "$PASE" eval "$@" --out "$dir" --num-threads "$THREADS"
   echo "$(( $(date +%s) - t0 )) s ($THREADS threads, $(hostname), $(date -u +%FT%TZ))" > "$dir/done"
+}
+conditions() {  # conditions DIR ARGS...: one cell per test condition (clean, noise 5 dB, reverb)
+  local dir="$1"; shift
+  run "$dir/clean" "$@"
+  for cond in noise:5dB reverb; do
+    run "$dir/${cond//:/_}" "$@" --distort "$cond"
+  done
 }
 for set in $SETS; do
   case "$set" in
@@ -46,10 +51,7 @@ for set in $SETS; do
   esac
   if has "$PARTS" builtin; then
     for probe in mlp linear; do
-      for cond in clean noise:5dB reverb; do
-        distort=(); [ "$cond" = clean ] || distort=(--distort "$cond")
-        run "$set/builtin/$probe/${cond//:/_}" --task "$BUILTIN" --features "$FEATS" --probe "$probe" "${distort[@]}"
-      done
+      conditions "$set/builtin/$probe" --task "$BUILTIN" --features "$FEATS" --probe "$probe"
     done
   fi
   if has "$PARTS" speaker40 || has "$PARTS" asr; then
@@ -60,18 +62,11 @@ for set in $SETS; do
   fi
   if has "$PARTS" speaker40; then
     for probe in mlp linear; do
-      for cond in clean noise:5dB reverb; do
-        distort=(); [ "$cond" = clean ] || distort=(--distort "$cond")
-        run "$set/speaker40/$probe/${cond//:/_}" --task librispeech-speaker40 --features "$FEATS" --probe "$probe" \
-          --data "$LS" "${distort[@]}"
-      done
+      conditions "$set/speaker40/$probe" --task librispeech-speaker40 --features "$FEATS" --probe "$probe" --data "$LS"
     done
   fi
   if has "$PARTS" asr; then
-    for cond in clean noise:5dB reverb; do
-      distort=(); [ "$cond" = clean ] || distort=(--distort "$cond")
-      run "$set/asr/${cond//:/_}" --task librispeech-asr --features "$FEATS" --seeds "$ASR_SEEDS" --data "$LS" "${distort[@]}"
-    done
+    conditions "$set/asr" --task librispeech-asr --features "$FEATS" --seeds "$ASR_SEEDS" --data "$LS"
   fi
 done
 echo "model card evaluation in $OUT (summary.md / summary_asr.md per folder); tables and acceptance counts: python bench/card_tables.py $OUT"
