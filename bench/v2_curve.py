@@ -12,6 +12,12 @@ emodb-phone clean, fsdd-digit and emodb-phone under ``noise:5dB``. The packaged 
 the same way once (``RUN/curve/reference``) and drawn as dashed lines. A step already probed is
 not probed again. The training run can keep going meanwhile; on a 2-core machine give each job
 one thread.
+
+``--full`` also probes the point on the issue's acceptance cells: the 6 built-in tasks, clean and
+under ``noise:5dB`` (MLP probe; ~10 more minutes on one thread, the clean features of the fast tasks
+are cached); ``--backfill STEP`` does that for a step probed before, from its kept encoder.
+``curve_full.{csv,png}`` draw those points against MFCC and the packaged ``pase+`` of the model
+card's baseline grid (``--baselines``, the MLP folder of ``bench/model_card_eval.sh``'s base set).
 """
 
 from __future__ import annotations
@@ -26,12 +32,25 @@ from pathlib import Path
 
 TASKS = ["fsdd-digit", "ravdess-speaker", "emodb-phone"]
 CONDITIONS: list[str | None] = [None, "noise:5dB@fsdd-digit,emodb-phone"]
+FULL_TASKS = [
+    "fsdd-digit", "ravdess-speaker", "ravdess-emotion", "emodb-emotion", "emodb-phone", "librispeech-speaker",
+]  # fmt: skip
+FULL_CONDITIONS: list[str | None] = [None, "noise:5dB"]
+BASELINES = Path(__file__).resolve().parent / "results" / "card_eval" / "base" / "builtin" / "mlp"
+#: The baseline grid's feature sets drawn on curve_full.png, with their labels.
+BASELINE_LABELS = {"mfcc": "MFCC", "pase+": "packaged pase+"}
 
 
 def _plan(seeds: str, data: str | None) -> tp.Any:
     from pase.ablate import EvalPlan
 
     return EvalPlan(tasks=TASKS, conditions=CONDITIONS, seeds=seeds, probe="mlp", data=data)
+
+
+def _full_plan(seeds: str, data: str | None) -> tp.Any:
+    from pase.ablate import EvalPlan
+
+    return EvalPlan(tasks=FULL_TASKS, conditions=FULL_CONDITIONS, seeds=seeds, probe="mlp", data=data)
 
 
 def _valid_at(run: Path, step: int) -> dict[str, float]:
@@ -75,6 +94,37 @@ def probe_point(run: Path, seeds: str, data: str | None) -> dict[str, tp.Any]:
     text = json.dumps(point, indent=2) + "\n"
     write_atomic(done, lambda tmp: Path(tmp).write_text(text))
     return point
+
+
+def full_point(point_dir: Path, seeds: str, data: str | None) -> dict[str, tp.Any]:
+    """Probe the kept encoder of a curve point on the 12 acceptance cells (once), into its point.json."""
+    from pase.audio import write_atomic
+
+    done = point_dir / "point.json"
+    if not done.exists():
+        raise FileNotFoundError(f"{point_dir}: no point.json (probe the step first)")
+    point = tp.cast(dict[str, tp.Any], json.loads(done.read_text()))
+    if "full" in point:
+        return point
+    if not (point_dir / "encoder" / "config.json").exists():
+        raise FileNotFoundError(f"{point_dir}: its encoder was not kept, the full probe needs it")
+    scores, stds = _full_plan(seeds, data).run(point_dir / "encoder", point_dir / "eval_full")
+    point.update(full=scores, full_std=stds, full_seeds=seeds)
+    text = json.dumps(point, indent=2) + "\n"
+    write_atomic(done, lambda tmp: Path(tmp).write_text(text))
+    return point
+
+
+def baselines(folder: Path) -> dict[str, dict[str, float]]:
+    """``{features: {"task" or "task@noise:5dB": accuracy}}`` of the baseline grid's MLP cells."""
+    out: dict[str, dict[str, float]] = {}
+    for sub, suffix in (("clean", ""), ("noise_5dB", "@noise:5dB")):
+        path = folder / sub / "summary.json"
+        if not path.exists():
+            continue
+        for row in json.loads(path.read_text())["results"]:
+            out.setdefault(row["features"], {})[row["task"] + suffix] = float(row["accuracy"])
+    return out
 
 
 def reference_point(run: Path, seeds: str, data: str | None) -> dict[str, tp.Any]:
@@ -137,6 +187,51 @@ def write_curve(run: Path) -> Path:
     return png
 
 
+def write_full_curve(run: Path, baseline_dir: Path) -> Path | None:
+    """``curve_full.csv`` and ``curve_full.png`` (one panel per acceptance cell) from the points
+    probed with ``--full``; None when there are none."""
+    from pase.audio import write_atomic
+
+    curve = run / "curve"
+    points = [json.loads(p.read_text()) for p in sorted(curve.glob("step_*/point.json"))]
+    points = [p for p in points if "full" in p]
+    if not points:
+        return None
+    keys = [t + c for c in ("", "@noise:5dB") for t in FULL_TASKS]
+    lines = [",".join(["step", *keys])]
+    for p in points:
+        lines.append(",".join([str(p["step"]), *(f"{p['full'].get(k, float('nan')):.4f}" for k in keys)]))
+    text = "\n".join(lines) + "\n"
+    write_atomic(curve / "curve_full.csv", lambda tmp: Path(tmp).write_text(text))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return curve / "curve_full.csv"
+    base = baselines(baseline_dir)
+    steps = [p["step"] for p in points]
+    fig, axes = plt.subplots(2, len(FULL_TASKS), figsize=(16, 5.5), sharex=True)
+    for ax, key in zip(axes.flat, keys, strict=True):
+        ax.plot(steps, [p["full"].get(key, float("nan")) for p in points], "o-", color="C0", label="v2")
+        for i, (features, name) in enumerate(BASELINE_LABELS.items()):
+            if key in base.get(features, {}):
+                ax.axhline(base[features][key], color=f"C{i + 1}", ls="--", lw=0.9, label=name)
+        ax.set_title(key.replace("@noise:5dB", "\nnoise 5 dB"), fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("step", fontsize=8)
+    fig.suptitle("v2 on the acceptance cells (MLP probe; dashed: the baseline grid)", fontsize=10)
+    fig.tight_layout()
+    png = curve / "curve_full.png"
+    write_atomic(png, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+    return png
+
+
 def main(argv: tp.Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -146,20 +241,34 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     parser.add_argument("--data", help="speech bundle of the eval tasks (pase eval --data)")
     parser.add_argument("--num-threads", type=int, default=1)
     parser.add_argument("--no-reference", action="store_true", help="do not probe the packaged pase+")
-    parser.add_argument("--plot-only", action="store_true", help="only redraw curve.{csv,png}")
+    parser.add_argument("--plot-only", action="store_true", help="only redraw the curves")
+    parser.add_argument("--full", action="store_true", help="also probe the 12 acceptance cells")
+    parser.add_argument("--backfill", type=int, metavar="STEP", help="only: --full for a step probed before")
+    parser.add_argument("--baselines", type=Path, default=BASELINES, help="MLP folder of the baseline grid")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.num_threads)
-    if not args.plot_only:
-        if not (args.run / "checkpoint.pt").exists():
-            print(f"v2_curve: no checkpoint.pt in {args.run}", file=sys.stderr)
-            return 2
-        point = probe_point(args.run, args.seeds, args.data)
-        print(json.dumps(point["eval"], indent=2))
-        if not args.no_reference:
-            reference_point(args.run, args.seeds, args.data)
+    try:
+        if args.backfill is not None:
+            full_point(args.run / "curve" / f"step_{args.backfill:06d}", args.seeds, args.data)
+        elif not args.plot_only:
+            if not (args.run / "checkpoint.pt").exists():
+                print(f"v2_curve: no checkpoint.pt in {args.run}", file=sys.stderr)
+                return 2
+            point = probe_point(args.run, args.seeds, args.data)
+            print(json.dumps(point["eval"], indent=2))
+            if not args.no_reference:
+                reference_point(args.run, args.seeds, args.data)
+            if args.full:
+                full_point(args.run / "curve" / f"step_{point['step']:06d}", args.seeds, args.data)
+    except FileNotFoundError as exc:
+        print(f"v2_curve: {exc}", file=sys.stderr)
+        return 2
     print(f"curve: {write_curve(args.run)}")
+    full = write_full_curve(args.run, args.baselines)
+    if full is not None:
+        print(f"acceptance cells: {full}")
     return 0
 
 

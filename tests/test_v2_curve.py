@@ -60,3 +60,53 @@ def test_without_a_checkpoint_it_says_so(tmp_path: Path, capsys: pytest.CaptureF
     curve = load_bench_script("v2_curve")
     assert curve.main(["--run", str(tmp_path)]) == 2
     assert f"no checkpoint.pt in {tmp_path}" in capsys.readouterr().err
+
+
+def test_full_probe_covers_the_acceptance_cells_once_and_backfills_kept_encoders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    curve = load_bench_script("v2_curve")
+    full_runs: list[Path] = []
+
+    class FakePlan:
+        def __init__(self, tasks: list[str], conditions: list[str | None]) -> None:
+            self.keys = [t + (f"@{c}" if c else "") for c in conditions for t in tasks]
+
+        def run(self, encoder: Path, out: Path) -> tuple[dict[str, float], dict[str, float]]:
+            if out.name == "eval_full":
+                full_runs.append(encoder)
+                assert (encoder / "config.json").exists()
+            value = 0.5 + 0.01 * len(full_runs)
+            return dict.fromkeys(self.keys, value), dict.fromkeys(self.keys, 0.0)
+
+    monkeypatch.setattr(curve, "_plan", lambda seeds, data: FakePlan(curve.TASKS, [None]))
+    full_plan = FakePlan(curve.FULL_TASKS, [None, "noise:5dB"])
+    monkeypatch.setattr(curve, "_full_plan", lambda seeds, data: full_plan)
+    base = tmp_path / "base"
+    for sub, value in (("clean", 0.9), ("noise_5dB", 0.2)):
+        (base / sub).mkdir(parents=True)
+        rows = [
+            {"task": t, "features": f, "accuracy": value} for t in curve.FULL_TASKS for f in ("mfcc", "pase+")
+        ]
+        (base / sub / "summary.json").write_text(json.dumps({"results": rows, "errors": []}))
+    run = tmp_path / "run"
+    run.mkdir()
+    _checkpoint(run, 600)
+    args = ["--run", str(run), "--seeds", "0", "--no-reference", "--baselines", str(base)]
+    assert curve.main(args) == 0  # a plain point: no acceptance cells
+    assert not full_runs and not (run / "curve" / "curve_full.csv").exists()
+    assert curve.main([*args, "--backfill", "600"]) == 0  # the kept encoder of step 600
+    _checkpoint(run, 800)
+    assert curve.main([*args, "--full"]) == 0
+    assert curve.main([*args, "--full"]) == 0  # probed before: not again
+    assert [p.parent.name for p in full_runs] == ["step_000600", "step_000800"]
+    point = json.loads((run / "curve" / "step_000800" / "point.json").read_text())
+    assert len(point["full"]) == 12 and point["full"]["emodb-emotion@noise:5dB"] == 0.52
+    rows = (run / "curve" / "curve_full.csv").read_text().splitlines()
+    assert rows[0].split(",")[:2] == ["step", "fsdd-digit"] and len(rows[0].split(",")) == 13
+    assert [r.split(",")[0] for r in rows[1:]] == ["600", "800"]
+    assert curve.baselines(base)["mfcc"]["ravdess-emotion@noise:5dB"] == 0.2
+    (run / "curve" / "step_000800" / "point.json").unlink()
+    capsys.readouterr()
+    assert curve.main([*args, "--backfill", "700"]) == 2  # never probed
+    assert "no point.json" in capsys.readouterr().err
