@@ -2,9 +2,10 @@
 # The model card's full evaluation (issue 12) of a new encoder against mfcc, fbank, random:pase+
 # and the packaged pase+ ("old"): every built-in task with the MLP and the linear probe, 3 probe
 # seeds, clean and with the test audio under noise 5 dB and reverb; then librispeech-speaker40
-# (same grid) and librispeech-asr (clean, noise 5 dB, reverb; ASR_SEEDS probe seeds, default 0:
-# one CTC probe costs ~20 min on one core). Features and trained CTC probes are cached, and a cell
-# whose folder has a `done` file is skipped, so a rerun resumes.
+# (same grid) and librispeech-asr (clean, noise 5 dB, reverb; ASR_SEEDS probe seeds, default 0,1,2:
+# one CTC probe costs 20-40 min on one core). Features and trained CTC probes are cached, and a cell
+# whose folder has a `done` file is skipped, so a rerun resumes; an ASR cell's done file names its
+# seeds, and a rerun with other ASR_SEEDS redoes it (reusing the probes of the seeds trained before).
 #   bash bench/model_card_eval.sh NEW_ENCODER_DIR [OUT] [THREADS]     (OUT default ~/pase_runs/card_eval)
 # SETS (default "base new") picks the feature sets: "base" = the four baselines, "new" = the new
 # encoder, each in its own folder tree (OUT/base/..., OUT/new/...), so the baselines can be measured
@@ -20,19 +21,20 @@ OUT="${2:-$HOME/pase_runs/card_eval}"
 THREADS="${3:-2}"
 SETS="${SETS:-base new}"
 PARTS="${PARTS:-builtin speaker40 asr}"
-ASR_SEEDS="${ASR_SEEDS:-0}"
+ASR_SEEDS="${ASR_SEEDS:-0,1,2}"
+NEED=""  # a string the done file must contain for the cell to count as done
 LS="${PASE_LIBRISPEECH:-$HOME/.cache/pase/speech_extra/LibriSpeech}"
 PASE="${PASE:-.venv/bin/pase}"
 BUILTIN="fsdd-digit,ravdess-speaker,ravdess-emotion,emodb-emotion,emodb-phone,librispeech-speaker"
 source bench/malloc_env.sh  # the allocator settings of the v2 training run
 has() { case " $1 " in *" $2 "*) return 0 ;; *) return 1 ;; esac; }
-run() {  # run DIR ARGS...: one pase eval call, skipped when DIR/done exists
+run() {  # run DIR ARGS...: one pase eval call, skipped when DIR/done exists (and contains $NEED)
   local dir="$OUT/$1"; shift
-  [ -f "$dir/done" ] && { echo "done before: $dir"; return 0; }
+  if [ -f "$dir/done" ] && grep -qF -- "$NEED" "$dir/done"; then echo "done before: $dir"; return 0; fi
   echo "[$(date +%T)] $dir: pase eval $*"
   local t0; t0=$(date +%s)
   "$PASE" eval "$@" --out "$dir" --num-threads "$THREADS"
-  echo "$(( $(date +%s) - t0 )) s ($THREADS threads, $(hostname), $(date -u +%FT%TZ))" > "$dir/done"
+  echo "$(( $(date +%s) - t0 )) s ($THREADS threads, $(hostname), $(date -u +%FT%TZ))${NEED:+ $NEED}" > "$dir/done"
 }
 conditions() {  # conditions DIR ARGS...: one cell per test condition (clean, noise 5 dB, reverb)
   local dir="$1"; shift
@@ -66,7 +68,9 @@ for set in $SETS; do
     done
   fi
   if has "$PARTS" asr; then
+    NEED="seeds $ASR_SEEDS;"
     conditions "$set/asr" --task librispeech-asr --features "$FEATS" --seeds "$ASR_SEEDS" --data "$LS"
+    NEED=""
   fi
 done
 echo "model card evaluation in $OUT (summary.md / summary_asr.md per folder); tables and acceptance counts: python bench/card_tables.py $OUT"

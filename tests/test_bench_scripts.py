@@ -106,8 +106,17 @@ def test_card_eval_new_encoder_gets_the_librispeech_tasks(tmp_path, fake_pase):
     assert tasks == ["librispeech-speaker40"] * 6 + ["librispeech-asr"] * 3
     assert {_opt(c["args"], "--features") for c in calls} == {str(encoder)}
     assert {_opt(c["args"], "--data") for c in calls} == {str(ls)}
-    assert [_opt(c["args"], "--seeds") for c in calls[6:]] == ["0", "0", "0"]
+    assert [_opt(c["args"], "--seeds") for c in calls[6:]] == ["0,1,2"] * 3  # the 3 seeds
     assert [_opt(c["args"], "--distort") for c in calls[6:]] == [None, "noise:5dB", "reverb"]
+    # An ASR cell done with other seeds is redone (its probes are cached); with the same, skipped.
+    env["PARTS"] = "asr"
+    rc, err, calls = _run("model_card_eval.sh", [str(encoder), str(out)], fake_pase, **env, ASR_SEEDS="0")
+    assert rc == 0 and [_opt(c["args"], "--seeds") for c in calls] == ["0"] * 3
+    rc, err, calls = _run("model_card_eval.sh", [str(encoder), str(out)], fake_pase, **env, ASR_SEEDS="0")
+    assert rc == 0 and calls == []
+    env["PARTS"] = "speaker40 asr"
+    rc, err, calls = _run("model_card_eval.sh", [str(encoder), str(out)], fake_pase, **env)
+    assert rc == 0 and [_opt(c["args"], "--task") for c in calls] == ["librispeech-asr"] * 3
 
 
 def test_card_eval_stops_on_a_failed_cell_without_marking_it_done(tmp_path, fake_pase):
