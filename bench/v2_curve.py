@@ -214,7 +214,9 @@ def write_full_curve(run: Path, baseline_dir: Path) -> Path | None:
     steps = [p["step"] for p in points]
     fig, axes = plt.subplots(2, len(FULL_TASKS), figsize=(16, 5.5), sharex=True)
     for ax, key in zip(axes.flat, keys, strict=True):
-        ax.plot(steps, [p["full"].get(key, float("nan")) for p in points], "o-", color="C0", label="v2")
+        values = [p["full"].get(key, float("nan")) for p in points]
+        errors = [p.get("full_std", {}).get(key, 0.0) for p in points]
+        ax.errorbar(steps, values, yerr=errors, fmt="o-", color="C0", capsize=2, label="v2 (± std, 3 seeds)")
         for i, (features, name) in enumerate(BASELINE_LABELS.items()):
             if key in base.get(features, {}):
                 ax.axhline(base[features][key], color=f"C{i + 1}", ls="--", lw=0.9, label=name)
