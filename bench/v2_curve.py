@@ -14,8 +14,8 @@ not probed again. The training run can keep going meanwhile; on a 2-core machine
 one thread.
 
 ``--full`` also probes the point on the issue's acceptance cells: the 6 built-in tasks, clean and
-under ``noise:5dB`` (MLP probe; ~10 more minutes on one thread, the clean features of the fast tasks
-are cached); ``--backfill STEP`` does that for a step probed before, from its kept encoder.
+under ``noise:5dB`` (MLP probe; only the 7 cells the point has not measured yet, ~10 more minutes on
+one thread); ``--backfill STEP`` does that for a step probed before, from its kept encoder.
 ``curve_full.{csv,png}`` draw those points against MFCC and the packaged ``pase+`` of the model
 card's baseline grid (``--baselines``, the MLP folder of ``bench/model_card_eval.sh``'s base set).
 """
@@ -32,10 +32,24 @@ from pathlib import Path
 
 TASKS = ["fsdd-digit", "ravdess-speaker", "emodb-phone"]
 CONDITIONS: list[str | None] = [None, "noise:5dB@fsdd-digit,emodb-phone"]
-FULL_TASKS = [
-    "fsdd-digit", "ravdess-speaker", "ravdess-emotion", "emodb-emotion", "emodb-phone", "librispeech-speaker",
-]  # fmt: skip
+
+
+def _builtin_tasks() -> list[str]:
+    from pase.eval.tasks import BUILTIN_TASKS, OPTIONAL_TASKS
+
+    return [t for t in BUILTIN_TASKS if t not in OPTIONAL_TASKS]
+
+
+FULL_TASKS = _builtin_tasks()  # the 6 tasks of the speech bundle, in pase eval's order
 FULL_CONDITIONS: list[str | None] = [None, "noise:5dB"]
+
+
+def _key(task: str, condition: str | None) -> str:
+    """A cell's name in a point (``"task"`` clean, ``"task@condition"`` otherwise), as EvalPlan names it."""
+    return task + (f"@{condition}" if condition else "")
+
+
+FULL_KEYS = [_key(t, c) for c in FULL_CONDITIONS for t in FULL_TASKS]
 BASELINES = Path(__file__).resolve().parent / "results" / "card_eval" / "base" / "builtin" / "mlp"
 #: The baseline grid's feature sets drawn on curve_full.png, with their labels.
 BASELINE_LABELS = {"mfcc": "MFCC", "pase+": "packaged pase+"}
@@ -47,10 +61,22 @@ def _plan(seeds: str, data: str | None) -> tp.Any:
     return EvalPlan(tasks=TASKS, conditions=CONDITIONS, seeds=seeds, probe="mlp", data=data)
 
 
-def _full_plan(seeds: str, data: str | None) -> tp.Any:
+def _full_plan(conditions: list[str], seeds: str, data: str | None) -> tp.Any:
+    """``conditions``: ``"COND@task,task"`` specs (``COND`` empty for clean audio) of the cells to probe."""
     from pase.ablate import EvalPlan
 
-    return EvalPlan(tasks=FULL_TASKS, conditions=FULL_CONDITIONS, seeds=seeds, probe="mlp", data=data)
+    return EvalPlan(tasks=FULL_TASKS, conditions=list(conditions), seeds=seeds, probe="mlp", data=data)
+
+
+def _point_dir(run: Path, step: int) -> Path:
+    return run / "curve" / f"step_{step:06d}"
+
+
+def _write_json(path: Path, data: dict[str, tp.Any]) -> None:
+    from pase.audio import write_atomic
+
+    text = json.dumps(data, indent=2) + "\n"
+    write_atomic(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def _valid_at(run: Path, step: int) -> dict[str, float]:
@@ -68,7 +94,6 @@ def _valid_at(run: Path, step: int) -> dict[str, float]:
 
 def probe_point(run: Path, seeds: str, data: str | None) -> dict[str, tp.Any]:
     """Export ``run``'s current encoder and probe it (or read the point back if done before)."""
-    from pase.audio import write_atomic
     from pase.export import export_encoder
 
     curve = run / "curve"
@@ -78,7 +103,7 @@ def probe_point(run: Path, seeds: str, data: str | None) -> dict[str, tp.Any]:
     tmp_encoder = curve / ".encoder"
     _, step = export_encoder(snapshot, tmp_encoder)
     snapshot.unlink()
-    point_dir = curve / f"step_{step:06d}"
+    point_dir = _point_dir(run, step)
     done = point_dir / "point.json"
     if done.exists():
         shutil.rmtree(tmp_encoder)
@@ -91,15 +116,15 @@ def probe_point(run: Path, seeds: str, data: str | None) -> dict[str, tp.Any]:
     scores, stds = _plan(seeds, data).run(point_dir / "encoder", point_dir / "eval")
     valid = _valid_at(run, step)
     point = {"step": step, "seeds": seeds, "eval": scores, "eval_std": stds, "valid": valid}
-    text = json.dumps(point, indent=2) + "\n"
-    write_atomic(done, lambda tmp: Path(tmp).write_text(text))
+    _write_json(done, point)
     return point
 
 
 def full_point(point_dir: Path, seeds: str, data: str | None) -> dict[str, tp.Any]:
-    """Probe the kept encoder of a curve point on the 12 acceptance cells (once), into its point.json."""
-    from pase.audio import write_atomic
+    """Probe the kept encoder of a curve point on the 12 acceptance cells (once), into its point.json.
 
+    The cells the point measured already with the same seeds (the fast ones) are taken from it, not
+    probed again."""
     done = point_dir / "point.json"
     if not done.exists():
         raise FileNotFoundError(f"{point_dir}: no point.json (probe the step first)")
@@ -108,10 +133,17 @@ def full_point(point_dir: Path, seeds: str, data: str | None) -> dict[str, tp.An
         return point
     if not (point_dir / "encoder" / "config.json").exists():
         raise FileNotFoundError(f"{point_dir}: its encoder was not kept, the full probe needs it")
-    scores, stds = _full_plan(seeds, data).run(point_dir / "encoder", point_dir / "eval_full")
-    point.update(full=scores, full_std=stds, full_seeds=seeds)
-    text = json.dumps(point, indent=2) + "\n"
-    write_atomic(done, lambda tmp: Path(tmp).write_text(text))
+    have = point["eval"] if point.get("seeds") == seeds else {}
+    specs = []
+    for cond in FULL_CONDITIONS:
+        todo = [t for t in FULL_TASKS if _key(t, cond) not in have]
+        if todo:
+            specs.append(f"{cond or ''}@{','.join(todo)}")
+    scores, stds = _full_plan(specs, seeds, data).run(point_dir / "encoder", point_dir / "eval_full")
+    full = {k: scores[k] if k in scores else have[k] for k in FULL_KEYS if k in scores or k in have}
+    full_std = {k: stds[k] if k in stds else point["eval_std"][k] for k in full}
+    point.update(full=full, full_std=full_std, full_seeds=seeds)
+    _write_json(done, point)
     return point
 
 
@@ -129,8 +161,6 @@ def baselines(folder: Path) -> dict[str, dict[str, float]]:
 
 def reference_point(run: Path, seeds: str, data: str | None) -> dict[str, tp.Any]:
     """The packaged ``pase+`` probed the same way (once)."""
-    from pase.audio import write_atomic
-
     ref = run / "curve" / "reference"
     done = ref / "point.json"
     if done.exists():
@@ -138,8 +168,7 @@ def reference_point(run: Path, seeds: str, data: str | None) -> dict[str, tp.Any
     ref.mkdir(parents=True, exist_ok=True)
     scores, stds = _plan(seeds, data).run(Path("pase+"), ref / "eval")
     point = {"features": "pase+ (packaged)", "seeds": seeds, "eval": scores, "eval_std": stds}
-    text = json.dumps(point, indent=2) + "\n"
-    write_atomic(done, lambda tmp: Path(tmp).write_text(text))
+    _write_json(done, point)
     return point
 
 
@@ -197,7 +226,7 @@ def write_full_curve(run: Path, baseline_dir: Path) -> Path | None:
     points = [p for p in points if "full" in p]
     if not points:
         return None
-    keys = [t + c for c in ("", "@noise:5dB") for t in FULL_TASKS]
+    keys = FULL_KEYS
     lines = [",".join(["step", *keys])]
     for p in points:
         lines.append(",".join([str(p["step"]), *(f"{p['full'].get(k, float('nan')):.4f}" for k in keys)]))
@@ -253,7 +282,7 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.num_threads)
     try:
         if args.backfill is not None:
-            full_point(args.run / "curve" / f"step_{args.backfill:06d}", args.seeds, args.data)
+            full_point(_point_dir(args.run, args.backfill), args.seeds, args.data)
         elif not args.plot_only:
             if not (args.run / "checkpoint.pt").exists():
                 print(f"v2_curve: no checkpoint.pt in {args.run}", file=sys.stderr)
@@ -263,7 +292,7 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
             if not args.no_reference:
                 reference_point(args.run, args.seeds, args.data)
             if args.full:
-                full_point(args.run / "curve" / f"step_{point['step']:06d}", args.seeds, args.data)
+                full_point(_point_dir(args.run, point["step"]), args.seeds, args.data)
     except FileNotFoundError as exc:
         print(f"v2_curve: {exc}", file=sys.stderr)
         return 2

@@ -149,6 +149,7 @@ class EvalPlan:
         stds: dict[str, float] = {}
         for spec in self.conditions:
             # "noise:5dB@fsdd-digit,emodb-phone": a condition for some of the tasks only
+            # ("@fsdd-digit": clean audio, some of the tasks only)
             cond, _, only = (spec or "").partition("@")
             tasks = [t.strip() for t in only.split(",") if t.strip()] or self.tasks
             where = out / (spec.replace(":", "_").replace("@", "_at_").replace(",", "+") if spec else "clean")

@@ -67,10 +67,14 @@ def test_full_probe_covers_the_acceptance_cells_once_and_backfills_kept_encoders
 ) -> None:
     curve = load_bench_script("v2_curve")
     full_runs: list[Path] = []
+    full_specs: list[list[str]] = []
 
     class FakePlan:
-        def __init__(self, tasks: list[str], conditions: list[str | None]) -> None:
-            self.keys = [t + (f"@{c}" if c else "") for c in conditions for t in tasks]
+        def __init__(self, specs: list[str]) -> None:  # "COND@task,task" as EvalPlan reads them
+            self.keys = []
+            for spec in specs:
+                cond, _, tasks = spec.partition("@")
+                self.keys += [t + (f"@{cond}" if cond else "") for t in tasks.split(",")]
 
         def run(self, encoder: Path, out: Path) -> tuple[dict[str, float], dict[str, float]]:
             if out.name == "eval_full":
@@ -79,9 +83,12 @@ def test_full_probe_covers_the_acceptance_cells_once_and_backfills_kept_encoders
             value = 0.5 + 0.01 * len(full_runs)
             return dict.fromkeys(self.keys, value), dict.fromkeys(self.keys, 0.0)
 
-    monkeypatch.setattr(curve, "_plan", lambda seeds, data: FakePlan(curve.TASKS, [None]))
-    full_plan = FakePlan(curve.FULL_TASKS, [None, "noise:5dB"])
-    monkeypatch.setattr(curve, "_full_plan", lambda seeds, data: full_plan)
+    def full_plan(specs: list[str], seeds: str, data: str | None) -> FakePlan:
+        full_specs.append(specs)
+        return FakePlan(specs)
+
+    monkeypatch.setattr(curve, "_plan", lambda seeds, data: FakePlan(["@" + ",".join(curve.TASKS)]))
+    monkeypatch.setattr(curve, "_full_plan", full_plan)
     base = tmp_path / "base"
     for sub, value in (("clean", 0.9), ("noise_5dB", 0.2)):
         (base / sub).mkdir(parents=True)
@@ -102,6 +109,12 @@ def test_full_probe_covers_the_acceptance_cells_once_and_backfills_kept_encoders
     assert [p.parent.name for p in full_runs] == ["step_000600", "step_000800"]
     point = json.loads((run / "curve" / "step_000800" / "point.json").read_text())
     assert len(point["full"]) == 12 and point["full"]["emodb-emotion@noise:5dB"] == 0.52
+    # The cells the point measured already (the fast clean tasks) are taken from it, not reprobed.
+    assert point["full"]["fsdd-digit"] == point["eval"]["fsdd-digit"] == 0.51
+    assert full_specs[-1] == [
+        "@ravdess-emotion,emodb-emotion,librispeech-speaker",
+        "noise:5dB@" + ",".join(curve.FULL_TASKS),
+    ]
     rows = (run / "curve" / "curve_full.csv").read_text().splitlines()
     assert rows[0].split(",")[:2] == ["step", "fsdd-digit"] and len(rows[0].split(",")) == 13
     assert [r.split(",")[0] for r in rows[1:]] == ["600", "800"]
