@@ -4,7 +4,8 @@ A finished run writes ``RUN/encoder/`` itself; an interrupted one (Ctrl-C, SIGTE
 limit) has only ``RUN/checkpoint.pt``. This reads the checkpoint (``torch.load`` with
 ``weights_only=True``: no code runs), rebuilds the encoder from the checkpoint's own
 ``model_config`` and writes ``model.safetensors`` + ``config.json`` for
-:meth:`pase.Encoder.from_pretrained`.
+:meth:`pase.Encoder.from_pretrained`. ``--dtype float16`` halves the file (the packaged weights are
+stored so: ``pase export RUN pase/pretrained/pase_plus --dtype float16`` is how a model ships).
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ import typing as tp
 from pathlib import Path
 
 CHECKPOINT = "checkpoint.pt"
+DTYPES = ("float32", "float16", "bfloat16")
 
 
-def export_encoder(run: str | os.PathLike[str], out: str | os.PathLike[str]) -> tuple[Path, int]:
-    """Write the encoder of ``run`` (a run folder or its ``checkpoint.pt``) to ``out``.
+def export_encoder(
+    run: str | os.PathLike[str], out: str | os.PathLike[str], dtype: str = "float32"
+) -> tuple[Path, int]:
+    """Write the encoder of ``run`` (a run folder or its ``checkpoint.pt``) to ``out``, its floating
+    tensors stored as ``dtype`` (one of :data:`DTYPES`; loading restores float32).
 
     Returns ``(out, step of the checkpoint)``. Raises ``ValueError`` naming the file when there
     is no usable checkpoint.
@@ -29,6 +34,8 @@ def export_encoder(run: str | os.PathLike[str], out: str | os.PathLike[str]) -> 
 
     from pase.encoder import Encoder, EncoderConfig
 
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
     path = Path(run)
     if path.is_dir():
         path = path / CHECKPOINT
@@ -45,7 +52,7 @@ def export_encoder(run: str | os.PathLike[str], out: str | os.PathLike[str]) -> 
     except Exception as err:  # unpickling, missing keys and shape mismatches come in many types
         problem = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(f"{path}: not a `pase train` checkpoint ({type(err).__name__}: {problem})") from None
-    encoder.eval().save_pretrained(Path(out))
+    encoder.eval().save_pretrained(Path(out), dtype=getattr(torch, dtype))
     return Path(out), int(checkpoint.get("step", 0))
 
 
@@ -57,14 +64,22 @@ def register_cli(subparsers: tp.Any) -> None:
     )
     p.add_argument("run", help="run folder of `pase train` (or its checkpoint.pt)")
     p.add_argument("out", help="output folder (model.safetensors + config.json)")
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="storage type of the weights (float16 halves the file; loading restores float32)",
+    )
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
     try:
-        out, step = export_encoder(args.run, args.out)
+        out, step = export_encoder(args.run, args.out, args.dtype)
     except (ValueError, OSError) as err:
         print(f"pase export: {err}", file=sys.stderr)
         return 2
-    print(f"wrote the encoder of {args.run} at step {step} to {out} (for pase.Encoder.from_pretrained)")
+    stored = "" if args.dtype == "float32" else f", stored as {args.dtype}"
+    where = f"{out}{stored}"
+    print(f"wrote the encoder of {args.run} at step {step} to {where} (for pase.Encoder.from_pretrained)")
     return 0

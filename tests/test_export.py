@@ -40,6 +40,40 @@ def test_export_writes_the_checkpoint_encoder_readable_by_all(
         assert stat.S_IMODE(written.stat().st_mode) & 0o044 == 0o044, written
 
 
+def test_export_as_float16_halves_the_file_and_loads_as_float32(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The packaged weights ship so: ``pase export RUN pase/pretrained/pase_plus --dtype float16``."""
+    model = PaseModel(
+        EncoderConfig.from_dict({**EncoderConfig.pase_plus().to_dict(), **TINY}), [WorkerConfig("mfcc")]
+    )
+    run = tmp_path / "run"
+    run.mkdir()
+    payload = {"step": 3, "model": model.state_dict(), "model_config": json.dumps(model.config_dict())}
+    torch.save(payload, run / "checkpoint.pt")
+    assert main(["export", str(run), str(tmp_path / "f32")]) == 0
+    assert main(["export", str(run), str(tmp_path / "f16"), "--dtype", "float16"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"wrote the encoder of {run} at step 3 to {tmp_path / 'f16'}, stored as float16 "
+        "(for pase.Encoder.from_pretrained)"
+    )
+    meta = json.loads((tmp_path / "f16" / "config.json").read_text())
+    assert meta["dtype"] == "float16"
+    sizes = [(tmp_path / d / "model.safetensors").stat().st_size for d in ("f32", "f16")]
+    assert 0.45 < sizes[1] / sizes[0] < 0.6
+    encoder = Encoder.from_pretrained(tmp_path / "f16")
+    for name, value in model.encoder.state_dict().items():
+        loaded = encoder.state_dict()[name]
+        assert loaded.dtype == value.dtype, name
+        if value.is_floating_point():  # rounded to fp16, not something else
+            torch.testing.assert_close(loaded, value.half().float(), rtol=0, atol=0)
+        else:
+            assert torch.equal(loaded, value), name
+    with pytest.raises(SystemExit):  # argparse: the choices are named in the message
+        main(["export", str(run), str(tmp_path / "x"), "--dtype", "int8"])
+    assert "invalid choice: 'int8'" in capsys.readouterr().err
+
+
 def test_export_without_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["export", str(tmp_path), str(tmp_path / "enc")]) == 2
     err = capsys.readouterr().err
