@@ -159,10 +159,9 @@ def markdown(rows: list[Row]) -> str:
 
 def plot(rows: list[Row], path: Path) -> None:
     """MLP accuracy per built-in task and feature set, one panel per test condition."""
-    import matplotlib
+    from pase.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from pase.audio import write_atomic
 

@@ -190,10 +190,9 @@ def write_curve(run: Path) -> Path:
     ref_file = curve / "reference" / "point.json"
     ref = json.loads(ref_file.read_text())["eval"] if ref_file.exists() else {}
     try:
-        import matplotlib
+        from pase.plots import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
     except ImportError:
         print("matplotlib not installed: curve.png not drawn (pip install 'pase-speech[plots]')")
         return curve / "curve.csv"
@@ -233,10 +232,9 @@ def write_full_curve(run: Path, baseline_dir: Path) -> Path | None:
     text = "\n".join(lines) + "\n"
     write_atomic(curve / "curve_full.csv", lambda tmp: Path(tmp).write_text(text))
     try:
-        import matplotlib
+        from pase.plots import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
     except ImportError:
         return curve / "curve_full.csv"
     base = baselines(baseline_dir)

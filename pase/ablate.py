@@ -313,10 +313,9 @@ def ablation_markdown(rows: tp.Sequence[Row]) -> str:
 def plot_ablation(rows: tp.Sequence[Row], path: Path) -> bool:
     """Grouped bars: accuracy per task per variant. False when matplotlib is missing."""
     try:
-        import matplotlib
+        from pase.plots import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
     except ImportError:
         return False
     import numpy as np

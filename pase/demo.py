@@ -38,10 +38,9 @@ def pick_files(data: Path, per_glob: int = 1, at_most: int = 5) -> list[Path]:
 def plot_features(files: list[Path], feature_files: list[Path], out_png: Path, title: str) -> None:
     """One column per file: log-mel spectrogram on top, features (dims x frames) below, each
     dimension z-scored over the file (its colour bar says so)."""
-    import matplotlib
+    from pase.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
     import torch
 

@@ -662,10 +662,9 @@ def _write_wav(path: str, audio: np.ndarray) -> None:
 
 
 def _save_spectrograms(panels: tp.Sequence[tuple[str, np.ndarray]], path: Path) -> None:
-    import matplotlib
+    from pase.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     cols = min(4, len(panels))
     rows = math.ceil(len(panels) / cols)

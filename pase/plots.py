@@ -14,6 +14,7 @@ import json
 import math
 import os
 import sys
+import typing as tp
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,18 @@ _NOT_LOSSES = ("step", "lr", "xrt")
 #: Worker kinds whose loss is a balanced binary cross-entropy: chance is ln 2.
 BINARY_KINDS = ("lim", "gim", "spc")
 CHANCE = math.log(2)
+
+
+def pyplot() -> tp.Any:
+    """``matplotlib.pyplot`` on the headless Agg backend (every figure of the package is a PNG file).
+
+    Raises ``ImportError`` when matplotlib is missing (the ``plots`` extra installs it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def binary_workers(run: Path) -> set[str]:
@@ -68,10 +81,7 @@ def plot_run(run: str | os.PathLike[str], out: str | os.PathLike[str] | None = N
 
     Raises ``FileNotFoundError`` naming the file when ``run/metrics.csv`` is missing or empty.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     run = Path(run)
     train = read_log(run / "metrics.csv")

@@ -83,10 +83,9 @@ def layer_weights_markdown(result: Result) -> str:
 
 def plot_confusion(cm: np.ndarray, classes: tp.Sequence[str], title: str, path: Path) -> None:
     """Row-normalised confusion matrix as a PNG, with the counts written in the cells."""
-    import matplotlib
+    from pase.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     size = max(4.0, 0.28 * len(classes) + 2)
@@ -147,10 +146,9 @@ def summary_markdown(results: tp.Sequence[Result], errors: tp.Mapping[str, str])
 
 def plot_summary(results: tp.Sequence[Result], path: Path) -> None:
     """One bar chart per task: accuracy per feature set with the seed spread as error bars."""
-    import matplotlib
+    from pase.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     tasks = list(dict.fromkeys(r["task"] for r in results))
     feats = list(dict.fromkeys(r["features"] for r in results))
