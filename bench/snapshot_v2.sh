@@ -15,17 +15,13 @@ from pathlib import Path
 
 import torch
 
-from pase import Encoder
 from pase.export import export_encoder
 
 run, dest = Path(sys.argv[1]), Path(sys.argv[2])
 with tempfile.TemporaryDirectory() as tmp:
     snapshot = Path(tmp) / "checkpoint.pt"
     shutil.copyfile(run / "checkpoint.pt", snapshot)  # pase train writes it atomically
-    out, step = export_encoder(snapshot, Path(tmp) / "encoder")
-    encoder = Encoder.from_pretrained(out)
-    staged = Path(tmp) / "staged"
-    encoder.save_pretrained(staged, dtype=torch.float16)
+    staged, step = export_encoder(snapshot, Path(tmp) / "staged", dtype="float16")
     (staged / "step.txt").write_text(f"{step}\n")
     state = torch.load(snapshot, map_location="cpu", weights_only=True)
     config = json.loads(state["config"])
