@@ -17,16 +17,22 @@ from pase.workers import PaseModel, WorkerConfig
 TINY = {"channels": [8, 8, 8, 16, 16, 16, 16], "rnn_hidden": 16, "embedding_dim": 16}
 
 
-def test_export_writes_the_checkpoint_encoder_readable_by_all(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _run_with_checkpoint(tmp_path: Path, step: int) -> tuple[PaseModel, Path]:
+    """A run folder holding a tiny model's checkpoint, as `pase train` writes it."""
     model = PaseModel(
         EncoderConfig.from_dict({**EncoderConfig.pase_plus().to_dict(), **TINY}), [WorkerConfig("mfcc")]
     )
     run = tmp_path / "run"
     run.mkdir()
-    payload = {"step": 7, "model": model.state_dict(), "model_config": json.dumps(model.config_dict())}
+    payload = {"step": step, "model": model.state_dict(), "model_config": json.dumps(model.config_dict())}
     torch.save(payload, run / "checkpoint.pt")
+    return model, run
+
+
+def test_export_writes_the_checkpoint_encoder_readable_by_all(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, run = _run_with_checkpoint(tmp_path, step=7)
 
     assert main(["export", str(run), str(tmp_path / "enc")]) == 0
     assert capsys.readouterr().out == (
@@ -44,13 +50,7 @@ def test_export_as_float16_halves_the_file_and_loads_as_float32(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The packaged weights ship so: ``pase export RUN pase/pretrained/pase_plus --dtype float16``."""
-    model = PaseModel(
-        EncoderConfig.from_dict({**EncoderConfig.pase_plus().to_dict(), **TINY}), [WorkerConfig("mfcc")]
-    )
-    run = tmp_path / "run"
-    run.mkdir()
-    payload = {"step": 3, "model": model.state_dict(), "model_config": json.dumps(model.config_dict())}
-    torch.save(payload, run / "checkpoint.pt")
+    model, run = _run_with_checkpoint(tmp_path, step=3)
     assert main(["export", str(run), str(tmp_path / "f32")]) == 0
     assert main(["export", str(run), str(tmp_path / "f16"), "--dtype", "float16"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
