@@ -275,7 +275,8 @@ class WaveformDecoder(StandardisedTarget):
     def loss_and_metrics(self, batch: WorkerBatch) -> tuple[Tensor, dict[str, Tensor]]:
         pred, target = self._pred_target(batch)  # the decoder runs once for both
         loss = F.l1_loss(pred, target)
-        return loss, {"rel_l1": loss / target.abs().mean().clamp_min(1e-12)}
+        # metrics are for logs: they never carry the graph (the loss does)
+        return loss, {"rel_l1": loss.detach() / target.abs().mean().clamp_min(1e-12)}
 
 
 class PairDiscriminator(Worker):
