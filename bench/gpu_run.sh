@@ -109,8 +109,7 @@ else
     --log-every 10 --num-threads 8
 fi
 if [ -f "$WORK/run/encoder/config.json" ]; then  # a run that used its budget exports its encoder
-  "$PY" -c "import sys, torch; from pase import Encoder; Encoder.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], dtype=torch.float16)" \
-    "$WORK/run/encoder" "$OUT/encoder"
+  "$PY" -m pase.cli export "$WORK/run" "$OUT/encoder" --dtype float16
   cp "$WORK/run/metrics.csv" "$WORK/run/valid.csv" "$OUT/"
 fi
 

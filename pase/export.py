@@ -6,6 +6,10 @@ limit) has only ``RUN/checkpoint.pt``. This reads the checkpoint (``torch.load``
 ``model_config`` and writes ``model.safetensors`` + ``config.json`` for
 :meth:`pase.Encoder.from_pretrained`. ``--dtype float16`` halves the file (the packaged weights are
 stored so: ``pase export RUN pase/pretrained/pase_plus --dtype float16`` is how a model ships).
+
+RUN may also be an encoder folder (``config.json`` + ``model.safetensors``), or a run folder with
+no ``checkpoint.pt`` but an ``encoder/`` (a run trained without checkpoints, as
+``bench/gpu_run.sh`` does): that encoder is stored again in the requested dtype.
 """
 
 from __future__ import annotations
@@ -56,13 +60,42 @@ def export_encoder(
     return Path(out), int(checkpoint.get("step", 0))
 
 
+def encoder_folder(run: str | os.PathLike[str]) -> Path | None:
+    """The encoder folder ``pase export`` re-stores when ``run`` holds no checkpoint: ``run``
+    itself or ``run/encoder`` if it has ``config.json`` and ``model.safetensors``; else ``None``."""
+    path = Path(run)
+    if not path.is_dir() or (path / CHECKPOINT).is_file():
+        return None
+    for folder in (path, path / "encoder"):
+        if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
+            return folder
+    return None
+
+
+def restore_encoder(
+    folder: str | os.PathLike[str], out: str | os.PathLike[str], dtype: str = "float32"
+) -> Path:
+    """Write the pretrained encoder in ``folder`` to ``out`` with its floating tensors stored as
+    ``dtype`` (e.g. an fp32 ``encoder/`` of a run, stored as fp16 to ship)."""
+    import torch
+
+    from pase.encoder import Encoder
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    if Path(out).resolve() == Path(folder).resolve():
+        raise ValueError(f"{out}: the output would overwrite the encoder it reads")
+    Encoder.from_pretrained(Path(folder)).eval().save_pretrained(Path(out), dtype=getattr(torch, dtype))
+    return Path(out)
+
+
 def register_cli(subparsers: tp.Any) -> None:
     p = subparsers.add_parser(
         "export",
         help="write the encoder of a training run's checkpoint (e.g. an interrupted run) for from_pretrained",
         description=__doc__.split("\n\n")[0].replace("``", "") if __doc__ else None,
     )
-    p.add_argument("run", help="run folder of `pase train` (or its checkpoint.pt)")
+    p.add_argument("run", help="run folder of `pase train` (or its checkpoint.pt, or an encoder folder)")
     p.add_argument("out", help="output folder (model.safetensors + config.json)")
     p.add_argument(
         "--dtype",
@@ -74,12 +107,16 @@ def register_cli(subparsers: tp.Any) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
+    folder = encoder_folder(args.run)
     try:
-        out, step = export_encoder(args.run, args.out, args.dtype)
+        if folder is None:
+            out, step = export_encoder(args.run, args.out, args.dtype)
+            source = f"{args.run} at step {step}"
+        else:
+            out, source = restore_encoder(folder, args.out, args.dtype), str(folder)
     except (ValueError, OSError) as err:
         print(f"pase export: {err}", file=sys.stderr)
         return 2
     stored = "" if args.dtype == "float32" else f", stored as {args.dtype}"
-    where = f"{out}{stored}"
-    print(f"wrote the encoder of {args.run} at step {step} to {where} (for pase.Encoder.from_pretrained)")
+    print(f"wrote the encoder of {source} to {out}{stored} (for pase.Encoder.from_pretrained)")
     return 0

@@ -74,6 +74,30 @@ def test_export_as_float16_halves_the_file_and_loads_as_float32(
     assert "invalid choice: 'int8'" in capsys.readouterr().err
 
 
+def test_export_restores_an_encoder_folder_in_another_dtype(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run trained without checkpoints (``bench/gpu_run.sh``) leaves only ``RUN/encoder``: the
+    export stores that encoder as fp16, from the run folder or from the encoder folder itself."""
+    model, run = _run_with_checkpoint(tmp_path, step=5)
+    assert main(["export", str(run), str(run / "encoder")]) == 0
+    (run / "checkpoint.pt").unlink()
+    for source, folder in ((run, run / "encoder"), (run / "encoder", run / "encoder")):
+        out = tmp_path / f"f16_{source.name}"
+        assert main(["export", str(source), str(out), "--dtype", "float16"]) == 0
+        assert capsys.readouterr().out.splitlines()[-1] == (
+            f"wrote the encoder of {folder} to {out}, stored as float16 (for pase.Encoder.from_pretrained)"
+        )
+        encoder = Encoder.from_pretrained(out)
+        assert json.loads((out / "config.json").read_text())["dtype"] == "float16"
+        for name, value in model.encoder.state_dict().items():
+            expected = value.half().float() if value.is_floating_point() else value
+            torch.testing.assert_close(encoder.state_dict()[name], expected, rtol=0, atol=0)
+    assert main(["export", str(run / "encoder"), str(run / "encoder"), "--dtype", "float16"]) == 2
+    assert "the output would overwrite the encoder it reads" in capsys.readouterr().err
+    Encoder.from_pretrained(run / "encoder")  # left intact
+
+
 def test_export_without_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["export", str(tmp_path), str(tmp_path / "enc")]) == 2
     err = capsys.readouterr().err
