@@ -44,7 +44,7 @@ def export_encoder(
     if path.is_dir():
         path = path / CHECKPOINT
     if not path.is_file():
-        raise ValueError(f"{path}: no checkpoint (is {run} a `pase train` run folder?)")
+        raise ValueError(f"{path}: no checkpoint (is {run} a `pase train` run folder or an encoder folder?)")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         model_config = json.loads(checkpoint["model_config"])

@@ -102,7 +102,8 @@ def test_export_without_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["export", str(tmp_path), str(tmp_path / "enc")]) == 2
     err = capsys.readouterr().err
     ckpt = tmp_path / "checkpoint.pt"
-    assert err == f"pase export: {ckpt}: no checkpoint (is {tmp_path} a `pase train` run folder?)\n"
+    problem = f"no checkpoint (is {tmp_path} a `pase train` run folder or an encoder folder?)"
+    assert err == f"pase export: {ckpt}: {problem}\n"
     torch.save({"weights": torch.zeros(2)}, tmp_path / "checkpoint.pt")
     assert main(["export", str(tmp_path), str(tmp_path / "enc")]) == 2
     err = capsys.readouterr().err
