@@ -7,9 +7,10 @@ limit) has only ``RUN/checkpoint.pt``. This reads the checkpoint (``torch.load``
 :meth:`pase.Encoder.from_pretrained`. ``--dtype float16`` halves the file (the packaged weights are
 stored so: ``pase export RUN pase/pretrained/pase_plus --dtype float16`` is how a model ships).
 
-RUN may also be an encoder folder (``config.json`` + ``model.safetensors``), or a run folder with
-no ``checkpoint.pt`` but an ``encoder/`` (a run trained without checkpoints, as
-``bench/gpu_run.sh`` does): that encoder is stored again in the requested dtype.
+RUN may also be an encoder folder (``config.json`` + ``model.safetensors``, e.g. the fp32
+``RUN/encoder`` a finished run writes, or any ``save_pretrained`` output), or a run folder whose
+``checkpoint.pt`` was deleted but whose ``encoder/`` is there: that encoder is stored again in the
+requested dtype.
 """
 
 from __future__ import annotations
@@ -38,8 +39,7 @@ def export_encoder(
 
     from pase.encoder import Encoder, EncoderConfig
 
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    _check_dtype(dtype)
     path = Path(run)
     if path.is_dir():
         path = path / CHECKPOINT
@@ -58,6 +58,11 @@ def export_encoder(
         raise ValueError(f"{path}: not a `pase train` checkpoint ({type(err).__name__}: {problem})") from None
     encoder.eval().save_pretrained(Path(out), dtype=getattr(torch, dtype))
     return Path(out), int(checkpoint.get("step", 0))
+
+
+def _check_dtype(dtype: str) -> None:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
 
 
 def encoder_folder(run: str | os.PathLike[str]) -> Path | None:
@@ -81,8 +86,7 @@ def restore_encoder(
 
     from pase.encoder import Encoder
 
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    _check_dtype(dtype)
     if Path(out).resolve() == Path(folder).resolve():
         raise ValueError(f"{out}: the output would overwrite the encoder it reads")
     Encoder.from_pretrained(Path(folder)).eval().save_pretrained(Path(out), dtype=getattr(torch, dtype))

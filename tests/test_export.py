@@ -77,8 +77,8 @@ def test_export_as_float16_halves_the_file_and_loads_as_float32(
 def test_export_restores_an_encoder_folder_in_another_dtype(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A run trained without checkpoints (``bench/gpu_run.sh``) leaves only ``RUN/encoder``: the
-    export stores that encoder as fp16, from the run folder or from the encoder folder itself."""
+    """An encoder folder (or a run folder that kept only ``encoder/``) is stored again as fp16,
+    named by the run folder or by the encoder folder itself."""
     model, run = _run_with_checkpoint(tmp_path, step=5)
     assert main(["export", str(run), str(run / "encoder")]) == 0
     (run / "checkpoint.pt").unlink()
