@@ -313,3 +313,23 @@ def test_ctc_probe_trains_on_cuda(librispeech: Path) -> None:
     train, valid, test = (_data(task, p) for p in ("train", "valid", "test"))
     fit = asr.train_ctc_probe(train, valid, test, seed=0, config=TINY, device="cuda")
     assert asr.cer(fit.references, fit.hypotheses) < 0.3
+
+
+def test_asr_summary_says_when_its_seconds_exclude_probe_training(tmp_path: Path) -> None:
+    """A noisy or reverberant ASR cell decodes with the clean cell's cached probes: its seconds are
+    the decoding alone, and the summary table must not read as if that feature set trained in them."""
+    from pase.eval.benchmark import _write_asr_summary
+
+    def result(features: str, reused: list[bool], seconds: float) -> dict[str, object]:
+        per_seed = [{"seed": i, "probe_reused": r} for i, r in enumerate(reused)]
+        scores = {"wer": 0.9, "wer_std": 0.01, "cer": 0.5, "cer_std": 0.02}
+        return {"task": "librispeech-asr", "features": features, "distort": "reverb", **scores,
+                "seconds": seconds, "per_seed": per_seed}  # fmt: skip
+
+    cells = [result("mfcc", [True, True, True], 21.6), result("fbank", [False, True, False], 900.0)]
+    _write_asr_summary(cells, tmp_path)
+    rows = (tmp_path / "summary_asr.md").read_text().splitlines()
+    assert rows[2] == "| task | features | distort | WER | CER | seconds (this run) |"
+    assert rows[4].endswith("| 21.6 (3 of 3 probes reused) |")
+    assert rows[5].endswith("| 900.0 (1 of 3 probes reused) |")
+    assert json.loads((tmp_path / "summary_asr.json").read_text())[0]["seconds"] == 21.6
