@@ -108,8 +108,8 @@ else
     --batch-size "$BATCH" --max-seconds "$budget" --valid-every 1000000 --ckpt-every 1000000 \
     --log-every 10 --num-threads 8
 fi
-if [ -f "$WORK/run/encoder/config.json" ]; then  # a finished run: its final checkpoint, as fp16
-  "$PY" -m pase.cli export "$WORK/run" "$OUT/encoder" --dtype float16
+if [ -f "$WORK/run/encoder/config.json" ]; then  # a finished run: its encoder, stored again as fp16
+  "$PY" -m pase.cli export "$WORK/run/encoder" "$OUT/encoder" --dtype float16
   cp "$WORK/run/metrics.csv" "$WORK/run/valid.csv" "$OUT/"
 fi
 

@@ -16,7 +16,7 @@ PYTHON="${PYTHON:-.venv/bin/python}"
 while [ ! -f "$RUN/encoder/config.json" ] || pgrep -f "pase train --out $RUN" > /dev/null; do
   sleep 30
 done
-[ -f "$FINAL/config.json" ] || "$PASE" export "$RUN" "$FINAL" --dtype float16
+[ -f "$FINAL/config.json" ] || "$PASE" export "$RUN/encoder" "$FINAL" --dtype float16
 SETS=new PARTS="speaker40 asr" bash bench/model_card_eval.sh "$FINAL" "$EVAL_OUT" 1 > "$EVAL_OUT.new_librispeech.log" 2>&1 &
 librispeech=$!
 source bench/malloc_env.sh
