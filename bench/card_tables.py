@@ -2,12 +2,13 @@
 
     python bench/card_tables.py [EVAL_DIR] [--out bench/results/card]
 
-Reads every ``summary.json`` (probe accuracies) and ``summary_asr.json`` (WER/CER) under EVAL_DIR
-and writes to OUT: ``card.json`` (every row, with a short label per feature set), ``card.md``
-(one table per probe and test condition, tasks x feature sets, mean ± std over the probe seeds;
-the ASR table; and the acceptance counts of the issue: new vs old pase+, new vs MFCC clean, new vs
-MFCC under noise 5 dB, all with the MLP probe on the 6 built-in tasks) and ``card.png`` (the MLP
-accuracies per condition). The feature sets are labelled ``mfcc``, ``fbank``, ``random``
+Reads every ``summary.json`` (probe accuracies) and ``summary_asr.json`` (WER/CER) under EVAL_DIR,
+and the ``results.json`` of cells that ran one task with one feature set, and writes to OUT:
+``card.json`` (every row, with a short label per feature set), ``card.md`` (one table per probe
+and test condition, tasks x feature sets, mean ± std over the probe seeds; the ASR table; and the
+acceptance counts of the issue: new vs old pase+, new vs MFCC clean, new vs MFCC under noise 5 dB,
+all with the MLP probe on the 6 built-in tasks) and ``card.png`` (the MLP accuracies per
+condition). The feature sets are labelled ``mfcc``, ``fbank``, ``random``
 (``random:pase+``), ``old`` (the packaged ``pase+`` the grid was run against) and ``new`` (the one
 other feature set: the encoder folder given to the grid).
 """
@@ -41,12 +42,16 @@ def collect(eval_dir: Path) -> list[Row]:
     Raises ``ValueError`` when no summary is found, or when two feature sets would both be ``new``
     (the grid compares exactly one new encoder) or one cell appears twice with different numbers."""
     rows: list[Row] = []
-    files = sorted(eval_dir.rglob("summary.json")) + sorted(eval_dir.rglob("summary_asr.json"))
+    files = _result_files(eval_dir)
     if not files:
-        raise ValueError(f"{eval_dir}: no summary.json or summary_asr.json (run bench/model_card_eval.sh)")
+        raise ValueError(
+            f"{eval_dir}: no summary.json, summary_asr.json or results.json (run bench/model_card_eval.sh)"
+        )
     for path in files:
         data = json.loads(path.read_text())
-        for row in data["results"] if isinstance(data, dict) else data:
+        if isinstance(data, dict):  # a summary ({"results": [...]}) or one run's result
+            data = data["results"] if "results" in data else [data]
+        for row in data:
             rows.append({**row, "label": label(row["features"]), "condition": row["distort"] or "clean"})
     new = sorted({r["features"] for r in rows if r["label"] == "new"})
     if len(new) > 1:
@@ -58,6 +63,20 @@ def collect(eval_dir: Path) -> list[Row]:
             raise ValueError(f"{eval_dir}: two different results for {' / '.join(key)}")
         seen[key] = row
     return list(seen.values())
+
+
+def _result_files(eval_dir: Path) -> list[Path]:
+    """The summaries of multi-run cells, and the ``results.json`` of single-run cells (one task and
+    one feature set: ``pase eval`` then writes that run's result where a summary would be; e.g. the
+    new encoder's cells of one task). A ``results.json`` inside a summarised cell is one of its rows."""
+    summaries = sorted(eval_dir.rglob("summary.json")) + sorted(eval_dir.rglob("summary_asr.json"))
+    covered = {path.parent for path in summaries}
+    singles = [
+        path
+        for path in sorted(eval_dir.rglob("results.json"))
+        if not any(folder in covered for folder in path.parents)
+    ]
+    return summaries + singles
 
 
 def _score(row: Row) -> tuple[float, float]:

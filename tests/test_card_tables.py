@@ -106,3 +106,28 @@ def test_baselines_and_new_encoder_from_separate_trees_mlp_tables_first(tmp_path
     assert card.acceptance(rows)[0]["won"] == 6  # new (new/ tree) vs old (base/ tree)
     md = card.markdown(rows)
     assert md.index("## mlp probe, test audio clean") < md.index("## linear probe, test audio clean")
+
+
+def test_single_run_cells_are_read_from_their_results_json(tmp_path: Path) -> None:
+    # `pase eval` with one task and one feature set writes results.json where a summary would be (the
+    # new encoder's LibriSpeech cells); inside a summarised cell, results.json is one of its rows
+    card = load_bench_script("card_tables")
+    root = _grid(tmp_path / "eval")
+    single = root / "new" / "speaker40" / "mlp" / "clean"
+    single.mkdir(parents=True)
+    new = "/runs/v2/encoder"
+    (single / "results.json").write_text(json.dumps(_row("librispeech-speaker40", new, 0.95, None)))
+    inner = root / "builtin" / "mlp" / "clean" / "fsdd-digit" / "encoder"
+    inner.mkdir(parents=True)
+    (inner / "results.json").write_text(json.dumps(_row("fsdd-digit", new, 0.11, None)))  # not read
+    asr = root / "new" / "asr" / "noise_5dB"
+    asr.mkdir(parents=True)
+    (asr / "results.json").write_text(json.dumps(
+        {"task": "librispeech-asr", "features": new, "probe": "ctc-bigru", "distort": "noise:5dB",
+         "wer": 0.9, "wer_std": 0.01, "cer": 0.6, "cer_std": 0.02}
+    ))  # fmt: skip
+    rows = card.collect(root)
+    cells = {(r["task"], r["label"], r["condition"]): r for r in rows}
+    assert cells["librispeech-speaker40", "new", "clean"]["accuracy"] == 0.95
+    assert cells["librispeech-asr", "new", "noise:5dB"]["cer"] == 0.6
+    assert cells["fsdd-digit", "new", "clean"]["accuracy"] == 0.70  # the summary's row
