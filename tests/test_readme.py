@@ -55,7 +55,7 @@ OTHER_COMMANDS = {
     "torchrun": "parsed: its `-m pase.cli` arguments go through the real parser",
     "tensorboard": "a viewer outside pase: the log folder it is pointed at must exist",
     "python": "a bench script: it must exist and answer --help (its runs are in bench/results)",
-    "bash": "bench/gpu_run.sh: it must exist; tests/test_gpu_run.py runs its --dry-run",
+    "bash": "a bench shell script: it must exist (tests/test_gpu_run.py runs gpu_run.sh --dry-run)",
 }
 
 
