@@ -220,7 +220,7 @@ class TrainConfig:
         (``bench/results/train.json``: 2.21x vs 1.54x real time). Cosine InfoNCE discriminators
         help speaker and digit ID but hurt phones (their gradient is 50-100x every regressor's
         at temperature 0.1). Batch 4: more updates per CPU-second than 16 (measured for the
-        packaged model: better on all 6 tasks at equal chunks seen; see MODEL_CARD.md).
+        first packaged model, v1: better on all 6 tasks at equal chunks seen; MODEL_CARD.md).
         """
         return cls(batch_size=4, drop_workers=["waveform"])
 
@@ -238,8 +238,8 @@ class TrainConfig:
         else changes. The reference MLP on the concatenation, one negative per anchor, stays in
         ``pase+`` and ``pase+cpu``.
 
-        Measured by ``bench/discriminators_budget_run.sh`` (1900 steps of batch 4, the packaged
-        model's budget; v2's pretraining set, one poly decay; pair accuracy on 256 held-out-speaker
+        Measured by ``bench/discriminators_budget_run.sh`` (1900 steps of batch 4, the first
+        packaged model's budget; v2's pretraining set, one poly decay; pair accuracy on 256 held-out-speaker
         pairs every 100 steps, chance 0.5, about +-3 points of sampling noise)::
 
             step                      1000  1200  1400  1500  1600  1700  1800  1900
