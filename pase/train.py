@@ -239,8 +239,8 @@ class TrainConfig:
         ``pase+`` and ``pase+cpu``.
 
         Measured by ``bench/discriminators_budget_run.sh`` (1900 steps of batch 4, the first
-        packaged model's budget; v2's pretraining set, one poly decay; pair accuracy on 256 held-out-speaker
-        pairs every 100 steps, chance 0.5, about +-3 points of sampling noise)::
+        packaged model's budget; v2's pretraining set, one poly decay; pair accuracy on 256
+        held-out-speaker pairs every 100 steps, chance 0.5, about +-3 points of sampling noise)::
 
             step                      1000  1200  1400  1500  1600  1700  1800  1900
             this preset        GIM    .699  .707  .762  .789  .750  .773  .754  .770
