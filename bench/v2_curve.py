@@ -52,7 +52,7 @@ def _key(task: str, condition: str | None) -> str:
 FULL_KEYS = [_key(t, c) for c in FULL_CONDITIONS for t in FULL_TASKS]
 BASELINES = Path(__file__).resolve().parent / "results" / "card_eval" / "base" / "builtin" / "mlp"
 #: The baseline grid's feature sets drawn on curve_full.png, with their labels.
-BASELINE_LABELS = {"mfcc": "MFCC", "pase+": "packaged pase+"}
+BASELINE_LABELS = {"mfcc": "MFCC", "pase+": "pase+ v1"}  # the grid measured v1, packaged until v2 shipped
 
 
 def _plan(seeds: str, data: str | None) -> tp.Any:
@@ -160,7 +160,8 @@ def baselines(folder: Path) -> dict[str, dict[str, float]]:
 
 
 def reference_point(run: Path, seeds: str, data: str | None) -> dict[str, tp.Any]:
-    """The packaged ``pase+`` probed the same way (once)."""
+    """The packaged ``pase+`` probed the same way, once: the model packaged at that time (v1 for the
+    v2 run: its reference was probed before v2 shipped)."""
     ref = run / "curve" / "reference"
     done = ref / "point.json"
     if done.exists():
@@ -205,7 +206,7 @@ def write_curve(run: Path) -> Path:
             ax.axhline(ref[key], color=color, ls="--", lw=0.8)
     ax.set_xlabel("training step (batch 4)")
     ax.set_ylabel("test accuracy (MLP probe)")
-    ax.set_title("v2 during training (dashed: packaged pase+)")
+    ax.set_title("v2 during training (dashed: the packaged pase+ when first probed)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
