@@ -39,8 +39,9 @@ def label(features: str) -> str:
 def collect(eval_dir: Path) -> list[Row]:
     """Every result row under ``eval_dir``, with ``label`` and ``condition`` added.
 
-    Raises ``ValueError`` when no summary is found, or when two feature sets would both be ``new``
-    (the grid compares exactly one new encoder) or one cell appears twice with different numbers."""
+    Raises ``ValueError`` when no summary or single-run result is found, or when two feature sets
+    would both be ``new`` (the grid compares exactly one new encoder) or one cell appears twice with
+    different numbers."""
     rows: list[Row] = []
     files = _result_files(eval_dir)
     if not files:

@@ -12,8 +12,9 @@
 # while the new encoder is still training (NEW_ENCODER_DIR may then be "-"). PARTS (default
 # "builtin speaker40 asr") picks the task groups; two calls with disjoint PARTS and THREADS=1 can run
 # side by side. "old" must be measured BEFORE the packaged pase+ is replaced by the new encoder.
-# Each finished cell's summary.{json,md} and done file are committed under bench/results/card_eval;
-# on a new machine, copy that tree into OUT first and the finished cells are not run again.
+# Each finished cell's summary.{json,md} (results.{json,md} where a cell ran one task with one
+# feature set, as the new encoder's LibriSpeech cells do) and done file are committed under
+# bench/results/card_eval; on a new machine, copy that tree into OUT first and the finished cells are not run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NEW="${1:?usage: bench/model_card_eval.sh NEW_ENCODER_DIR [OUT] [THREADS]}"
@@ -73,4 +74,4 @@ for set in $SETS; do
     NEED=""
   fi
 done
-echo "model card evaluation in $OUT (summary.md / summary_asr.md per folder); tables and acceptance counts: python bench/card_tables.py $OUT"
+echo "model card evaluation in $OUT (summary.md / summary_asr.md, or results.md, per folder); tables and acceptance counts: python bench/card_tables.py $OUT"
