@@ -538,6 +538,10 @@ TARGETS: dict[str, Target] = {
         # PASE+: static + delta + delta-delta.
         Target("lps", 3 * 1025, _WithDeltas(lps)),
         Target("lps_long", 3 * 1025, _WithDeltas(functools.partial(lps, win_length=512))),
+        # The same two windows on a 512-point FFT (257 bins): heads 4x smaller than the 2048-point
+        # pair's 21 525 outputs, a candidate for the CPU recipe (recipes/pase_plus_v3).
+        Target("lps_512", 3 * 257, _WithDeltas(functools.partial(lps, n_fft=512))),
+        Target("lps_long_512", 3 * 257, _WithDeltas(functools.partial(lps, win_length=512, n_fft=512))),
         Target("fbank", 3 * 40, _WithDeltas(fbank)),
         Target("fbank_long", 3 * 40, _WithDeltas(functools.partial(fbank, win_length=1024, n_fft=1024))),
         Target("gammatone", 3 * 40, _WithDeltas(gammatone)),
