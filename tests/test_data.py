@@ -265,3 +265,35 @@ def test_ddp_shards_are_disjoint_slices_of_the_global_batch(corpus_dir: Path) ->
         assert torch.equal(torch.cat(shards), whole.batch(0, position).rand)
     with pytest.raises(ValueError, match="fewer than one global batch"):
         data.ChunkBatches(corpus, 64, CHUNK, world_size=2)
+
+
+def test_ctxt_of_a_short_file_from_the_same_speaker(tmp_path: Path) -> None:
+    # file k holds the constant k + 1; files 0-2 are shorter than two chunks, file 3 is long
+    speakers = ["a", "a", "b", "b", "c"]
+    sizes = [CHUNK + 400, CHUNK + 200, CHUNK + 100, 3 * CHUNK, CHUNK + 300]
+    corpus = [
+        data.Utterance(tmp_path / f"{k}.wav", spk, n, wav=np.full(n, k + 1.0, np.float32))
+        for k, (spk, n) in enumerate(zip(speakers, sizes, strict=True))
+    ]
+
+    def ctxt_files(source: str) -> list[tuple[int, int]]:
+        batches = data.ChunkBatches(corpus, 1, CHUNK, seed=0, amplitude_scaling=False, ctxt_source=source)
+        out = []
+        for epoch in range(30):
+            for position in range(batches.steps_per_epoch):
+                b = batches.batch(epoch, position)
+                out.append((int(b.chunk[0, 0]) - 1, int(b.ctxt[0, 0]) - 1))
+        return out
+
+    assert all(a == c for a, c in ctxt_files("file"))  # the reference: always the same file
+    drawn = ctxt_files("speaker")
+    for a, c in drawn:
+        if a in (0, 1):
+            assert c == 1 - a  # short, and its speaker has another file
+        elif a == 2:
+            assert c == 3  # short: the speaker's long file
+        else:
+            assert c == a  # long enough for a disjoint window (3), or no other file of its speaker (4)
+    assert {a for a, _ in drawn} == set(range(5))
+    with pytest.raises(ValueError, match="ctxt_source"):
+        data.ChunkBatches(corpus, 1, CHUNK, ctxt_source="other")  # type: ignore[arg-type]
