@@ -1112,7 +1112,7 @@ def _add_field_options(
 ) -> None:
     """One option per field of ``cls``, its help generated from the field's documentation
     (:func:`pase.cli.field_docs`) and its value in each of ``presets`` (``(name, instance)``)."""
-    from pase.cli import field_docs
+    from pase.cli_args import field_docs
 
     hints = tp.get_type_hints(cls)
     docs = field_docs(cls, _CLI_HELP)
@@ -1181,7 +1181,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         value = getattr(config, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    from pase.cli import check_device
+    from pase.cli_args import check_device
 
     check_device(config.device)
     return config
@@ -1196,7 +1196,7 @@ def _relative_to(plugin: tp.Any, folder: Path) -> tp.Any:
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    from pase.cli import plain
+    from pase.cli_args import plain
 
     p = subparsers.add_parser(
         "train",

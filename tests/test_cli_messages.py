@@ -240,7 +240,7 @@ def test_every_train_option_has_help_with_its_default() -> None:
 def test_field_docs_reads_comments_above_and_strings_below() -> None:
     import dataclasses
 
-    from pase.cli import field_docs
+    from pase.cli_args import field_docs
 
     @dataclasses.dataclass
     class Example:
