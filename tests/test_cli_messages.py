@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from pase.cli import main
-from pase.train import CHECKPOINT, _StopFlag
+from pase.train import CHECKPOINT
+from pase.train.loop import _StopFlag
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 
