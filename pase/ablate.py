@@ -143,7 +143,7 @@ class EvalPlan:
     def run(self, encoder: Path, out: Path) -> tuple[dict[str, float], dict[str, float]]:
         """``{"task" or "task@condition": accuracy}`` for this encoder (mean over the seeds),
         and the same keys with the standard deviation over seeds."""
-        from pase.cli import main
+        from pase.eval.__main__ import main
 
         scores: dict[str, float] = {}
         stds: dict[str, float] = {}
@@ -153,15 +153,13 @@ class EvalPlan:
             cond, _, only = (spec or "").partition("@")
             tasks = [t.strip() for t in only.split(",") if t.strip()] or self.tasks
             where = out / (spec.replace(":", "_").replace("@", "_at_").replace(",", "+") if spec else "clean")
-            args = ["eval", "--features", str(encoder), "--out", str(where), "--seeds", self.seeds]
+            args = ["--features", str(encoder), "--out", str(where), "--seeds", self.seeds]
             args += ["--probe", self.probe]
             args += ["--manifest", self.manifest] if self.manifest else ["--task", ",".join(tasks)]
             args += ["--data", self.data] if self.data else []
             args += ["--cache-dir", self.cache_dir] if self.cache_dir else []
             args += ["--distort", cond] if cond else []
-            code = main(args)
-            if code == 130:  # Ctrl-C inside pase eval: stop, do not record a partial row
-                raise KeyboardInterrupt
+            code = main(args)  # Ctrl-C raises KeyboardInterrupt through it: no partial row is recorded
             for path in sorted(where.rglob("results.json")):
                 result = json.loads(path.read_text())
                 key = result["task"] + (f"@{cond}" if cond else "")
@@ -233,23 +231,23 @@ def run_variant(
     """Train (or resume) and evaluate one variant: its row; ``BUSY`` when another live process
     holds it; None when interrupted. ``reeval``: a finished variant whose probes ran with other
     seeds is evaluated again (its encoder is not retrained; cached features are reused)."""
-    from pase.train import _say
+    from pase.progress import say
 
     vdir = out / "variants" / variant.name
     row = _done_row(vdir)
     if row is not None and not _stale(row, plan, reeval):
-        _say(f"ablate: {variant.name}: finished earlier, not re-run")
+        say(f"ablate: {variant.name}: finished earlier, not re-run")
         return row
     with _hold(vdir) as mine:
         if not mine:
-            _say(f"ablate: {variant.name}: another process is on it, next one")
+            say(f"ablate: {variant.name}: another process is on it, next one")
             return BUSY
         row = _done_row(vdir)  # another process may have finished it since the check above
         if row is None:
             return _train_and_evaluate(variant, base, vdir, plan, progress)
         if not _stale(row, plan, reeval):
             return row
-        _say(f"ablate: {variant.name}: evaluating again with probe seeds {plan.seeds}")
+        say(f"ablate: {variant.name}: evaluating again with probe seeds {plan.seeds}")
         return _evaluate(row, vdir, plan)
 
 
@@ -265,12 +263,13 @@ def _evaluate(row: Row, vdir: Path, plan: EvalPlan) -> Row:
 def _train_and_evaluate(
     variant: Variant, base: TrainConfig, vdir: Path, plan: EvalPlan, progress: bool
 ) -> Row | None:
-    from pase.train import CHECKPOINT, Trainer, _say
+    from pase.progress import say
+    from pase.train import CHECKPOINT, Trainer
 
     config = variant_config(base, variant)
     run_dir = vdir / "run"
     resume = (run_dir / CHECKPOINT).exists()
-    _say(f"ablate: {variant.name}: {'resuming' if resume else 'training'} ({variant.overrides or 'base'})")
+    say(f"ablate: {variant.name}: {'resuming' if resume else 'training'} ({variant.overrides or 'base'})")
     trainer = Trainer(config, run_dir, resume=resume, progress=progress)
     if trainer.run() != 0:
         return None

@@ -10,15 +10,13 @@ pyroomacoustics) inside handlers, so ``pase --help`` stays fast and never needs 
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import importlib
-import inspect
 import os
-import re
 import sys
-import textwrap
 import typing as tp
+
+from pase.cli_args import Parser, missing_extra
 
 #: Each command: the module whose ``register_cli`` adds it, and its one-line help. The help is
 #: repeated here so that ``pase --help`` lists the commands without importing their modules
@@ -43,92 +41,7 @@ COMMANDS = {
         "convert a checkpoint of the original PASE code (e.g. FE_e199.ckpt) to a pretrained directory",
     ),
 }
-#: Optional dependencies and the extra that installs each.
-EXTRAS = {"matplotlib": "eval", "yaml": "train", "pyroomacoustics": "train", "tensorboard": "train"}
 NO_PROGRESS = "--no-progress"
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with whole option names only (``--layer`` is not ``--layers``) and short errors:
-    the problem and where to read more, without the whole usage first."""
-
-    def __init__(self, *args: tp.Any, **kwargs: tp.Any) -> None:
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> tp.NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n(see `{self.prog} --help`)\n")
-
-
-def check_device(spec: str) -> str:
-    """``spec`` if this machine can run on it; else a ``ValueError`` saying what is wrong.
-
-    Accepts ``cpu``, ``cuda``, ``cuda:N`` and ``mps`` where available.
-    """
-    import torch
-
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise ValueError(f"--device {spec}: not a device name; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {spec}: CUDA is not available on this machine; use --device cpu")
-        count = torch.cuda.device_count()
-        if device.index is not None and device.index >= count:
-            raise ValueError(
-                f"--device {spec}: this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})"
-            )
-    elif device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise ValueError(f"--device {spec}: MPS is not available on this machine; use --device cpu")
-    elif device.type != "cpu":
-        raise ValueError(f"--device {spec}: unsupported device type {device.type!r}; use cpu or cuda")
-    return spec
-
-
-def device_arg(spec: str) -> str:
-    """:func:`check_device` as an argparse ``type``: a bad device is a usage error."""
-    try:
-        return check_device(spec)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err).split(": ", 1)[1]) from None
-
-
-def plain(text: str) -> str:
-    """Docstring text without reST markup, for ``--help``: ``x`` and :class:`a.B` -> x and B."""
-    text = re.sub(r":\w+:`~?([^`]+)`", r"\1", text)
-    text = re.sub(r"``([^`]+)``", r"\1", text)
-    text = re.sub(r"\*\*([^*]+)\*\*", r"\1", text)
-    return re.sub(r"(?<![\w*])\*(\w[^*]*\w)\*(?!\w)", r"\1", text)
-
-
-def field_docs(cls: type, fallback: tp.Mapping[str, str] | None = None) -> dict[str, str]:
-    """The documentation of each field of a dataclass, read from its source: the ``#:`` comment
-    lines above the field, or the string literal below it. A field without either takes its
-    text from ``fallback``, else shares the text of the field above it (one comment often
-    describes a group, e.g. two learning rates). Markup is removed (:func:`plain`)."""
-    fallback = fallback or {}
-    source = textwrap.dedent(inspect.getsource(cls))
-    lines = source.splitlines()
-    body = ast.parse(source).body[0]
-    assert isinstance(body, ast.ClassDef)
-    docs: dict[str, str] = {}
-    previous = ""
-    for i, node in enumerate(body.body):
-        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
-            continue
-        comment: list[str] = []
-        row = node.lineno - 2  # the line above, 0-based
-        while row >= 0 and lines[row].strip().startswith("#:"):
-            comment.insert(0, lines[row].strip()[2:].strip())
-            row -= 1
-        after = body.body[i + 1] if i + 1 < len(body.body) else None
-        if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
-            comment = [str(after.value.value)]
-        text = " ".join(" ".join(comment).split()) or fallback.get(node.target.id, previous)
-        docs[node.target.id] = previous = plain(text)
-    return docs
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -151,14 +64,6 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         else:
             sub.add_parser(name, help=help_text, add_help=False)
     return parser
-
-
-def missing_extra(err: ModuleNotFoundError) -> str | None:
-    """``"pip install 'pase-speech[eval]'"``-style advice when ``err`` is an optional dependency."""
-    root = (err.name or "").split(".")[0]
-    if root not in EXTRAS:
-        return None
-    return f"this needs {root}, which is not installed: pip install 'pase-speech[{EXTRAS[root]}]'"
 
 
 def main(argv: tp.Sequence[str] | None = None) -> int:

@@ -104,7 +104,7 @@ def run(data: Path, out: Path, device: str = "cpu") -> int:
 
 
 def register_cli(sub: tp.Any) -> None:
-    from pase.cli import device_arg
+    from pase.cli_args import device_arg
 
     p = sub.add_parser("demo", help="extract and draw PASE+ features of a few real recordings")
     p.add_argument(

@@ -78,6 +78,7 @@ from pase.audio import (
 )
 
 if tp.TYPE_CHECKING:
+    from pase.distributed import Ranks
     from pase.encoder import Encoder
 
 Format = tp.Literal["npy", "safetensors"]
@@ -526,40 +527,6 @@ def _index_record(
     }
 
 
-@dataclass(frozen=True)
-class Ranks:
-    """Where this process stands in a ``torchrun`` job (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
-    ``LOCAL_WORLD_SIZE``); one process outside torchrun."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    local_world_size: int = 1
-
-    @classmethod
-    def from_env(cls) -> Ranks:
-        env = os.environ
-        world = int(env.get("WORLD_SIZE", "1"))
-        return cls(
-            rank=int(env.get("RANK", "0")),
-            world_size=world,
-            local_rank=int(env.get("LOCAL_RANK", "0")),
-            local_world_size=int(env.get("LOCAL_WORLD_SIZE", str(world))),
-        )
-
-
-def _pick_device(requested: str, ranks: Ranks) -> str:
-    """``auto`` -> CUDA when available; under torchrun each process takes ``cuda:LOCAL_RANK``."""
-    import torch
-
-    device = requested
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and ranks.world_size > 1:
-        device = f"cuda:{ranks.local_rank % max(1, torch.cuda.device_count())}"
-    return device
-
-
 def check_writable(out: Path) -> str | None:
     """None if files can be created in ``out`` (created if missing), else the reason, one line."""
     import tempfile
@@ -576,18 +543,25 @@ def check_writable(out: Path) -> str | None:
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from pase.distributed import Ranks, close_group, init_group
+
     ranks = Ranks.from_env()
 
     def err(line: str) -> None:
         tqdm.write(line, file=sys.stderr)  # prints above a running progress bar, not into it
 
     def err_main(line: str) -> None:
-        if ranks.rank == 0:
+        if ranks.is_main:
             err(line)
 
     import torch
 
-    device = _pick_device(args.device, ranks)
+    try:
+        ranks = ranks.on(args.device)
+    except RuntimeError as exc:  # torch's message lists the device types it knows
+        err_main(_one_line(f"pase extract: --device {args.device}: {exc}"))
+        return 2
+    device = str(ranks.device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         err_main(f"pase extract: --device {device}, but CUDA is not available to torch {torch.__version__}")
         return 2
@@ -595,51 +569,30 @@ def _run(args: argparse.Namespace) -> int:
     if problem is not None:
         err_main(f"pase extract: cannot write to --out {args.out} ({problem})")
         return 2
-    group = _init_group(ranks)
+    # gloo even on GPUs: the ranks exchange only a few small objects
+    init_group(ranks, "gloo")
     try:
-        return _extract_ranked(args, device, ranks, group, err, err_main)
+        return _extract_ranked(args, device, ranks, err, err_main)
     finally:
-        if group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-
-
-def _init_group(ranks: Ranks) -> bool:
-    """Join the torchrun job (gloo: only small objects are exchanged, on CPU or GPU machines)."""
-    if ranks.world_size == 1:
-        return False
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo")
-    return True
-
-
-def _gather(obj: tp.Any, group: bool) -> list[tp.Any]:
-    if not group:
-        return [obj]
-    import torch.distributed as dist
-
-    gathered: list[tp.Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, obj)
-    return gathered
+        close_group()
 
 
 def _extract_ranked(
     args: argparse.Namespace,
     device: str,
     ranks: Ranks,
-    group: bool,
     err: tp.Callable[[str], None],
     err_main: tp.Callable[[str], None],
 ) -> int:
+    from pase.distributed import gather
+
     load_error = None
     try:
         encoder = load_encoder(args.model, device, args.random_init, args.seed)
     except Exception as exc:  # any reason a model cannot load is one line for the user
         hint = "" if args.random_init else " (or pass --random-init to test with an untrained one)"
         load_error = _one_line(f"pase extract: cannot load model {args.model!r}: {exc}{hint}")
-    errors = [e for e in _gather(load_error, group) if e is not None]
+    errors = [e for e in gather(load_error, ranks) if e is not None]
     if errors:
         err_main(errors[0])
         return 2
@@ -663,8 +616,8 @@ def _extract_ranked(
         num_threads=args.num_threads,
     )
     counts = (summary.extracted, summary.skipped, summary.failed, summary.audio_seconds, summary.wall_seconds)
-    parts = _gather(counts, group)
-    if ranks.rank == 0 and group:
+    parts = gather(counts, ranks)
+    if ranks.is_main and ranks.world_size > 1:
         merge_index(args.out)
     total = ExtractSummary(
         extracted=sum(p[0] for p in parts),
@@ -673,7 +626,7 @@ def _extract_ranked(
         audio_seconds=sum(p[3] for p in parts),
         wall_seconds=max(p[4] for p in parts),
     )
-    procs = f", {ranks.world_size} processes" if group else ""
+    procs = f", {ranks.world_size} processes" if ranks.world_size > 1 else ""
     err_main(
         f"pase extract: {total} ({total.audio_seconds:.1f} s of audio in {total.wall_seconds:.1f} s"
         f"{procs}, {total.real_time_factor:.1f}x real time) -> {args.out}"

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from pase.cli import main
-from pase.train import CHECKPOINT, _StopFlag
+from pase.train import CHECKPOINT
+from pase.train.loop import _StopFlag
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 
@@ -240,7 +241,7 @@ def test_every_train_option_has_help_with_its_default() -> None:
 def test_field_docs_reads_comments_above_and_strings_below() -> None:
     import dataclasses
 
-    from pase.cli import field_docs
+    from pase.cli_args import field_docs
 
     @dataclasses.dataclass
     class Example:

@@ -82,12 +82,12 @@ def test_config_precedence_preset_file_cli_and_resume(tmp_path: Path) -> None:
     # pase+cpu: the reference recipe less the waveform decoder, at batch 4, nothing else changed
     cpu = config_from_args(parser.parse_args(["train", "--preset", "pase+cpu", "--out", str(run)]))
     assert cpu == TrainConfig.pase_plus().updated({"batch_size": 4, "drop_workers": ["waveform"]})
-    assert "waveform" not in [w.name for w in select_workers(preset_workers(cpu.model), cpu)]
+    assert "waveform" not in [w.name for w in select_workers(preset_workers(cpu.architecture), cpu)]
     # pase+cpu-bilinear: pase+cpu with symmetric similarity heads and batch negatives for LIM/GIM
     argv = ["train", "--preset", "pase+cpu-bilinear", "--out", str(run)]
     bil = config_from_args(parser.parse_args(argv))
     assert bil == cpu.updated({"worker_options": TrainConfig.BILINEAR_DISCRIMINATORS})
-    forms = {w.name: w for w in select_workers(preset_workers(bil.model), bil)}
+    forms = {w.name: w for w in select_workers(preset_workers(bil.architecture), bil)}
     assert (forms["lim"].head, forms["lim"].negatives, forms["lim"].pool) == ("bilinear", "batch", 20)
     assert (forms["gim"].head, forms["gim"].negatives) == ("bilinear", "batch")
 
@@ -249,7 +249,7 @@ def test_prefetch_stops_its_reader_and_reraises_its_errors() -> None:
     the process at exit), and an error while reading reaches the training loop, not a hang."""
     import threading
 
-    from pase.train import _prefetch
+    from pase.train.loop import _prefetch
 
     def endless() -> tp.Iterator[int]:
         n = 0

@@ -2,7 +2,7 @@
 
 import sys
 
-from pase.cli import Parser
+from pase.cli_args import Parser
 from pase.eval.cli import register_cli
 
 

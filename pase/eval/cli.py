@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    from pase.cli import device_arg
+    from pase.cli_args import device_arg
     from pase.eval.tasks import BUILTIN_TASKS
 
     p = subparsers.add_parser(

@@ -1,0 +1,91 @@
+"""Run folders written by older versions of ``pase train`` still resume.
+
+``tests/data/train_run_v1/`` is a 2-step run written by ``pase train`` when it was one module
+(``pase/train.py``, whose TrainConfig called the architecture field ``model``), on the corpus that
+:func:`write_corpus` makes, with::
+
+    pase --no-progress train --out RUN --data CORPUS/audio --cache-dir none --num-workers 0
+      --encoder '{"channels": [8, 8, 8, 8, 8, 8, 8], "rnn_hidden": 8, "embedding_dim": 8}'
+      --workers '[{"name": "mfcc", "context": 1, "hidden": 16}, {"name": "prosody", "context": 1,
+                   "hidden": 16}, {"name": "lim", "kind": "lim", "hidden": 16},
+                  {"name": "gim", "kind": "gim", "hidden": 16}]'
+      --min-seconds 0.2 --valid-fraction 0.25 --batch-size 2 --chunk-size 3200 --max-steps 2
+      --stats-batches 1 --valid-every 1 --valid-batches 1 --ckpt-every 100 --num-threads 1
+      --distortions.n-sim-rooms 0 --distortions.rir-dir CORPUS/rir
+
+less ``tb/`` and ``encoder/``, which resuming does not read.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import synth_speechlike
+
+from pase.cli import main
+from pase.train import CHECKPOINT, TrainConfig
+
+FIXTURE = Path(__file__).parent / "data" / "train_run_v1"
+
+
+def write_corpus(root: Path) -> None:
+    """The fixture's corpus: 4 speakers x 2 files of 0.4 s speech-like audio, and one room."""
+    (root / "audio").mkdir(parents=True)
+    for spk in range(4):
+        for utt in range(2):
+            wav = synth_speechlike(0.4, seed=10 * spk + utt) * (0.5 + 0.1 * spk)
+            sf.write(root / "audio" / f"{spk}-1-{utt}.wav", wav, 16000)
+    t = np.arange(1000) / 16000
+    rir = np.random.default_rng(0).standard_normal(1000) * np.exp(-t / 0.05)
+    rir[0] = 3.0
+    (root / "rir").mkdir()
+    sf.write(root / "rir" / "room.wav", rir.astype(np.float32), 16000)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_run_written_before_the_train_package_resumes(tmp_path: Path) -> None:
+    write_corpus(tmp_path / "corpus")
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURE, run)
+    assert json.loads((run / "config.json").read_text())["model"] == "pase+"  # the old key
+    before = _rows(run / "metrics.csv")
+    assert [r["step"] for r in before] == ["1", "2"]
+
+    argv = ["--no-progress", "train", "--out", str(run), "--resume", "--max-steps", "3"]
+    argv += ["--data", str(tmp_path / "corpus" / "audio")]
+    argv += ["--distortions.rir-dir", str(tmp_path / "corpus" / "rir")]
+    assert main(argv) == 0
+
+    metrics = _rows(run / "metrics.csv")
+    assert [r["step"] for r in metrics] == ["1", "2", "3"]
+    assert metrics[:2] == before  # the old rows kept as they were, the new step appended
+    workers = ["mfcc", "prosody", "lim", "gim"]
+    assert all(math.isfinite(float(metrics[2][name])) for name in ["loss", *workers])
+    # the loss the code that wrote the run had at its step 3: the same batch, draws and weights
+    assert float(metrics[2]["loss"]) == pytest.approx(4.56996, rel=1e-3)
+    assert [r["step"] for r in _rows(run / "valid.csv")] == ["1", "2", "3"]
+    checkpoint = torch.load(run / CHECKPOINT, map_location="cpu", weights_only=True)
+    assert checkpoint["step"] == 3
+    config = json.loads((run / "config.json").read_text())
+    assert config["architecture"] == "pase+" and "model" not in config
+    starts = json.loads((run / "data.json").read_text())["starts"]
+    assert [s["step"] for s in starts] == [0, 2]
+    assert starts[0]["sha256"] == starts[1]["sha256"]  # the same corpus as when it was written
+    assert (run / "encoder" / "model.safetensors").exists()
+
+
+def test_the_old_architecture_key_is_read() -> None:
+    assert TrainConfig.from_dict({"model": "pase"}).architecture == "pase"
+    assert TrainConfig.pase_plus().updated({"model": "pase"}) == TrainConfig(architecture="pase")
