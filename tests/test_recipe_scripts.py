@@ -1,6 +1,7 @@
-"""The shell scripts of issue 12's long jobs (``bench/pretrain_v2.sh``, ``bench/model_card_eval.sh``):
-which ``pase`` commands they issue in each situation, run against a stand-in ``pase`` that records
-its arguments (``$PASE`` points the scripts at it), so no training or evaluation runs here."""
+"""The shell scripts of issue 12's long jobs (``recipes/pase_plus_v2/pretrain_v2.sh``,
+``model_card_eval.sh``): which ``pase`` commands they issue in each situation, run against a
+stand-in ``pase`` that records its arguments (``$PASE`` points the scripts at it), so no training
+or evaluation runs here."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+V2 = REPO / "recipes" / "pase_plus_v2"
 
 FAKE_PASE = """#!{python}
 import json, os, sys
@@ -42,7 +44,7 @@ def _run(script: str, args: list[str], fake: tuple[Path, Path], **env: str) -> t
         if name not in env:
             full_env.pop(name, None)
     proc = subprocess.run(
-        ["bash", str(REPO / "bench" / script), *args],
+        ["bash", str(V2 / script), *args],
         env=full_env,
         capture_output=True,
         text=True,
