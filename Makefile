@@ -8,7 +8,7 @@ TORCH := torch==2.13.0
 # Where pip finds torch; e.g. https://download.pytorch.org/whl/cpu for CPU-only wheels elsewhere.
 TORCH_INDEX ?=
 
-.PHONY: demo test lint bench train-demo clean
+.PHONY: demo test lint bench bench-gpu train-demo clean
 
 # torch is installed first, pinned, so pip never pulls a multi-GB CUDA build to satisfy "torch>=".
 $(VENV)/.torch:
@@ -32,15 +32,20 @@ test: $(VENV)/.dev
 	$(PY) -m pytest -q -ra
 
 lint: $(VENV)/.dev
-	$(VENV)/bin/ruff check pase tests bench hubconf.py
-	$(VENV)/bin/ruff format --check pase tests bench hubconf.py
-	$(VENV)/bin/mypy pase bench hubconf.py
+	$(VENV)/bin/ruff check pase tests bench recipes hubconf.py
+	$(VENV)/bin/ruff format --check pase tests bench recipes hubconf.py
+	$(VENV)/bin/mypy pase bench recipes hubconf.py
 
 bench: $(VENV)/.dev
 	$(PY) bench/extract.py --throughput --out bench/results/extract.json
 	$(PY) bench/targets.py --out bench/results/targets.json
 	$(PY) bench/train.py --presets pase+,pase+cpu --out bench/results/train.json
 	$(PY) bench/corpus.py --out bench/results/corpus.json
+
+# On a lent GPU machine, from the repository root (speech packed by bench/pack_speech.py first):
+# CUDA tests, extraction and training throughput, then the reference recipe for the time left.
+bench-gpu:
+	bash bench/gpu_run.sh
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache .mypy_cache .ruff_cache

@@ -27,7 +27,7 @@ mkdir -p "$OUT"
 log() { echo "[gpu_run +$(($(date +%s) - START))s] $*"; }
 left() { echo $((DEADLINE - ($(date +%s) - START))); }
 
-# The GPU image has torch but not soundfile/soxr: install the carried wheels (bench/README).
+# The GPU image has torch but not soundfile/soxr: install the carried wheels (README.md, "Train on a GPU machine in one call").
 if ! "$PY" -c "import soundfile, soxr" 2>/dev/null; then
   [ -d .whl ] || { echo "gpu_run: soundfile/soxr missing and no .whl/ folder of wheels" >&2; exit 2; }
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/pase-site .whl/*.whl

@@ -1,5 +1,5 @@
 """Shared fixtures: the real-speech bundle (skipped cleanly when absent), synthetic audio, and the
-``bench/`` scripts as modules."""
+``bench/`` and ``recipes/`` scripts as modules."""
 
 from __future__ import annotations
 
@@ -18,10 +18,11 @@ SPEECH_DIR = Path(
 ).resolve()
 
 
-def load_bench_script(name: str) -> types.ModuleType:
-    """``bench/NAME.py`` imported as module ``NAME`` (bench/ is not a package)."""
-    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
+def load_script(path: str) -> types.ModuleType:
+    """``path`` (``FOLDER/NAME.py``, from the repository root) imported as module ``NAME``
+    (bench/ and recipes/ are not packages)."""
+    name = Path(path).stem
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

@@ -1,4 +1,4 @@
-"""``bench/card_tables.py``: the model card's tables and the issue's acceptance counts."""
+"""``recipes/pase_plus_v2/card_tables.py``: the model card's tables and the issue's acceptance counts."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import load_bench_script
+from conftest import load_script
 
 TASKS = [
     "fsdd-digit",
@@ -46,7 +46,7 @@ def _grid(root: Path, new: str = "/runs/v2/encoder") -> Path:
 
 
 def test_acceptance_counts_and_tables(tmp_path: Path) -> None:
-    card = load_bench_script("card_tables")
+    card = load_script("recipes/pase_plus_v2/card_tables.py")
     rows = card.collect(_grid(tmp_path / "eval"))
     checks = {(c["than"], c["condition"]): c for c in card.acceptance(rows)}
     assert checks["old", "clean"]["won"] == 5 and checks["old", "clean"]["met"]
@@ -64,7 +64,7 @@ def test_acceptance_counts_and_tables(tmp_path: Path) -> None:
 
 
 def test_a_missing_task_is_not_counted_as_met(tmp_path: Path) -> None:
-    card = load_bench_script("card_tables")
+    card = load_script("recipes/pase_plus_v2/card_tables.py")
     root = _grid(tmp_path / "eval")
     summary = root / "builtin/mlp/noise_5dB/summary.json"
     data = json.loads(summary.read_text())
@@ -75,7 +75,7 @@ def test_a_missing_task_is_not_counted_as_met(tmp_path: Path) -> None:
 
 
 def test_bad_grids_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    card = load_bench_script("card_tables")
+    card = load_script("recipes/pase_plus_v2/card_tables.py")
     (tmp_path / "empty").mkdir()
     assert card.main([str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
     assert "no summary.json" in capsys.readouterr().err
@@ -90,8 +90,8 @@ def test_bad_grids_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_baselines_and_new_encoder_from_separate_trees_mlp_tables_first(tmp_path: Path) -> None:
-    # bench/model_card_eval.sh writes the baselines under base/ and the new encoder under new/
-    card = load_bench_script("card_tables")
+    # model_card_eval.sh writes the baselines under base/ and the new encoder under new/
+    card = load_script("recipes/pase_plus_v2/card_tables.py")
     root = tmp_path / "eval"
     base = ("mfcc", "pase+")
     cells = {
@@ -111,7 +111,7 @@ def test_baselines_and_new_encoder_from_separate_trees_mlp_tables_first(tmp_path
 def test_single_run_cells_are_read_from_their_results_json(tmp_path: Path) -> None:
     # `pase eval` with one task and one feature set writes results.json where a summary would be (the
     # new encoder's LibriSpeech cells); inside a summarised cell, results.json is one of its rows
-    card = load_bench_script("card_tables")
+    card = load_script("recipes/pase_plus_v2/card_tables.py")
     root = _grid(tmp_path / "eval")
     single = root / "new" / "speaker40" / "mlp" / "clean"
     single.mkdir(parents=True)

@@ -54,8 +54,8 @@ PARSE_ONLY: tp.Sequence[tuple[tp.Callable[[list[str]], bool], str]] = (
 OTHER_COMMANDS = {
     "torchrun": "parsed: its `-m pase.cli` arguments go through the real parser",
     "tensorboard": "a viewer outside pase: the log folder it is pointed at must exist",
-    "python": "a bench script: it must exist and answer --help (its runs are in bench/results)",
-    "bash": "a bench shell script: it must exist (tests/test_gpu_run.py runs gpu_run.sh --dry-run)",
+    "python": "a bench or recipe script: it must exist and answer --help (its runs are in its results/)",
+    "bash": "a bench or recipe shell script: it must exist (tests/test_gpu_run.py runs gpu_run.sh --dry-run)",
 }
 
 

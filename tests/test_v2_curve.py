@@ -1,4 +1,5 @@
-"""``bench/v2_curve.py``: one curve point per checkpoint step, probed once, drawn with the reference."""
+"""``recipes/pase_plus_v2/v2_curve.py``: one curve point per checkpoint step, probed once, drawn
+with the reference."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import load_bench_script
+from conftest import load_script
 
 from pase.encoder import EncoderConfig
 from pase.workers import PaseModel, WorkerConfig
@@ -26,7 +27,7 @@ def _checkpoint(run: Path, step: int) -> None:
 def test_points_are_probed_once_per_step_and_gathered(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    curve = load_bench_script("v2_curve")
+    curve = load_script("recipes/pase_plus_v2/v2_curve.py")
     probed: list[Path] = []
 
     class FakePlan:
@@ -57,7 +58,7 @@ def test_points_are_probed_once_per_step_and_gathered(
 
 
 def test_without_a_checkpoint_it_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    curve = load_bench_script("v2_curve")
+    curve = load_script("recipes/pase_plus_v2/v2_curve.py")
     assert curve.main(["--run", str(tmp_path)]) == 2
     assert f"no checkpoint.pt in {tmp_path}" in capsys.readouterr().err
 
@@ -65,7 +66,7 @@ def test_without_a_checkpoint_it_says_so(tmp_path: Path, capsys: pytest.CaptureF
 def test_full_probe_covers_the_acceptance_cells_once_and_backfills_kept_encoders(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    curve = load_bench_script("v2_curve")
+    curve = load_script("recipes/pase_plus_v2/v2_curve.py")
     full_runs: list[Path] = []
     full_specs: list[list[str]] = []
 

@@ -22,7 +22,7 @@ for f in "$EXTRA/pretrain.csv" "$EXTRA/pretrain_more.csv" "$SPEECH/librispeech/t
   [ -e "$f" ] || { echo "v3 ablation: $f not found (see ../shared/data/README.md)" >&2; exit 2; }
 done
 OLD_DATA="[\"$EXTRA/pretrain.csv\",\"$SPEECH/librispeech/train-clean-100\"]"
-source bench/malloc_env.sh  # glibc malloc keeps its memory: 23 % less wall time, same losses
+source recipes/malloc_env.sh  # glibc malloc keeps its memory: 23 % less wall time, same losses
 exec "$PASE" ablate --preset pase+cpu \
   --data "$EXTRA/pretrain.csv" "$EXTRA/pretrain_more.csv" "$SPEECH/librispeech/train-clean-100" \
   --out "$OUT" \

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Commit-sized warm start of the v2 run (issue 12): its encoder at the current checkpoint, fp16
 # safetensors (~16 MB) + config.json + step.txt + leg.json (the leg's first step and its seconds of
-# training so far: the model card's wall time survives the run folder), in checkpoints/v2. Run it at the end of a session
-# and commit the folder: if the machine is replaced, bench/pretrain_v2.sh continues from it.
-#   bash bench/snapshot_v2.sh [RUN] [DEST]        (default ~/pase_runs/v2, checkpoints/v2)
+# training so far: the model card's wall time survives the run folder), in checkpoints/warm_start
+# (the one warm-start path recipes/README.md allows). Run it at the end of a session and commit the
+# folder: if the machine is replaced, WARM=checkpoints/warm_start recipes/pase_plus_v2/pretrain_v2.sh
+# continues from it.
+#   bash recipes/pase_plus_v2/snapshot_v2.sh [RUN] [DEST]        (default ~/pase_runs/v2, checkpoints/warm_start)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 RUN="${1:-$HOME/pase_runs/v2}"
-DEST="${2:-checkpoints/v2}"
+DEST="${2:-checkpoints/warm_start}"
 PY="${PY:-.venv/bin/python}"
 "$PY" - "$RUN" "$DEST" <<'PY'
 import json, shutil, sys, tempfile

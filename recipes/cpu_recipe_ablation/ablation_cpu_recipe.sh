@@ -4,11 +4,11 @@
 # held-out speakers, then pase eval probes it (1 seed, MLP) on fsdd-digit, ravdess-speaker and
 # emodb-phone, clean and with 5 dB noise on the test audio of fsdd-digit and emodb-phone.
 # Start it once per core (each process takes the next free variant); rerun to resume.
-#   bash bench/ablation_cpu_recipe.sh [OUT [EXTRA pase ablate OPTIONS]]   (default ~/pase_runs/ablate1)
-#   bash bench/ablation_cpu_recipe.sh ~/pase_runs/ablate1 --reeval --seeds 0,1,2   (3 probe seeds)
+#   bash recipes/cpu_recipe_ablation/ablation_cpu_recipe.sh [OUT [EXTRA pase ablate OPTIONS]]   (default ~/pase_runs/ablate1)
+#   bash recipes/cpu_recipe_ablation/ablation_cpu_recipe.sh ~/pase_runs/ablate1 --reeval --seeds 0,1,2   (3 probe seeds)
 # Data: ../shared/data/prepare_extra_speech.sh output (pretrain.csv) + the bundle's train-clean-100.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT="${1:-$HOME/pase_runs/ablate1}"
 shift || true
 EXTRA="${PASE_EXTRA_SPEECH:-$HOME/.cache/pase/speech_extra}"

@@ -5,10 +5,10 @@
 # LibriSpeech tasks; beside them the built-in tasks, which decide the ship, then the final --full
 # curve point).
 # Every part skips what it finished before, so after an interruption run it again.
-#   bash bench/v2_finish.sh [RUN] [EVAL_OUT]     (default ~/pase_runs/v2, ~/pase_runs/card_eval)
-# Then: python bench/card_tables.py EVAL_OUT, the model card, and the ship decision.
+#   bash recipes/pase_plus_v2/v2_finish.sh [RUN] [EVAL_OUT]     (default ~/pase_runs/v2, ~/pase_runs/card_eval)
+# Then: python recipes/pase_plus_v2/card_tables.py EVAL_OUT, the model card, and the ship decision.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 RUN="${1:-$HOME/pase_runs/v2}"
 EVAL_OUT="${2:-$HOME/pase_runs/card_eval}"
 FINAL="${RUN%/}_final"
@@ -18,10 +18,10 @@ while [ ! -f "$RUN/encoder/config.json" ] || pgrep -f "pase train --out $RUN" > 
   sleep 30
 done
 [ -f "$FINAL/config.json" ] || "$PASE" export "$RUN/encoder" "$FINAL" --dtype float16
-SETS=new PARTS="speaker40 asr" bash bench/model_card_eval.sh "$FINAL" "$EVAL_OUT" 1 > "$EVAL_OUT.new_librispeech.log" 2>&1 &
+SETS=new PARTS="speaker40 asr" bash recipes/pase_plus_v2/model_card_eval.sh "$FINAL" "$EVAL_OUT" 1 > "$EVAL_OUT.new_librispeech.log" 2>&1 &
 librispeech=$!
-SETS=new PARTS=builtin bash bench/model_card_eval.sh "$FINAL" "$EVAL_OUT" 1
-source bench/malloc_env.sh
-"$PYTHON" bench/v2_curve.py --run "$RUN" --full --num-threads 1
+SETS=new PARTS=builtin bash recipes/pase_plus_v2/model_card_eval.sh "$FINAL" "$EVAL_OUT" 1
+source recipes/malloc_env.sh
+"$PYTHON" recipes/pase_plus_v2/v2_curve.py --run "$RUN" --full --num-threads 1
 wait "$librispeech" || { echo "v2_finish: the LibriSpeech half failed, see $EVAL_OUT.new_librispeech.log" >&2; exit 1; }
-echo "v2_finish: done; tables: $PYTHON bench/card_tables.py $EVAL_OUT"
+echo "v2_finish: done; tables: $PYTHON recipes/pase_plus_v2/card_tables.py $EVAL_OUT"

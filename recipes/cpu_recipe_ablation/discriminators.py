@@ -1,7 +1,8 @@
 """Can a LIM / GIM head learn "same utterance or not" from an encoder's frozen features?
 
-    python bench/discriminators.py --encoder pase+ --out bench/results/discriminators.json
-    python bench/discriminators.py --encoder RUN/encoder --forms lim:bilinear:batch:50,gim:mlp:one:0
+    cd recipes/cpu_recipe_ablation
+    python discriminators.py --encoder pase+ --out results/discriminators.json
+    python discriminators.py --encoder RUN/encoder --forms lim:bilinear:batch:50,gim:mlp:one:0
 
 The encoder is frozen; the training recipe's own batches (the pretraining data, the PASE+
 distortions of the anchor, the speaker-disjoint validation hold-out) are encoded once, and each
@@ -28,7 +29,7 @@ from pase.audio import write_atomic
 from pase.train import TrainConfig, Trainer
 from pase.workers import WORKERS, WorkerBatch, WorkerConfig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_FORMS = (
     "lim:mlp:one:1",
     "lim:bilinear:batch:10",

@@ -1,6 +1,6 @@
-"""Issue 12's model card tables, from the output folder of ``bench/model_card_eval.sh``.
+"""Issue 12's model card tables, from the output folder of ``recipes/pase_plus_v2/model_card_eval.sh``.
 
-    python bench/card_tables.py [EVAL_DIR] [--out bench/results/card]
+    python recipes/pase_plus_v2/card_tables.py [EVAL_DIR] [--out recipes/pase_plus_v2/results/card]
 
 Reads every ``summary.json`` (probe accuracies) and ``summary_asr.json`` (WER/CER) under EVAL_DIR,
 and the ``results.json`` of cells that ran one task with one feature set, and writes to OUT:
@@ -46,7 +46,8 @@ def collect(eval_dir: Path) -> list[Row]:
     files = _result_files(eval_dir)
     if not files:
         raise ValueError(
-            f"{eval_dir}: no summary.json, summary_asr.json or results.json (run bench/model_card_eval.sh)"
+            f"{eval_dir}: no summary.json, summary_asr.json or results.json"
+            " (run recipes/pase_plus_v2/model_card_eval.sh)"
         )
     for path in files:
         data = json.loads(path.read_text())
@@ -209,7 +210,7 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("eval_dir", nargs="?", type=Path, default=Path.home() / "pase_runs" / "card_eval")
-    parser.add_argument("--out", type=Path, default=Path("bench/results/card"))
+    parser.add_argument("--out", type=Path, default=Path("recipes/pase_plus_v2/results/card"))
     args = parser.parse_args(argv)
     from pase.audio import write_atomic
 

@@ -4,17 +4,17 @@
 # speaker's file from step 0, one poly decay over the 1900 steps, validation every 100 steps on 64
 # fixed held-out batches (256 pairs per discriminator). LIM pools 20 frames with a bilinear head
 # and the batch's negatives: chosen on v2's frozen features at step 2554
-# (bench/results/discriminators_v2_2554.json: held-out pair accuracy lim:mlp:one:1 0.58,
+# (recipes/cpu_recipe_ablation/results/discriminators_v2_2554.json: held-out pair accuracy lim:mlp:one:1 0.58,
 # lim:mlp:one:20 0.63, lim:bilinear:batch:20 0.68; gim:mlp:one:0 0.76). GIM is the reference form.
-#   bash bench/discriminators_budget_run.sh [RUN] [THREADS]   (default ~/pase_runs/disc1900, 2)
+#   bash recipes/cpu_recipe_ablation/discriminators_budget_run.sh [RUN] [THREADS]   (default ~/pase_runs/disc1900, 2)
 # WORKER_OPTIONS (JSON for --worker-options) replaces the discriminator forms, e.g. the second run,
 # GIM with the same bilinear head and batch negatives:
 #   WORKER_OPTIONS='{"lim": {"head": "bilinear", "negatives": "batch", "pool": 20},
 #                    "gim": {"head": "bilinear", "negatives": "batch"}}' \
-#     bash bench/discriminators_budget_run.sh ~/pase_runs/disc1900_gim 1
+#     bash recipes/cpu_recipe_ablation/discriminators_budget_run.sh ~/pase_runs/disc1900_gim 1
 # Run it again to resume (with or without WORKER_OPTIONS); SIGINT checkpoints and stops it.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 RUN="${1:-$HOME/pase_runs/disc1900}"
 THREADS="${2:-2}"
 EXTRA="${PASE_EXTRA_SPEECH:-$HOME/.cache/pase/speech_extra}"

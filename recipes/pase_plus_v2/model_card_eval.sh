@@ -6,7 +6,7 @@
 # one CTC probe costs 20-40 min on one core). Features and trained CTC probes are cached, and a cell
 # whose folder has a `done` file is skipped, so a rerun resumes; an ASR cell's done file names its
 # seeds, and a rerun with other ASR_SEEDS redoes it (reusing the probes of the seeds trained before).
-#   bash bench/model_card_eval.sh NEW_ENCODER_DIR [OUT] [THREADS]     (OUT default ~/pase_runs/card_eval)
+#   bash recipes/pase_plus_v2/model_card_eval.sh NEW_ENCODER_DIR [OUT] [THREADS]     (OUT default ~/pase_runs/card_eval)
 # SETS (default "base new") picks the feature sets: "base" = the four baselines, "new" = the new
 # encoder, each in its own folder tree (OUT/base/..., OUT/new/...), so the baselines can be measured
 # while the new encoder is still training (NEW_ENCODER_DIR may then be "-"). PARTS (default
@@ -14,10 +14,10 @@
 # side by side. "old" must be measured BEFORE the packaged pase+ is replaced by the new encoder.
 # Each finished cell's summary.{json,md} (results.{json,md} where a cell ran one task with one
 # feature set, as the new encoder's LibriSpeech cells do) and done file are committed under
-# bench/results/card_eval; on a new machine, copy that tree into OUT first and the finished cells are not run again.
+# recipes/pase_plus_v2/results/card_eval; on a new machine, copy that tree into OUT first and the finished cells are not run again.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-NEW="${1:?usage: bench/model_card_eval.sh NEW_ENCODER_DIR [OUT] [THREADS]}"
+cd "$(dirname "$0")/../.."
+NEW="${1:?usage: recipes/pase_plus_v2/model_card_eval.sh NEW_ENCODER_DIR [OUT] [THREADS]}"
 OUT="${2:-$HOME/pase_runs/card_eval}"
 THREADS="${3:-2}"
 SETS="${SETS:-base new}"
@@ -27,7 +27,7 @@ NEED=""  # a string the done file must contain for the cell to count as done
 LS="${PASE_LIBRISPEECH:-$HOME/.cache/pase/speech_extra/LibriSpeech}"
 PASE="${PASE:-.venv/bin/pase}"
 BUILTIN="fsdd-digit,ravdess-speaker,ravdess-emotion,emodb-emotion,emodb-phone,librispeech-speaker"
-source bench/malloc_env.sh  # the allocator settings of the v2 training run
+source recipes/malloc_env.sh  # the allocator settings of the v2 training run
 has() { case " $1 " in *" $2 "*) return 0 ;; *) return 1 ;; esac; }
 run() {  # run DIR ARGS...: one pase eval call, skipped when DIR/done exists (and contains $NEED)
   local dir="$OUT/$1"; shift
@@ -74,4 +74,4 @@ for set in $SETS; do
     NEED=""
   fi
 done
-echo "model card evaluation in $OUT (summary.md / summary_asr.md, or results.md, per folder); tables and acceptance counts: python bench/card_tables.py $OUT"
+echo "model card evaluation in $OUT (summary.md / summary_asr.md, or results.md, per folder); tables and acceptance counts: python recipes/pase_plus_v2/card_tables.py $OUT"

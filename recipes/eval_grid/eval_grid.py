@@ -2,9 +2,9 @@
 reverberant test audio, 40-speaker ID, and fine-tuned vs frozen encoders, one ``pase eval`` call
 per cell, resumable, then one table.
 
-    python bench/eval_grid.py --out ~/pase_runs/eval_grid              # every part
-    python bench/eval_grid.py --out DIR --parts asr --features mfcc,fbank
-    python bench/eval_grid.py --out DIR --table-only                    # rebuild grid.{json,md}
+    python recipes/eval_grid/eval_grid.py --out ~/pase_runs/eval_grid              # every part
+    python recipes/eval_grid/eval_grid.py --out DIR --parts asr --features mfcc,fbank
+    python recipes/eval_grid/eval_grid.py --out DIR --table-only                    # rebuild grid.{json,md}
 
 Each cell runs in its own folder (``OUT/<part>/<condition>/<features>``) and is skipped when it
 finished before (``grid_cell.json``, written last), so a stopped grid resumes where it was
@@ -157,7 +157,7 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--speech",
         default=os.environ.get(
-            "PASE_SPEECH_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "speech")
+            "PASE_SPEECH_DIR", str(Path(__file__).resolve().parents[3] / "shared" / "speech")
         ),
         help="speech bundle of the built-in tasks",
     )

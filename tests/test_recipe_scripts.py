@@ -1,6 +1,7 @@
-"""The shell scripts of issue 12's long jobs (``bench/pretrain_v2.sh``, ``bench/model_card_eval.sh``):
-which ``pase`` commands they issue in each situation, run against a stand-in ``pase`` that records
-its arguments (``$PASE`` points the scripts at it), so no training or evaluation runs here."""
+"""The shell scripts of issue 12's long jobs (``recipes/pase_plus_v2/pretrain_v2.sh``,
+``model_card_eval.sh``): which ``pase`` commands they issue in each situation, run against a
+stand-in ``pase`` that records its arguments (``$PASE`` points the scripts at it), so no training
+or evaluation runs here."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from pase.cli import build_parser
+from pase.train import TrainConfig, config_from_args
+
 REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "recipes"
 
 FAKE_PASE = """#!{python}
 import json, os, sys
@@ -42,7 +47,7 @@ def _run(script: str, args: list[str], fake: tuple[Path, Path], **env: str) -> t
         if name not in env:
             full_env.pop(name, None)
     proc = subprocess.run(
-        ["bash", str(REPO / "bench" / script), *args],
+        ["bash", str(RECIPES / script), *args],
         env=full_env,
         capture_output=True,
         text=True,
@@ -59,7 +64,9 @@ def _opt(args: list[str], name: str) -> str | None:
 
 def test_card_eval_baselines_run_before_the_new_encoder_exists_and_resume(tmp_path, fake_pase):
     out = tmp_path / "card"
-    rc, err, calls = _run("model_card_eval.sh", ["-", str(out), "1"], fake_pase, SETS="base", PARTS="builtin")
+    rc, err, calls = _run(
+        "pase_plus_v2/model_card_eval.sh", ["-", str(out), "1"], fake_pase, SETS="base", PARTS="builtin"
+    )
     assert rc == 0, err
     assert len(calls) == 6  # 2 probes x 3 test conditions, the 6 tasks in one call each
     cells = {}
@@ -79,14 +86,20 @@ def test_card_eval_baselines_run_before_the_new_encoder_exists_and_resume(tmp_pa
         for c in ("clean", "noise:5dB", "reverb")
     }
     assert all((out / cell / "done").is_file() for cell in cells)
-    rc, err, calls = _run("model_card_eval.sh", ["-", str(out), "1"], fake_pase, SETS="base", PARTS="builtin")
+    rc, err, calls = _run(
+        "pase_plus_v2/model_card_eval.sh", ["-", str(out), "1"], fake_pase, SETS="base", PARTS="builtin"
+    )
     assert rc == 0 and calls == []  # every cell done before: nothing reruns
 
 
 def test_card_eval_new_set_needs_an_encoder_folder(tmp_path, fake_pase):
-    rc, err, calls = _run("model_card_eval.sh", ["-", str(tmp_path / "card")], fake_pase, SETS="new")
+    rc, err, calls = _run(
+        "pase_plus_v2/model_card_eval.sh", ["-", str(tmp_path / "card")], fake_pase, SETS="new"
+    )
     assert rc == 2 and "- is not an encoder folder" in err and calls == []
-    rc, err, calls = _run("model_card_eval.sh", ["-", str(tmp_path / "card")], fake_pase, SETS="bogus")
+    rc, err, calls = _run(
+        "pase_plus_v2/model_card_eval.sh", ["-", str(tmp_path / "card")], fake_pase, SETS="bogus"
+    )
     assert rc == 2 and "unknown set 'bogus'" in err
 
 
@@ -97,10 +110,10 @@ def test_card_eval_new_encoder_gets_the_librispeech_tasks(tmp_path, fake_pase):
     ls = tmp_path / "LibriSpeech"
     out = tmp_path / "card"
     env = {"SETS": "new", "PARTS": "speaker40 asr", "PASE_LIBRISPEECH": str(ls)}
-    rc, err, calls = _run("model_card_eval.sh", [str(encoder), str(out)], fake_pase, **env)
+    rc, err, calls = _run("pase_plus_v2/model_card_eval.sh", [str(encoder), str(out)], fake_pase, **env)
     assert rc == 0 and calls == [] and "test-clean not found" in err  # no data: said, not failed
     (ls / "test-clean").mkdir(parents=True)
-    rc, err, calls = _run("model_card_eval.sh", [str(encoder), str(out)], fake_pase, **env)
+    rc, err, calls = _run("pase_plus_v2/model_card_eval.sh", [str(encoder), str(out)], fake_pase, **env)
     assert rc == 0, err
     tasks = [_opt(c["args"], "--task") for c in calls]
     assert tasks == ["librispeech-speaker40"] * 6 + ["librispeech-asr"] * 3
@@ -110,19 +123,28 @@ def test_card_eval_new_encoder_gets_the_librispeech_tasks(tmp_path, fake_pase):
     assert [_opt(c["args"], "--distort") for c in calls[6:]] == [None, "noise:5dB", "reverb"]
     # An ASR cell done with other seeds is redone (its probes are cached); with the same, skipped.
     env["PARTS"] = "asr"
-    rc, err, calls = _run("model_card_eval.sh", [str(encoder), str(out)], fake_pase, **env, ASR_SEEDS="0")
+    rc, err, calls = _run(
+        "pase_plus_v2/model_card_eval.sh", [str(encoder), str(out)], fake_pase, **env, ASR_SEEDS="0"
+    )
     assert rc == 0 and [_opt(c["args"], "--seeds") for c in calls] == ["0"] * 3
-    rc, err, calls = _run("model_card_eval.sh", [str(encoder), str(out)], fake_pase, **env, ASR_SEEDS="0")
+    rc, err, calls = _run(
+        "pase_plus_v2/model_card_eval.sh", [str(encoder), str(out)], fake_pase, **env, ASR_SEEDS="0"
+    )
     assert rc == 0 and calls == []
     env["PARTS"] = "speaker40 asr"
-    rc, err, calls = _run("model_card_eval.sh", [str(encoder), str(out)], fake_pase, **env)
+    rc, err, calls = _run("pase_plus_v2/model_card_eval.sh", [str(encoder), str(out)], fake_pase, **env)
     assert rc == 0 and [_opt(c["args"], "--task") for c in calls] == ["librispeech-asr"] * 3
 
 
 def test_card_eval_stops_on_a_failed_cell_without_marking_it_done(tmp_path, fake_pase):
     out = tmp_path / "card"
     rc, _, calls = _run(
-        "model_card_eval.sh", ["-", str(out)], fake_pase, SETS="base", PARTS="builtin", FAKE_PASE_RC="3"
+        "pase_plus_v2/model_card_eval.sh",
+        ["-", str(out)],
+        fake_pase,
+        SETS="base",
+        PARTS="builtin",
+        FAKE_PASE_RC="3",
     )
     assert rc == 3 and len(calls) == 1
     assert not (out / "base/builtin/mlp/clean/done").exists()
@@ -136,7 +158,7 @@ def test_pretrain_v2_resumes_an_existing_run(tmp_path, fake_pase):
     run = tmp_path / "v2"
     run.mkdir()
     (run / "checkpoint.pt").write_bytes(b"")
-    rc, err, calls = _run("pretrain_v2.sh", [str(run), "1"], fake_pase)
+    rc, err, calls = _run("pase_plus_v2/pretrain_v2.sh", [str(run), "1"], fake_pase)
     assert rc == 0, err
     assert calls[0]["args"] == ["train", "--out", str(run), "--resume", "--num-threads", "1"]
     assert calls[0]["env"] == {
@@ -151,7 +173,9 @@ def test_pretrain_v2_lost_run_continues_from_the_committed_encoder(tmp_path, fak
     (warm / "config.json").write_text("{}")
     (warm / "step.txt").write_text("4008\n")
     run = tmp_path / "v2"
-    rc, err, calls = _run("pretrain_v2.sh", [str(run)], fake_pase, WARM=str(warm), HORIZON="10000")
+    rc, err, calls = _run(
+        "pase_plus_v2/pretrain_v2.sh", [str(run)], fake_pase, WARM=str(warm), HORIZON="10000"
+    )
     assert rc == 0, err
     args = calls[0]["args"]
     assert _opt(args, "--init") == str(warm) and _opt(args, "--start-step") == "4008"
@@ -165,13 +189,78 @@ def test_pretrain_v2_fresh_start_checks_its_data(tmp_path, fake_pase):
     run = tmp_path / "v2"
     env = {"WARM": str(tmp_path / "none"), "PASE_EXTRA_SPEECH": str(tmp_path / "extra")}
     env["PASE_SPEECH_DIR"] = str(tmp_path / "speech")
-    rc, err, calls = _run("pretrain_v2.sh", [str(run)], fake_pase, **env)
+    rc, err, calls = _run("pase_plus_v2/pretrain_v2.sh", [str(run)], fake_pase, **env)
     assert rc == 2 and "pretrain.csv not found" in err and calls == []
     (tmp_path / "extra").mkdir()
     (tmp_path / "extra" / "pretrain.csv").write_text("path\n")
     (tmp_path / "speech" / "librispeech" / "train-clean-100").mkdir(parents=True)
-    rc, err, calls = _run("pretrain_v2.sh", [str(run)], fake_pase, **env)
+    rc, err, calls = _run("pase_plus_v2/pretrain_v2.sh", [str(run)], fake_pase, **env)
     assert rc == 0, err
     args = calls[0]["args"]
     assert args[:3] == ["train", "--preset", "pase+cpu"] and "--init" not in args
     assert _opt(args, "--seed") == "0" and _opt(args, "--max-steps") == "10000"
+
+
+def _train_config(args: list[str]) -> TrainConfig:
+    """The TrainConfig that ``pase train ARGS`` would run with."""
+    assert args[0] == "train"
+    return config_from_args(build_parser().parse_args(args))
+
+
+def _data(tmp_path: Path) -> tuple[dict[str, str], list[str]]:
+    """The environment pointing the scripts at a stand-in pretraining set, and its two sources."""
+    extra, speech = tmp_path / "extra", tmp_path / "speech"
+    extra.mkdir()
+    (extra / "pretrain.csv").write_text("path\n")
+    (speech / "librispeech" / "train-clean-100").mkdir(parents=True)
+    env = {"PASE_EXTRA_SPEECH": str(extra), "PASE_SPEECH_DIR": str(speech)}
+    return env, [str(extra / "pretrain.csv"), str(speech / "librispeech" / "train-clean-100")]
+
+
+def test_v2_yaml_is_the_config_pretrain_v2_starts(tmp_path, fake_pase):
+    env, data = _data(tmp_path)
+    run = tmp_path / "v2"
+    rc, err, calls = _run("pase_plus_v2/pretrain_v2.sh", [str(run), "2"], fake_pase, **env)
+    assert rc == 0, err
+    yaml_args = ["train", "--config", str(RECIPES / "pase_plus_v2" / "train.yaml"), "--data", *data]
+    yaml_args += ["--out", str(run), "--num-threads", "2"]
+    assert _train_config(yaml_args) == _train_config(calls[0]["args"])
+
+
+@pytest.mark.parametrize(
+    ("yaml", "worker_options"),
+    [
+        ("disc1900.yaml", None),
+        ("disc1900_gim.yaml", '{"lim": {"head": "bilinear", "negatives": "batch", "pool": 20}, '
+         '"gim": {"head": "bilinear", "negatives": "batch"}}'),
+    ],
+)  # fmt: skip
+def test_disc1900_yaml_is_the_config_of_the_budget_run(tmp_path, fake_pase, yaml, worker_options):
+    env, data = _data(tmp_path)
+    if worker_options:
+        env["WORKER_OPTIONS"] = worker_options
+    run = tmp_path / "disc1900"
+    rc, err, calls = _run(
+        "cpu_recipe_ablation/discriminators_budget_run.sh", [str(run), "2"], fake_pase, **env
+    )
+    assert rc == 0, err
+    yaml_args = ["train", "--config", str(RECIPES / "cpu_recipe_ablation" / yaml), "--data", *data]
+    yaml_args += ["--out", str(run), "--num-threads", "2"]
+    config = _train_config(yaml_args)
+    assert config == _train_config(calls[0]["args"])
+    if worker_options:  # the second run's forms are the preset's
+        preset = _train_config(["train", "--preset", "pase+cpu-bilinear", "--out", str(run)])
+        assert config.worker_options == preset.worker_options
+
+
+def test_continued_pretraining_yaml_is_the_config_it_trains(tmp_path, fake_pase):
+    ls = tmp_path / "LibriSpeech"
+    (ls / "train-clean-5").mkdir(parents=True)
+    run = tmp_path / "init_ls"
+    script = "continued_pretraining/continued_pretraining.sh"
+    rc, err, calls = _run(script, [str(run), "1"], fake_pase, PASE_LIBRISPEECH=str(ls))
+    assert rc == 0, err
+    assert [c["args"][0] for c in calls] == ["train", "eval"]
+    yaml_args = ["train", "--config", str(RECIPES / "continued_pretraining" / "train.yaml")]
+    yaml_args += ["--data", str(ls / "train-clean-5"), "--out", str(run), "--num-threads", "1"]
+    assert _train_config(yaml_args) == _train_config(calls[0]["args"])

@@ -3,12 +3,12 @@
 # train-clean-5 with the pase+cpu recipe (`pase train --init pase+`: fresh workers, target
 # statistics fitted on the new audio), then 40-way speaker ID on test-clean before and after
 # (other speakers than train-clean-5's, so the adaptation never sees a test speaker).
-#   bash bench/continued_pretraining.sh [RUN] [THREADS]     (default ~/pase_runs/init_ls, 1 thread)
+#   bash recipes/continued_pretraining/continued_pretraining.sh [RUN] [THREADS]     (default ~/pase_runs/init_ls, 1 thread)
 # STEPS (default 300) sets the budget; rerunning resumes an interrupted run, or (once `pase train`
 # has written RUN/encoder at its last step) only evaluates again.
 # Writes RUN/encoder (save_pretrained), RUN/eval/summary.md and RUN/before_after.json.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 RUN="${1:-$HOME/pase_runs/init_ls}"
 THREADS="${2:-1}"
 STEPS="${STEPS:-300}"

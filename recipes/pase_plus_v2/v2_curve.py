@@ -1,9 +1,9 @@
 """Issue 12's training curve: export a running pretraining run's encoder and probe it on the fast
 tasks, one point per call, so the model card can show whether the run still improves.
 
-    python bench/v2_curve.py                          # ~/pase_runs/v2, its current checkpoint
-    python bench/v2_curve.py --run DIR --seeds 0,1,2 --num-threads 1
-    python bench/v2_curve.py --plot-only              # redraw curve.{csv,png} from the points
+    python recipes/pase_plus_v2/v2_curve.py               # ~/pase_runs/v2, its current checkpoint
+    python recipes/pase_plus_v2/v2_curve.py --run DIR --seeds 0,1,2 --num-threads 1
+    python recipes/pase_plus_v2/v2_curve.py --plot-only   # redraw curve.{csv,png} from the points
 
 Each call copies ``RUN/checkpoint.pt`` (written atomically by ``pase train``, so the copy is one
 consistent step) and exports its encoder to ``RUN/curve/step_N/encoder``; ``pase eval`` then
@@ -17,7 +17,8 @@ one thread.
 under ``noise:5dB`` (MLP probe; only the 7 cells the point has not measured yet, ~10 more minutes on
 one thread); ``--backfill STEP`` does that for a step probed before, from its kept encoder.
 ``curve_full.{csv,png}`` draw those points against MFCC and the packaged ``pase+`` of the model
-card's baseline grid (``--baselines``, the MLP folder of ``bench/model_card_eval.sh``'s base set).
+card's baseline grid (``--baselines``, the MLP folder of ``model_card_eval.sh``'s base set, beside
+this script).
 """
 
 from __future__ import annotations
