@@ -107,6 +107,10 @@ class TrainConfig:
     #: Draw ``rand`` from another speaker's file (ours; speakers as the data sources name them).
     #: False: any other file, as the original did (see ``pase.data.ChunkBatches._other_file``).
     rand_other_speaker: bool = True
+    #: Where ``ctxt`` comes from for a file shorter than two chunks, which has no window disjoint
+    #: from the anchor: "file" (the reference: an overlapping window of the same file) or
+    #: "speaker" (ours: another file of the same speaker, when it has one). See ``pase.data.ChunkBatches``.
+    ctxt_source: tp.Literal["file", "speaker"] = "file"
     #: Training time budget in seconds (None: none): the run stops when it is spent, and the
     #: poly schedule decays over it (over whichever of max_steps and this comes first).
     max_seconds: float | None = None

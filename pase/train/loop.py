@@ -168,6 +168,7 @@ def _chunk_batches(
         world_size,
         config.amplitude_scaling,
         config.rand_other_speaker,
+        config.ctxt_source,
     )
 
 
