@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import typing as tp
+from pathlib import Path
 
 import pytest
 import torch
@@ -183,3 +185,11 @@ def test_import_stays_light() -> None:
     code = "import sys, pase; pase.FeatureLoss; print(any(m.startswith('pase.train') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_docs_example() -> None:
+    doc = Path(__file__).resolve().parents[1] / "docs" / "loss.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, str(doc), "exec"), {})

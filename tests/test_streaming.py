@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
 import typing as tp
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import load_bench_script
 
 from pase import Encoder, EncoderConfig, load_audio
 from pase.audio import HOP, MIN_SAMPLES
@@ -259,3 +262,20 @@ def test_real_speech_packaged(pase_plus: Encoder, speech_dir: Path) -> None:
         with torch.no_grad():
             ref = torch.stack(pase_plus.extract_features(wav[None]))[:, 0]
         assert_matches(got, ref)
+
+
+def test_docs_example() -> None:
+    doc = Path(__file__).resolve().parents[1] / "docs" / "streaming.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, str(doc), "exec"), {})
+
+
+def test_bench_quick(tmp_path: Path) -> None:
+    bench = load_bench_script("streaming")
+    out = tmp_path / "streaming.json"
+    assert bench.main(["--quick", "--push-ms", "20", "100", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["latency_ms"] == 73.5 and [r.get("push_ms") for r in result["rows"]] == [None, 20, 100]
+    assert all(r["max_abs_diff_vs_offline"] < 1e-4 for r in result["rows"][1:])
