@@ -16,12 +16,14 @@ from pase.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, load_audio
 
 if tp.TYPE_CHECKING:
     from pase.encoder import Encoder, EncoderConfig
+    from pase.loss import FeatureLoss
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Encoder",
     "EncoderConfig",
+    "FeatureLoss",
     "AudioError",
     "load_audio",
     "MIN_SAMPLES",
@@ -29,7 +31,7 @@ __all__ = [
     "__version__",
 ]
 
-_LAZY = {"Encoder": "pase.encoder", "EncoderConfig": "pase.encoder"}
+_LAZY = {"Encoder": "pase.encoder", "EncoderConfig": "pase.encoder", "FeatureLoss": "pase.loss"}
 
 
 def __getattr__(name: str) -> tp.Any:

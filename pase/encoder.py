@@ -431,6 +431,16 @@ class Encoder(nn.Module):
                 out_chunks.append(torch.stack([s[0].T for s in states]))
         return torch.cat(out_chunks, dim=-2)
 
+    if tp.TYPE_CHECKING:  # beside its one user, so the module's imports stay as they are
+        from pase.streaming import EncoderStream
+
+    def stream(self, layers: tp.Literal["final", "all"] = "final") -> EncoderStream:
+        """A stateful :class:`~pase.streaming.EncoderStream`: ``push(samples)`` returns the frames that
+        became final, ``flush()`` the rest; together they equal ``self(wav)`` (eval mode only)."""
+        from pase.streaming import EncoderStream
+
+        return EncoderStream(self, layers)
+
 
 def _pool_truncated(x: torch.Tensor, n_frames: int) -> torch.Tensor:
     """``x: [B, D, L] -> [B, D, n_frames]``: mean over consecutive groups of ``L // n_frames``
