@@ -75,7 +75,13 @@ _LS_AUDIO = re.compile(_LS_SUBSET + r"(\2-\3-\d+)\.flac$")
 _LS_TRANS = re.compile(_LS_SUBSET + r"(\2-\3)\.trans\.txt$")
 _LS_TOP = re.compile(r"(?:^|/)LibriSpeech/([A-Z]+\.TXT)$")
 _NOISE = re.compile(r"(?:^|/)_background_noise_/([^/]+)\.wav$")
-_RECOGNISERS = {"ravdess": _RAVDESS, "emodb": _EMODB_WAV, "fsdd": _FSDD, "librispeech": _LS_AUDIO, "noise": _NOISE}
+_RECOGNISERS = {
+    "ravdess": _RAVDESS,
+    "emodb": _EMODB_WAV,
+    "fsdd": _FSDD,
+    "librispeech": _LS_AUDIO,
+    "noise": _NOISE,
+}
 
 
 class CorpusError(ValueError):
@@ -164,7 +170,9 @@ class Source:
             try:
                 yield name, self._read_one(name)
             except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error) as err:
-                raise CorpusError(f"{self.path}: {name}: damaged member ({type(err).__name__}: {err})") from None
+                raise CorpusError(
+                    f"{self.path}: {name}: damaged member ({type(err).__name__}: {err})"
+                ) from None
 
     def _read_one(self, name: str) -> bytes:
         if self._zip is not None:
@@ -197,7 +205,8 @@ def _not_this(corpus: str, src: Source) -> CorpusError:
     msg = f"{src.path}: not {TITLES[corpus]}: no {EXPECTED[corpus]} inside"
     others = [c for c, pattern in _RECOGNISERS.items() if c != corpus and _matches(pattern, src.names)]
     if others:
-        msg += f"; it looks like {TITLES[others[0]]}: run `pase data prepare {others[0]} {src.path} --out DIR`"
+        guess = others[0]
+        msg += f"; it looks like {TITLES[guess]}: run `pase data prepare {guess} {src.path} --out DIR`"
     return CorpusError(msg)
 
 
@@ -243,7 +252,9 @@ def _plan_librispeech(src: Source) -> list[Job]:
         if not any(m[1] == subset for _, m in transcripts):
             raise CorpusError(f"{src.path}: {subset} has no SPK-CHAPTER.trans.txt transcripts")
         base = f"LibriSpeech/{subset}"
-        jobs += [Job(n, f"{base}/{m[2]}/{m[3]}/{m[4]}.flac", rate=None, speaker=m[2], group=base) for n, m in mine]
+        jobs += [
+            Job(n, f"{base}/{m[2]}/{m[3]}/{m[4]}.flac", rate=None, speaker=m[2], group=base) for n, m in mine
+        ]
         jobs += [
             Job(n, f"{base}/{m[2]}/{m[3]}/{m[4]}.trans.txt", audio=False, group=base)
             for n, m in transcripts
@@ -304,6 +315,10 @@ _PLANS: dict[str, tp.Callable[[Source], list[Job]]] = {
 
 
 # --------------------------------------------------------------------------- writing
+def _save_bytes(out: Path, data: bytes) -> None:
+    write_atomic(out, lambda tmp: Path(tmp).write_bytes(data))
+
+
 def _write_audio(data: bytes, where: str, out: Path, rate: int | None) -> float:
     """Decode ``data`` (member ``where``), write it to ``out`` as mono FLAC; its seconds."""
     import soundfile as sf
@@ -316,7 +331,7 @@ def _write_audio(data: bytes, where: str, out: Path, rate: int | None) -> float:
         raise CorpusError(f"{where}: empty audio (0 samples)")
     target = rate or int(sr)
     if where.lower().endswith(".flac") and wav.shape[1] == 1 and sr == target:
-        write_atomic(out, lambda tmp: Path(tmp).write_bytes(data))
+        _save_bytes(out, data)
         return wav.shape[0] / sr
     mono = resample(np.ascontiguousarray(wav.mean(axis=1)), int(sr), target)
     # resampling can overshoot full scale; 16-bit PCM must not wrap around
@@ -325,7 +340,9 @@ def _write_audio(data: bytes, where: str, out: Path, rate: int | None) -> float:
     return mono.size / target
 
 
-def prepare(corpus: str, src: str | Path, out: str | Path, warn: tp.Callable[[str], None] | None = None) -> list[Summary]:
+def prepare(
+    corpus: str, src: str | Path, out: str | Path, warn: tp.Callable[[str], None] | None = None
+) -> list[Summary]:
     """Lay out corpus ``corpus`` from ``src`` (archive or folder) under ``out``; one
     :class:`Summary` per group of files (the corpus, or each LibriSpeech subset).
 
@@ -347,7 +364,8 @@ def prepare(corpus: str, src: str | Path, out: str | Path, warn: tp.Callable[[st
         expected = OFFICIAL_FILES.get(corpus)
         found = sum(job.audio for job in jobs)
         if expected and found < expected:
-            report(f"pase data prepare: {source.path}: {found} of the {expected} files of the official {TITLES[corpus]}")
+            official = f"{found} of the {expected} files of the official {TITLES[corpus]}"
+            report(f"pase data prepare: {source.path}: {official}")
         summaries: dict[str, Summary] = {}
         for job in jobs:
             if job.audio:
@@ -366,17 +384,21 @@ def prepare(corpus: str, src: str | Path, out: str | Path, warn: tp.Callable[[st
                 job = by_member[name]
                 target = out / job.out
                 if job.audio:
-                    summaries[job.group].seconds += _write_audio(data, f"{source.path}: {name}", target, job.rate)
+                    summaries[job.group].seconds += _write_audio(
+                        data, f"{source.path}: {name}", target, job.rate
+                    )
                     summaries[job.group].new += 1
                 else:
-                    write_atomic(target, lambda tmp, data=data: Path(tmp).write_bytes(data))
+                    _save_bytes(target, data)
                 bar.update()
     return list(summaries.values())
 
 
 # --------------------------------------------------------------------------- command line
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("data", help="lay out the official downloads of the evaluation corpora for pase eval")
+    p = subparsers.add_parser(
+        "data", help="lay out the official downloads of the evaluation corpora for pase eval"
+    )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     prep = actions.add_parser(
         "prepare",
@@ -386,8 +408,12 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "Sources, licences and layouts: docs/data.md.",
     )
     prep.add_argument("corpus", choices=CORPORA, help="which corpus SRC is")
-    prep.add_argument("src", metavar="SRC", help="the downloaded archive (.zip, .tar.gz) or its extracted folder")
-    prep.add_argument("--out", required=True, metavar="DIR", help="the data folder to pass to `pase eval --data`")
+    prep.add_argument(
+        "src", metavar="SRC", help="the downloaded archive (.zip, .tar.gz) or its extracted folder"
+    )
+    prep.add_argument(
+        "--out", required=True, metavar="DIR", help="the data folder to pass to `pase eval --data`"
+    )
     prep.set_defaults(func=_main)
 
 

@@ -69,7 +69,10 @@ def ravdess_files() -> Files:
     return files
 
 
-LABLAUT = "signal x\ntype 0\nseparator ;\nnfields 1\n#\n    0.30 -1 .\n    0.80 -1 a\n    1.20 -1 _t\n    1.60 -1 !t\t+asp\n"
+LABLAUT = (
+    "signal x\ntype 0\nseparator ;\nnfields 1\n#\n"
+    "    0.30 -1 .\n    0.80 -1 a\n    1.20 -1 _t\n    1.60 -1 !t\t+asp\n"
+)
 
 
 def emodb_files() -> Files:
@@ -96,7 +99,9 @@ def fsdd_files() -> Files:
 def librispeech_files(subset: str, speakers: list[str], utterances: int, chapter: str = "100") -> Files:
     """openslr's SUBSET.tar.gz: LibriSpeech/SUBSET/SPK/CHAPTER/*.flac + transcripts, top files."""
     top = "LibriSpeech"
-    files = {f"{top}/{name}": f"{name}\n".encode() for name in ("SPEAKERS.TXT", "CHAPTERS.TXT", "LICENSE.TXT")}
+    files = {
+        f"{top}/{name}": f"{name}\n".encode() for name in ("SPEAKERS.TXT", "CHAPTERS.TXT", "LICENSE.TXT")
+    }
     for k, spk in enumerate(speakers):
         folder = f"{top}/{subset}/{spk}/{chapter}"
         lines = []
@@ -124,7 +129,7 @@ def rir_files() -> Files:
 
 
 # ----------------------------------------------------------------------------- each corpus
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
     code = main(["--no-progress", "data", "prepare", *map(str, args)])
     out, err = capsys.readouterr()
     return code, out, err
@@ -134,7 +139,8 @@ def test_ravdess_zip_becomes_both_ravdess_tasks(tmp_path: Path, capsys: pytest.C
     src = write_zip(tmp_path / "Audio_Speech_Actors_01-24.zip", ravdess_files())
     code, out, err = run(capsys, "ravdess", src, "--out", tmp_path / "d")
     assert code == 0, err
-    assert out.strip() == f"ravdess: 10 audio files (10 new, 0 already there), 0.00 h, 5 speakers in {tmp_path / 'd' / 'ravdess'}"
+    where = tmp_path / "d" / "ravdess"
+    assert out.strip() == f"ravdess: 10 audio files (10 new, 0 already there), 0.00 h, 5 speakers in {where}"
     assert "10 of the 1440 files" in err
     flac = tmp_path / "d" / "ravdess" / "03-01-05-01-01-01-17.flac"
     info = sf.info(str(flac))
@@ -163,7 +169,12 @@ def test_emodb_zip_keeps_labels_and_full_length(tmp_path: Path, capsys: pytest.C
         ("15", "sadness", "test"), ("16", "boredom", "test"),
     }  # fmt: skip
     phone = builtin_task("emodb-phone", tmp_path / "d")
-    assert [(s.end, s.label) for s in phone.items[0].segments] == [(0.3, "sil"), (0.8, "a"), (1.2, "t"), (1.6, "t")]
+    assert [(s.end, s.label) for s in phone.items[0].segments] == [
+        (0.3, "sil"),
+        (0.8, "a"),
+        (1.2, "t"),
+        (1.6, "t"),
+    ]
 
 
 def test_fsdd_clone_folder_stays_at_8_khz(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -179,7 +190,9 @@ def test_fsdd_clone_folder_stays_at_8_khz(tmp_path: Path, capsys: pytest.Capture
     }  # fmt: skip
 
 
-def test_librispeech_tarballs_give_the_asr_and_speaker_tasks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_librispeech_tarballs_give_the_asr_and_speaker_tasks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = tmp_path / "d"
     # 367 and 533 sort after 3331 as text but come first by number, as in the real test-other
     other = ["367", "533", *map(str, range(1000, 1009)), "3331"]
@@ -189,7 +202,9 @@ def test_librispeech_tarballs_give_the_asr_and_speaker_tasks(tmp_path: Path, cap
         "test-other": librispeech_files("test-other", other, 11, chapter="1066"),
     }
     for subset, files in tarballs.items():
-        code, out, err = run(capsys, "librispeech", write_targz(tmp_path / f"{subset}.tar.gz", files), "--out", data)
+        code, out, err = run(
+            capsys, "librispeech", write_targz(tmp_path / f"{subset}.tar.gz", files), "--out", data
+        )
         assert code == 0, err
     assert out.startswith("librispeech/test-other: 100 audio files (100 new, 0 already there)")
     flac = data / "LibriSpeech" / "test-clean" / "121" / "100" / "121-100-0003.flac"
@@ -209,7 +224,9 @@ def test_noise_and_rirs_feed_the_distortions(tmp_path: Path, capsys: pytest.Capt
     from pase.eval.cli import _distortion_dir
 
     data = tmp_path / "d"
-    code, out, _ = run(capsys, "noise", write_targz(tmp_path / "speech_commands_v0.02.tar.gz", noise_files()), "--out", data)
+    code, out, _ = run(
+        capsys, "noise", write_targz(tmp_path / "speech_commands_v0.02.tar.gz", noise_files()), "--out", data
+    )
     assert code == 0 and out.startswith("noise: 2 audio files")
     code, out, _ = run(capsys, "rir", write_folder(tmp_path / "my_rirs", rir_files()), "--out", data)
     assert code == 0 and out.startswith("rir: 2 audio files")
@@ -226,8 +243,10 @@ def test_noise_and_rirs_feed_the_distortions(tmp_path: Path, capsys: pytest.Capt
     [
         ("ravdess", emodb_files(), "not RAVDESS speech: no Actor_NN/03-01-EE-II-SS-RR-AA.wav files "
          "(Audio_Speech_Actors_01-24.zip) inside; it looks like EmoDB: run `pase data prepare emodb"),
-        ("emodb", {k: v for k, v in emodb_files().items() if "lablaut" not in k}, "EmoDB without its lablaut/ folder"),
-        ("fsdd", {"recordings/0_theo_0.wav": b"RIFF not really a wav"}, "recordings/0_theo_0.wav: cannot decode audio"),
+        ("emodb", {k: v for k, v in emodb_files().items() if "lablaut" not in k},
+         "EmoDB without its lablaut/ folder"),
+        ("fsdd", {"recordings/0_theo_0.wav": b"RIFF not really a wav"},
+         "recordings/0_theo_0.wav: cannot decode audio"),
         ("rir", fsdd_files(), "this is FSDD, not room impulse responses; run `pase data prepare fsdd"),
         ("librispeech", {"LibriSpeech/dev-clean/1/2/1-2-0000.flac": audio(0.2, 16000, fmt="FLAC")},
          "dev-clean has no SPK-CHAPTER.trans.txt transcripts"),
@@ -255,7 +274,9 @@ def test_missing_unreadable_and_truncated_sources(tmp_path: Path) -> None:
     assert not (tmp_path / "d").exists()
 
 
-def test_rerun_keeps_what_is_there_and_finishes_what_is_not(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_rerun_keeps_what_is_there_and_finishes_what_is_not(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     src = write_zip(tmp_path / "repo.zip", {f"fsdd-main/{k}": v for k, v in fsdd_files().items()})
     data = tmp_path / "d"
     assert run(capsys, "fsdd", src, "--out", data)[0] == 0
@@ -284,7 +305,8 @@ DOWNLOADS: dict[str, tp.Callable[[Path], Path]] = {
 def test_every_docs_command_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``pase data prepare`` commands run on synthetic files named like the downloads; ``pase
     eval`` commands (minutes on real data) go through the real parser only."""
-    blocks = [b for b in readme_blocks((ROOT / "docs" / "data.md").read_text(encoding="utf-8")) if b.lang == "bash"]
+    text = (ROOT / "docs" / "data.md").read_text(encoding="utf-8")
+    blocks = [b for b in readme_blocks(text) if b.lang == "bash"]
     commands = [words for block in blocks for words in shell_commands(block.text)]
     assert commands and all(words[0] == "pase" for words in commands)
     monkeypatch.chdir(tmp_path)
