@@ -30,6 +30,7 @@ COMMANDS = {
         "write the encoder of a training run's checkpoint (e.g. an interrupted run) for from_pretrained",
     ),
     "eval": ("pase.eval.cli", "benchmark feature sets (MFCC, FBANK, PASE encoders) on downstream tasks"),
+    "data": ("pase.corpora", "lay out the official downloads of the evaluation corpora for pase eval"),
     "ablate": ("pase.ablate", "train recipe variants under one budget and compare them downstream"),
     "plot": ("pase.plots", "draw a training run's per-worker loss curves (PNG)"),
     "show-distortions": (
