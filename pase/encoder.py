@@ -267,7 +267,12 @@ class Encoder(nn.Module):
         """Upload to the Hugging Face Hub (``config.json`` + ``model.safetensors``); returns the commit
         URL. Needs ``pip install 'pase-speech[hub]'`` and a token (``HF_TOKEN`` or ``hf auth login``)."""
         return hub.push_to_hub(
-            self.state_dict(), self.config.to_dict(), repo_id, private=private, token=token, commit_message=commit_message
+            self.state_dict(),
+            self.config.to_dict(),
+            repo_id,
+            private=private,
+            token=token,
+            commit_message=commit_message,
         )
 
     @property

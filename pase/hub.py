@@ -36,6 +36,7 @@ class Pretrained(tp.NamedTuple):
     config_path: Path
     weights_path: Path
 
+
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 FORMAT = "pase-encoder"
@@ -165,8 +166,9 @@ def push_to_hub(
     token: str | None = None,
     commit_message: str = "Upload PASE encoder",
 ) -> str:
-    """Upload an encoder's ``state`` and ``config`` to the Hub as ``config.json`` + ``model.safetensors`` (creating the
-    repository if needed); returns the commit URL. ``Encoder.from_pretrained(repo_id)`` loads it."""
+    """Upload an encoder's ``state`` and ``config`` to the Hub as ``config.json`` +
+    ``model.safetensors`` (creating the repository if needed); returns the commit URL.
+    ``Encoder.from_pretrained(repo_id)`` loads it."""
     import tempfile
 
     hf = _import_hub(f"pushing to {repo_id!r} on the Hugging Face Hub")
@@ -178,9 +180,7 @@ def push_to_hub(
     return str(getattr(info, "commit_url", info))
 
 
-def read_pretrained(
-    name_or_dir: str | os.PathLike[str], revision: str | None = None
-) -> Pretrained:
+def read_pretrained(name_or_dir: str | os.PathLike[str], revision: str | None = None) -> Pretrained:
     """The weights and config of a directory written by :func:`save_pretrained`, a
     packaged name, or a Hugging Face Hub repo id (``revision``: a branch, tag or commit of that
     repo), the weights' checksum verified. The config is checked by ``EncoderConfig.from_dict``
@@ -331,7 +331,9 @@ def run_checkpoint_state(obj: tp.Any, source: str) -> tuple[State, dict[str, tp.
     try:
         config = json.loads(obj["model_config"])["encoder"]
         state = {
-            k.removeprefix(_ENCODER_PREFIX): v for k, v in obj["model"].items() if k.startswith(_ENCODER_PREFIX)
+            k.removeprefix(_ENCODER_PREFIX): v
+            for k, v in obj["model"].items()
+            if k.startswith(_ENCODER_PREFIX)
         }
         step = int(obj.get("step", 0))
     except Exception as err:  # missing keys and malformed JSON come in many types

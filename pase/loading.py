@@ -16,7 +16,7 @@ An encoder spec is one of (checked in this order):
 Anything else is an :class:`EncoderSpecError` (a ``ValueError``) naming the spec and the problem.
 Every file is read without executing code (safetensors, ``torch.load(weights_only=True)``).
 
-Torch is imported on first use, so a command's ``--help`` (which shows :data:`ENCODER_SPEC_HELP`)
+Torch is imported on first use, so a command's ``--help`` (which shows :func:`encoder_spec_help`)
 stays fast.
 """
 
@@ -36,13 +36,26 @@ PRESETS = ("pase+", "pase")
 RANDOM_INIT_SEED = 0
 RANDOM_PREFIX = "random:"
 HUB_PREFIX = "hf:"
-#: The spec grammar, for every ``--help`` that takes an encoder.
-ENCODER_SPEC_HELP = (
-    "pase+ (packaged pretrained weights), a save_pretrained DIR, a `pase train` RUN folder or its "
-    "checkpoint.pt, an original FILE.ckpt (.pt/.pth), random:PRESET[:SEED] (random init of pase+ "
-    "or pase, seed 0 by default: for testing pipelines) or a Hugging Face Hub repo hf:org/name "
-    "(needs pase-speech[hub])"
-)
+
+
+def packaged_models() -> list[str]:
+    """Preset names whose pretrained weights ship with this installation."""
+    from pase.hub import CONFIG_NAME, PACKAGED, PRETRAINED_DIR
+
+    return [n for n in PRESETS if n in PACKAGED and (PRETRAINED_DIR / PACKAGED[n] / CONFIG_NAME).exists()]
+
+
+def encoder_spec_help(packaged: tp.Sequence[str] | None = None) -> str:
+    """The spec grammar, for every ``--help`` that takes an encoder; it offers the packaged names
+    of this installation (``packaged``, default :func:`packaged_models`) only."""
+    packaged = packaged_models() if packaged is None else packaged
+    return (
+        (f"{' | '.join(packaged)} (packaged pretrained weights), " if packaged else "")
+        + "a save_pretrained DIR, a `pase train` RUN folder or its checkpoint.pt, an original "
+        "FILE.ckpt (.pt/.pth), random:PRESET[:SEED] (a random-init pase+ or pase, seed 0 unless "
+        "given: for testing pipelines) or a Hugging Face Hub repo hf:org/name (needs pase-speech[hub])"
+    )
+
 
 Kind = tp.Literal["random", "hub", "packaged", "pretrained", "run", "original"]
 
@@ -100,7 +113,8 @@ def read_encoder(spec: str) -> tuple[Encoder, Origin]:
         path = Path(spec)
         if path.is_file():
             return _from_file(path)
-        if path.is_dir():
+        # A folder named like a preset (the source tree's own pase/) leaves the name its meaning.
+        if path.is_dir() and (_holds_encoder(path) or spec not in (*PRESETS, *hub.PACKAGED)):
             return _from_folder(path, spec)
         if spec in hub.PACKAGED:
             return Encoder.from_pretrained(spec), Origin("packaged")
@@ -128,16 +142,24 @@ def _random(preset: str, seed: int) -> Encoder:
         return Encoder.from_config(preset).eval()
 
 
-def _from_file(path: Path) -> tuple[Encoder, Origin]:
+def _from_file(path: Path, run: bool = False) -> tuple[Encoder, Origin]:
+    """The encoder in a checkpoint file: a run's (always, with ``run``) or an original one."""
     from pase import hub
     from pase.encoder import Encoder
 
     obj = hub.load_checkpoint(path)
-    if hub.is_run_checkpoint(obj):
+    if run or hub.is_run_checkpoint(obj):
         state, config, step = hub.run_checkpoint_state(obj, str(path))
         return Encoder.from_state(state, config, str(path)), Origin("run", path, step)
     state, config = hub.original_state(obj, str(path))
     return Encoder.from_state(state, config, str(path)), Origin("original", path)
+
+
+def _holds_encoder(path: Path) -> bool:
+    from pase import hub
+
+    names = (hub.RUN_CHECKPOINT, hub.CONFIG_NAME, hub.WEIGHTS_NAME, f"encoder/{hub.CONFIG_NAME}")
+    return any((path / name).exists() for name in names)
 
 
 def _from_folder(path: Path, spec: str) -> tuple[Encoder, Origin]:
@@ -145,17 +167,15 @@ def _from_folder(path: Path, spec: str) -> tuple[Encoder, Origin]:
     from pase.encoder import Encoder
 
     if (path / hub.RUN_CHECKPOINT).is_file():
-        encoder, origin = _from_file(path / hub.RUN_CHECKPOINT)
-        if origin.kind != "run":
-            raise EncoderSpecError(f"{origin.path}: not a `pase train` checkpoint (an original encoder checkpoint)")
-        return encoder, origin
+        return _from_file(path / hub.RUN_CHECKPOINT, run=True)
     own = any((path / name).exists() for name in (hub.CONFIG_NAME, hub.WEIGHTS_NAME))
     # A run folder's own config.json is its training config: its encoder is in encoder/.
     if (path / "encoder" / hub.CONFIG_NAME).is_file() and not (path / hub.WEIGHTS_NAME).exists():
         path = path / "encoder"
     elif not own:
         raise EncoderSpecError(
-            f"{path / hub.RUN_CHECKPOINT}: no checkpoint (is {spec} a `pase train` run folder or an encoder folder?)"
+            f"{path / hub.RUN_CHECKPOINT}: no checkpoint "
+            f"(is {spec} a `pase train` run folder or an encoder folder?)"
         )
     return Encoder.from_pretrained(path), Origin("pretrained", path)
 
