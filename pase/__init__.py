@@ -5,7 +5,10 @@
 >>> encoder(torch.randn(2, 32000)).shape
 torch.Size([2, 200, 256])
 
-``Encoder`` and ``EncoderConfig`` are imported on first use, so ``import pase`` (and the
+``pase.load_encoder(spec)`` loads any encoder a command takes by the same name (``"pase+"``, a
+folder, a checkpoint, ``"random:pase+"``: see :mod:`pase.loading`).
+
+``Encoder``, ``EncoderConfig`` and ``load_encoder`` are imported on first use, so ``import pase`` (and the
 command line's ``pase --help``) do not pay for importing torch.
 """
 
@@ -16,6 +19,7 @@ from pase.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, load_audio
 
 if tp.TYPE_CHECKING:
     from pase.encoder import Encoder, EncoderConfig
+    from pase.loading import EncoderSpecError, load_encoder
     from pase.loss import FeatureLoss
 
 __version__ = "0.1.0"
@@ -23,7 +27,9 @@ __version__ = "0.1.0"
 __all__ = [
     "Encoder",
     "EncoderConfig",
+    "EncoderSpecError",
     "FeatureLoss",
+    "load_encoder",
     "AudioError",
     "load_audio",
     "MIN_SAMPLES",
@@ -31,7 +37,13 @@ __all__ = [
     "__version__",
 ]
 
-_LAZY = {"Encoder": "pase.encoder", "EncoderConfig": "pase.encoder", "FeatureLoss": "pase.loss"}
+_LAZY = {
+    "Encoder": "pase.encoder",
+    "EncoderConfig": "pase.encoder",
+    "EncoderSpecError": "pase.loading",
+    "FeatureLoss": "pase.loss",
+    "load_encoder": "pase.loading",
+}
 
 
 def __getattr__(name: str) -> tp.Any:

@@ -38,7 +38,7 @@ COMMANDS = {
         "write each PASE+ distortion of a file as WAV plus one spectrogram PNG",
     ),
     "convert-original": (
-        "pase.hub",
+        "pase.loading",
         "convert a checkpoint of the original PASE code (e.g. FE_e199.ckpt) to a pretrained directory",
     ),
 }

@@ -72,23 +72,22 @@ def plot_features(files: list[Path], feature_files: list[Path], out_png: Path, t
 
 
 def run(data: Path, out: Path, device: str = "cpu") -> int:
-    from pase.extract import extract_files, load_encoder
-    from pase.hub import resolve_pretrained
+    from pase.extract import extract_files
+    from pase.loading import load_encoder, packaged_models
 
     files = pick_files(data)
     if not files:
         print(f"pase demo: no audio files under {data} (set --data or PASE_SPEECH_DIR)", file=sys.stderr)
         return 1
-    try:
-        resolve_pretrained("pase+")
+    if "pase+" in packaged_models():
         encoder = load_encoder("pase+", device=device)
         title = "PASE+ (packaged pretrained weights)"
-    except FileNotFoundError:
+    else:
         print(
             "pase demo: this installation has no pretrained PASE+ weights yet; "
             "using a RANDOM-INIT PASE+ encoder (seed 0) to show the pipeline."
         )
-        encoder = load_encoder("pase+", device=device, random_init=True)
+        encoder = load_encoder("random:pase+:0", device=device)
         title = "PASE+ (random init: no pretrained weights packaged)"
     feat_dir = out / "features"
     summary = extract_files(files, feat_dir, encoder, progress=True, overwrite=True, report=print)

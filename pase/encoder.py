@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pase import hub
 from pase.audio import HOP, MIN_SAMPLES, as_waveform
 from pase.qrnn import QRNN
 from pase.sincnet import SincConv
@@ -195,7 +196,7 @@ class Encoder(nn.Module):
     # ----------------------------------------------------------------------------------------
     # Construction and persistence
     @classmethod
-    def from_config(cls, config: str | EncoderConfig | dict[str, tp.Any] = "pase+") -> Encoder:
+    def from_config(cls, config: str | EncoderConfig | dict[str, tp.Any] = "pase+") -> tp.Self:
         """A randomly initialised encoder from a preset name (``"pase+"``, ``"pase"``) or config."""
         if isinstance(config, str):
             config = EncoderConfig.from_preset(config)
@@ -209,26 +210,52 @@ class Encoder(nn.Module):
         name_or_dir: str | Path = "pase+",
         map_location: str | torch.device = "cpu",
         revision: str | None = None,
-    ) -> Encoder:
+    ) -> tp.Self:
         """Load the packaged ``"pase+"`` weights, a directory written by :meth:`save_pretrained`, or a
         Hugging Face Hub repo ``"org/name"`` (needs ``pip install 'pase-speech[hub]'``; offline, the
         Hub cache is used)."""
-        from pase.hub import load_pretrained
-
-        return load_pretrained(name_or_dir, map_location=map_location, revision=revision)
+        saved = hub.read_pretrained(name_or_dir, revision=revision)
+        encoder = cls.from_state(saved.state, saved.config, str(saved.weights_path), str(saved.config_path))
+        return encoder.to(map_location)
 
     @classmethod
-    def from_original(cls, path: str | Path, map_location: str | torch.device = "cpu") -> Encoder:
-        """Load a checkpoint of the original PASE+ code (e.g. ``FE_e199.ckpt``)."""
-        from pase.hub import load_original
+    def from_original(cls, path: str | Path, map_location: str | torch.device = "cpu") -> tp.Self:
+        """Load a checkpoint of the original PASE+ code (e.g. ``FE_e199.ckpt``): 78 keys, flat or
+        ``{"step", "state_dict"}``; the architecture (PASE+ with QRNN, or PASE v1) is inferred
+        from the keys."""
+        state, config = hub.read_original(path)
+        return cls.from_state(state, config, str(path)).to(map_location)
 
-        return load_original(path, map_location=map_location)
+    @classmethod
+    def from_state(
+        cls,
+        state: tp.Mapping[str, torch.Tensor],
+        config: dict[str, tp.Any],
+        source: str,
+        config_source: str | None = None,
+    ) -> tp.Self:
+        """An encoder of ``config`` (an :meth:`EncoderConfig.to_dict` dict, or part of one) holding
+        ``state``, in eval mode; a bad config or state is a :class:`pase.hub.CheckpointError`
+        naming ``config_source`` (default ``source``) or ``source``."""
+        try:
+            encoder = cls(EncoderConfig.from_dict(config))
+        except (TypeError, ValueError) as exc:
+            raise hub.CheckpointError(f"{config_source or source}: invalid encoder config ({exc})") from None
+        encoder.load_weights(state, source)
+        return encoder.eval()
+
+    def load_weights(self, state: tp.Mapping[str, torch.Tensor], source: str) -> None:
+        """Load ``state`` (our tensor names); any missing, extra or misshapen tensor is a
+        :class:`pase.hub.CheckpointError` naming ``source``, never a partial load."""
+        architecture = f"{self.config.rnn}/{self.embedding_dim}-d"
+        self.load_state_dict(hub.check_state(state, self.state_dict(), source, architecture))
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float32) -> Path:
-        """Write ``model.safetensors`` + ``config.json`` (with the weights' SHA-256) to ``directory``."""
-        from pase.hub import save_pretrained
+        """Write ``model.safetensors`` + ``config.json`` (with the weights' SHA-256) to ``directory``.
 
-        return save_pretrained(self, directory, dtype=dtype)
+        ``dtype=torch.float16`` halves the file (the packaged weights are stored so); loading
+        restores float32."""
+        return hub.save_pretrained(self.state_dict(), self.config.to_dict(), directory, dtype=dtype)
 
     def push_to_hub(
         self,
@@ -239,9 +266,14 @@ class Encoder(nn.Module):
     ) -> str:
         """Upload to the Hugging Face Hub (``config.json`` + ``model.safetensors``); returns the commit
         URL. Needs ``pip install 'pase-speech[hub]'`` and a token (``HF_TOKEN`` or ``hf auth login``)."""
-        from pase.hub import push_to_hub
-
-        return push_to_hub(self, repo_id, private=private, token=token, commit_message=commit_message)
+        return hub.push_to_hub(
+            self.state_dict(),
+            self.config.to_dict(),
+            repo_id,
+            private=private,
+            token=token,
+            commit_message=commit_message,
+        )
 
     @property
     def embedding_dim(self) -> int:
@@ -299,10 +331,11 @@ class Encoder(nn.Module):
                 skips.append(self.denseskips[i](pooled))
         return x, skips
 
-    def _head(
+    def _top(
         self, x: torch.Tensor, skips: list[torch.Tensor], state: tp.Any = None
     ) -> tuple[list[torch.Tensor], tp.Any]:
-        """Last block ``[B, C, F]`` -> [W output, final output] (each ``[B, D, F]``) and the RNN state."""
+        """The layers above the conv blocks (RNN, W, the sum with the skips, the output norm): last
+        block ``[B, C, F]`` -> [W output, final output] (each ``[B, D, F]``) and the RNN state."""
         if self.rnn is not None:
             h, state = self.rnn(x.transpose(1, 2), state)
             x = h.transpose(1, 2).to(x.dtype)
@@ -335,7 +368,7 @@ class Encoder(nn.Module):
         elif padding != "original":
             raise ValueError(f"padding must be 'hop' or 'original', got {padding!r}")
         x, skips = self._frontend(wav, padding)
-        return skips + self._head(x, skips)[0]
+        return skips + self._top(x, skips)[0]
 
     @staticmethod
     def feat_lengths(lengths: torch.Tensor) -> torch.Tensor:
@@ -423,8 +456,8 @@ class Encoder(nn.Module):
             keep = slice(a - lo, b - lo)
             x = x[..., keep]
             skips = [s[..., keep] for s in skips]
-            head, state = self._head(x, skips, state)
-            states = skips + head
+            top, state = self._top(x, skips, state)
+            states = skips + top
             if layers == "final":
                 out_chunks.append(states[-1][0].T)
             else:

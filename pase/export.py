@@ -4,7 +4,8 @@ A finished run writes ``RUN/encoder/`` itself; an interrupted one (Ctrl-C, SIGTE
 limit) has only ``RUN/checkpoint.pt``. This reads the checkpoint (``torch.load`` with
 ``weights_only=True``: no code runs), rebuilds the encoder from the checkpoint's own
 ``model_config`` and writes ``model.safetensors`` + ``config.json`` for
-:meth:`pase.Encoder.from_pretrained`. ``--dtype float16`` halves the file (the packaged weights are
+:meth:`pase.Encoder.from_pretrained`. RUN is read by :func:`pase.load_encoder`, so any encoder
+spec works (an original ``.ckpt`` too). ``--dtype float16`` halves the file (the packaged weights are
 stored so: ``pase export RUN pase/pretrained/pase_plus --dtype float16`` is how a model ships).
 
 RUN may also be an encoder folder (``config.json`` + ``model.safetensors``, e.g. the fp32
@@ -16,13 +17,14 @@ requested dtype.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import typing as tp
 from pathlib import Path
 
-CHECKPOINT = "checkpoint.pt"
+if tp.TYPE_CHECKING:
+    from pase.loading import Origin
+
 DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -35,62 +37,32 @@ def export_encoder(
     Returns ``(out, step of the checkpoint)``. Raises ``ValueError`` naming the file when there
     is no usable checkpoint.
     """
-    import torch
+    from pase.hub import RUN_CHECKPOINT
 
-    from pase.encoder import Encoder, EncoderConfig
-
-    _check_dtype(dtype)
     path = Path(run)
     if path.is_dir():
-        path = path / CHECKPOINT
+        path = path / RUN_CHECKPOINT
     if not path.is_file():
         raise ValueError(f"{path}: no checkpoint (is {run} a `pase train` run folder or an encoder folder?)")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        model_config = json.loads(checkpoint["model_config"])
-        state = {
-            k.removeprefix("encoder."): v for k, v in checkpoint["model"].items() if k.startswith("encoder.")
-        }
-        encoder = Encoder(EncoderConfig.from_dict(model_config["encoder"]))
-        encoder.load_state_dict(state)
-    except Exception as err:  # unpickling, missing keys and shape mismatches come in many types
-        problem = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"{path}: not a `pase train` checkpoint ({type(err).__name__}: {problem})") from None
-    encoder.eval().save_pretrained(Path(out), dtype=getattr(torch, dtype))
-    return Path(out), int(checkpoint.get("step", 0))
+    origin = _export(str(path), out, dtype)
+    if origin.step is None:
+        raise ValueError(f"{path}: not a `pase train` checkpoint (an original encoder checkpoint)")
+    return Path(out), origin.step
 
 
-def _check_dtype(dtype: str) -> None:
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
-
-
-def encoder_folder(run: str | os.PathLike[str]) -> Path | None:
-    """The encoder folder ``pase export`` re-stores when ``run`` holds no checkpoint: ``run``
-    itself or ``run/encoder`` if it has ``config.json`` and ``model.safetensors``; else ``None``."""
-    path = Path(run)
-    if not path.is_dir() or (path / CHECKPOINT).is_file():
-        return None
-    for folder in (path, path / "encoder"):
-        if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
-            return folder
-    return None
-
-
-def restore_encoder(
-    folder: str | os.PathLike[str], out: str | os.PathLike[str], dtype: str = "float32"
-) -> Path:
-    """Write the pretrained encoder in ``folder`` to ``out`` with its floating tensors stored as
-    ``dtype`` (e.g. an fp32 ``encoder/`` of a run, stored as fp16 to ship)."""
+def _export(spec: str, out: str | os.PathLike[str], dtype: str) -> Origin:
+    """Write the encoder ``spec`` names to ``out`` as ``dtype``; where it came from."""
     import torch
 
-    from pase.encoder import Encoder
+    from pase.loading import read_encoder
 
-    _check_dtype(dtype)
-    if Path(out).resolve() == Path(folder).resolve():
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    encoder, origin = read_encoder(spec)
+    if origin.path is not None and origin.path.resolve() == Path(out).resolve():
         raise ValueError(f"{out}: the output would overwrite the encoder it reads")
-    Encoder.from_pretrained(Path(folder)).eval().save_pretrained(Path(out), dtype=getattr(torch, dtype))
-    return Path(out)
+    encoder.save_pretrained(Path(out), dtype=getattr(torch, dtype))
+    return origin
 
 
 def register_cli(subparsers: tp.Any) -> None:
@@ -99,7 +71,9 @@ def register_cli(subparsers: tp.Any) -> None:
         help="write the encoder of a training run's checkpoint (e.g. an interrupted run) for from_pretrained",
         description=__doc__.split("\n\n")[0].replace("``", "") if __doc__ else None,
     )
-    p.add_argument("run", help="run folder of `pase train` (or its checkpoint.pt, or an encoder folder)")
+    from pase.loading import encoder_spec_help
+
+    p.add_argument("run", help=f"the encoder: {encoder_spec_help()}")
     p.add_argument("out", help="output folder (model.safetensors + config.json)")
     p.add_argument(
         "--dtype",
@@ -111,16 +85,15 @@ def register_cli(subparsers: tp.Any) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    folder = encoder_folder(args.run)
     try:
-        if folder is None:
-            out, step = export_encoder(args.run, args.out, args.dtype)
-            source = f"{args.run} at step {step}"
-        else:
-            out, source = restore_encoder(folder, args.out, args.dtype), str(folder)
+        origin = _export(args.run, args.out, args.dtype)
     except (ValueError, OSError) as err:
         print(f"pase export: {err}", file=sys.stderr)
         return 2
+    if origin.kind == "run":
+        source = f"{args.run} at step {origin.step}"
+    else:
+        source = str(origin.path or args.run)
     stored = "" if args.dtype == "float32" else f", stored as {args.dtype}"
-    print(f"wrote the encoder of {source} to {out}{stored} (for pase.Encoder.from_pretrained)")
+    print(f"wrote the encoder of {source} to {args.out}{stored} (for pase.Encoder.from_pretrained)")
     return 0

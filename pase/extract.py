@@ -95,8 +95,6 @@ SHORT_SECONDS = 2.0
 AUTO_BATCH = 8
 #: tqdm's default layout, but always in files/s (its default flips to s/file below 1 file/s).
 BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]"
-#: Preset names that ``--model`` accepts besides a directory or an original ``.ckpt``.
-PRESETS = ("pase+", "pase")
 
 
 @dataclass(frozen=True)
@@ -195,37 +193,16 @@ def resolve_inputs(
     return list(jobs.values()), problems
 
 
-def load_encoder(
-    model: str = "pase+", device: str = "cpu", random_init: bool = False, seed: int = 0
-) -> Encoder:
-    """Build the encoder ``--model`` names, in eval mode on ``device``.
+def model_spec(model: str, random_init: bool = False, seed: int = 0) -> str:
+    """The encoder spec (:mod:`pase.loading`) of ``--model``; ``--random-init`` (with ``--seed``)
+    is another spelling of ``--model random:PRESET:SEED``."""
+    from pase.loading import PRESETS, EncoderSpecError
 
-    ``model`` is a preset (``"pase+"``, ``"pase"``: the packaged pretrained weights), a
-    directory written by ``save_pretrained``, or a checkpoint of the original code (``.ckpt``).
-    ``random_init`` builds the preset with random weights (seeded), for testing pipelines only.
-    Raises ``ValueError`` / ``OSError`` with a readable message when the model cannot be loaded.
-    """
-    import torch
-
-    from pase.encoder import Encoder
-
-    if random_init:
-        if model not in PRESETS:
-            raise ValueError(f"--random-init needs a preset name ({', '.join(PRESETS)}), not {model!r}")
-        torch.manual_seed(seed)
-        encoder = Encoder.from_config(model)
-    elif Path(model).is_file():
-        encoder = Encoder.from_original(model)
-    else:
-        encoder = Encoder.from_pretrained(model)
-    return encoder.to(torch.device(device)).eval()
-
-
-def packaged_models() -> list[str]:
-    """Preset names whose pretrained weights ship with this installation."""
-    from pase.hub import CONFIG_NAME, PACKAGED, PRETRAINED_DIR
-
-    return [n for n in PRESETS if n in PACKAGED and (PRETRAINED_DIR / PACKAGED[n] / CONFIG_NAME).exists()]
+    if not random_init:
+        return model
+    if model not in PRESETS:
+        raise EncoderSpecError(f"--random-init needs a preset name ({', '.join(PRESETS)}), not {model!r}")
+    return f"random:{model}:{seed}"
 
 
 def _durations(jobs: list[Job]) -> list[float]:
@@ -415,7 +392,7 @@ def extract_files(
     ``"auto"`` for :func:`auto_num_threads` over this run's files (sharing the cores with the
     ``LOCAL_WORLD_SIZE`` processes torchrun started here); None leaves torch's setting alone.
 
-    ``encoder`` should be in eval mode (see :func:`load_encoder`). ``batch_size`` defaults to
+    ``encoder`` should be in eval mode (see :func:`pase.load_encoder`). ``batch_size`` defaults to
     equal-length batches of short files on CPU and 8 on CUDA (module docstring). Existing outputs are skipped
     unless ``overwrite``. Each bad input is counted in ``summary.failed``, recorded in
     ``summary.failures`` and passed to ``report`` as one line ``"<path>: <problem>"`` (use
@@ -585,10 +562,14 @@ def _extract_ranked(
     err_main: tp.Callable[[str], None],
 ) -> int:
     from pase.distributed import gather
+    from pase.loading import load_encoder, parse_random
 
     load_error = None
+    random_init = None
     try:
-        encoder = load_encoder(args.model, device, args.random_init, args.seed)
+        spec = model_spec(args.model, args.random_init, args.seed)
+        random_init = parse_random(spec)
+        encoder = load_encoder(spec, device)
     except Exception as exc:  # any reason a model cannot load is one line for the user
         hint = "" if args.random_init else " (or pass --random-init to test with an untrained one)"
         load_error = _one_line(f"pase extract: cannot load model {args.model!r}: {exc}{hint}")
@@ -596,9 +577,10 @@ def _extract_ranked(
     if errors:
         err_main(errors[0])
         return 2
-    if args.random_init:
+    if random_init is not None:
+        preset, seed = random_init
         err_main(
-            f"pase extract: WARNING: random-init {args.model} encoder (seed {args.seed}); "
+            f"pase extract: WARNING: random-init {preset} encoder (seed {seed}); "
             "its features are for testing pipelines, not for downstream use"
         )
     summary = extract_files(
@@ -667,19 +649,14 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         default="final",
         help="final: [F, D]; all: every hidden state, [L, F, D] in npy or layer_0.. in safetensors",
     )
-    packaged = packaged_models()
-    p.add_argument(
-        "--model",
-        default="pase+",
-        help=(f"{' | '.join(packaged)} (packaged pretrained weights), " if packaged else "")
-        + "a save_pretrained DIR, a Hugging Face Hub repo org/name (needs pase-speech[hub]), or an "
-        "original FILE.ckpt (default pase+)",
-    )
+    from pase.loading import PRESETS, encoder_spec_help
+
+    p.add_argument("--model", default="pase+", help=f"{encoder_spec_help()} (default pase+)")
     p.add_argument(
         "--random-init",
         action="store_true",
         help=f"use a randomly initialised preset ({' | '.join(PRESETS)}, seeded by --seed) instead of "
-        "trained weights: for testing pipelines only",
+        "trained weights, as --model random:PRESET:SEED: for testing pipelines only",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for --random-init (default 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")

@@ -1,5 +1,9 @@
-"""Saving and loading encoders: ``save_pretrained`` / ``from_pretrained`` (safetensors +
-``config.json``), the packaged pretrained weights, and checkpoints of the original PASE code.
+"""Encoder weights in and out: ``save_pretrained`` / ``from_pretrained`` directories (safetensors +
+``config.json``), the packaged pretrained weights, the Hugging Face Hub, and checkpoints of the
+original PASE code.
+
+This module deals in encoder configs (``EncoderConfig.to_dict()`` dicts) and state dicts only, so
+it never imports :mod:`pase.encoder`; :class:`pase.Encoder`'s classmethods build the network.
 
 Loading never executes code: weights come from safetensors, and original checkpoints are read
 with ``torch.load(weights_only=True)``. Every saved directory records the SHA-256 of its weights
@@ -8,7 +12,6 @@ file, and loading verifies it, so a tampered or truncated file is refused with a
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -19,7 +22,20 @@ from pathlib import Path
 import torch
 
 from pase.audio import write_atomic
-from pase.encoder import Encoder, EncoderConfig
+
+#: A state dict: tensor name -> tensor.
+State = dict[str, torch.Tensor]
+
+
+class Pretrained(tp.NamedTuple):
+    """What a pretrained directory holds, read and verified by :func:`read_pretrained`."""
+
+    state: State
+    #: ``EncoderConfig.to_dict()`` of the saved encoder.
+    config: dict[str, tp.Any]
+    config_path: Path
+    weights_path: Path
+
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -42,9 +58,13 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def save_pretrained(
-    encoder: Encoder, directory: str | os.PathLike[str], dtype: torch.dtype = torch.float32
+    state: tp.Mapping[str, torch.Tensor],
+    config: dict[str, tp.Any],
+    directory: str | os.PathLike[str],
+    dtype: torch.dtype = torch.float32,
 ) -> Path:
-    """Write ``directory/model.safetensors`` and ``directory/config.json`` atomically.
+    """Write an encoder's ``state`` (its ``state_dict()``) and ``config`` (``EncoderConfig.to_dict()``)
+    as ``directory/model.safetensors`` and ``directory/config.json``, atomically.
 
     ``dtype=torch.float16`` halves the file (the packaged weights are stored so); running
     statistics and counters keep their own dtype and floating tensors are restored to float32 on load.
@@ -53,15 +73,15 @@ def save_pretrained(
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {
+    stored = {
         k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
-        for k, v in encoder.state_dict().items()
+        for k, v in state.items()
     }
     weights = directory / WEIGHTS_NAME
-    write_atomic(weights, lambda tmp: save_file(state, tmp, metadata={"format": FORMAT}))
+    write_atomic(weights, lambda tmp: save_file(stored, tmp, metadata={"format": FORMAT}))
     meta = {
         "format": FORMAT,
-        "config": encoder.config.to_dict(),
+        "config": config,
         "weights": WEIGHTS_NAME,
         "sha256": sha256_file(weights),
         "dtype": str(dtype).replace("torch.", ""),
@@ -86,7 +106,7 @@ def resolve_pretrained(name_or_dir: str | os.PathLike[str], revision: str | None
     path = Path(name_or_dir)
     if path.is_dir():
         return path
-    if not path.exists() and _REPO_ID.fullmatch(key):
+    if not path.exists() and is_repo_id(key):
         return download_from_hub(key, revision=revision)
     raise FileNotFoundError(
         f"{path}: not a pretrained encoder directory (expected {CONFIG_NAME} and {WEIGHTS_NAME}); "
@@ -98,6 +118,11 @@ def resolve_pretrained(name_or_dir: str | os.PathLike[str], revision: str | None
 # The Hugging Face Hub (optional extra: pip install 'pase-speech[hub]')
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 HUB_EXTRA_HINT = "pip install 'pase-speech[hub]'"
+
+
+def is_repo_id(text: str) -> bool:
+    """Whether ``text`` is spelled like a Hub repository id (``org/name``)."""
+    return _REPO_ID.fullmatch(text) is not None
 
 
 def _import_hub(what: str) -> tp.Any:
@@ -134,30 +159,32 @@ def download_from_hub(repo_id: str, revision: str | None = None) -> Path:
 
 
 def push_to_hub(
-    encoder: Encoder,
+    state: tp.Mapping[str, torch.Tensor],
+    config: dict[str, tp.Any],
     repo_id: str,
     private: bool | None = None,
     token: str | None = None,
     commit_message: str = "Upload PASE encoder",
 ) -> str:
-    """Upload ``encoder`` to the Hub as ``config.json`` + ``model.safetensors`` (creating the
-    repository if needed); returns the commit URL. ``Encoder.from_pretrained(repo_id)`` loads it."""
+    """Upload an encoder's ``state`` and ``config`` to the Hub as ``config.json`` +
+    ``model.safetensors`` (creating the repository if needed); returns the commit URL.
+    ``Encoder.from_pretrained(repo_id)`` loads it."""
     import tempfile
 
     hf = _import_hub(f"pushing to {repo_id!r} on the Hugging Face Hub")
     api = hf.HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        save_pretrained(encoder, tmp)
+        save_pretrained(state, config, tmp)
         info = api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message)
     return str(getattr(info, "commit_url", info))
 
 
-def load_pretrained(
-    name_or_dir: str | os.PathLike[str], map_location: str | torch.device = "cpu", revision: str | None = None
-) -> Encoder:
-    """Build an encoder from a directory written by :func:`save_pretrained`, a packaged name, or a
-    Hugging Face Hub repo id (``revision``: a branch, tag or commit of that repo)."""
+def read_pretrained(name_or_dir: str | os.PathLike[str], revision: str | None = None) -> Pretrained:
+    """The weights and config of a directory written by :func:`save_pretrained`, a
+    packaged name, or a Hugging Face Hub repo id (``revision``: a branch, tag or commit of that
+    repo), the weights' checksum verified. The config is checked by ``EncoderConfig.from_dict``
+    and the state by :func:`check_state` when the encoder is built."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -186,30 +213,29 @@ def load_pretrained(
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights}: cannot read safetensors ({exc})") from None
-    try:
-        encoder = Encoder(EncoderConfig.from_dict(meta["config"]))
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{cfg_path}: invalid encoder config ({exc})") from None
-    load_state(encoder, state, str(weights))
-    return encoder.to(map_location).eval()
+    if not isinstance(meta["config"], dict):
+        raise CheckpointError(f"{cfg_path}: invalid encoder config (not a JSON object)")
+    return Pretrained(state, meta["config"], cfg_path, weights)
 
 
-def load_state(encoder: Encoder, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` (our names) into ``encoder``; any missing, extra or misshapen tensor is a
-    :class:`CheckpointError` naming ``source``, never a partial load."""
-    own = encoder.state_dict()
+def check_state(
+    state: tp.Mapping[str, torch.Tensor], own: tp.Mapping[str, torch.Tensor], source: str, architecture: str
+) -> State:
+    """``state`` in the dtypes of ``own`` (the state dict of the module it is for, described as
+    ``architecture`` in messages), ready for ``load_state_dict``; any missing, extra or misshapen
+    tensor is a :class:`CheckpointError` naming ``source``, so a load is never partial."""
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
         raise CheckpointError(
-            f"{source}: weights do not match the {encoder.config.rnn}/{encoder.embedding_dim}-d "
+            f"{source}: weights do not match the {architecture} "
             f"architecture (missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''})"
         )
     for k, v in state.items():
         if v.shape != own[k].shape:
             raise CheckpointError(f"{source}: {k} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
-    encoder.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+    return {k: v.to(own[k].dtype) for k, v in state.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,11 +269,9 @@ def _unwrap(obj: tp.Any, source: str) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def read_original(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], EncoderConfig]:
-    """Read an original PASE/PASE+ checkpoint without executing code: (state in our names, config).
-
-    The architecture (PASE+ with QRNN, or PASE v1) is inferred from the keys.
-    """
+def load_checkpoint(path: str | os.PathLike[str]) -> tp.Any:
+    """The object ``torch.save`` wrote to ``path``, read with ``weights_only=True`` (no code runs);
+    a :class:`CheckpointError` naming the file when it is not a PyTorch checkpoint."""
     source = str(path)
     if not Path(path).is_file():
         raise FileNotFoundError(f"{source}: no such checkpoint file")
@@ -256,59 +280,68 @@ def read_original(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor]
     if magic != b"PK" and magic[:1] != b"\x80":  # a zip archive (torch.save) or a legacy pickle
         raise CheckpointError(f"{source}: not a PyTorch checkpoint (neither a zip archive nor a pickle)")
     try:
-        obj = torch.load(source, map_location="cpu", weights_only=True)
+        return torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle/zip errors come in many types
         problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         if "Weights only load failed" in str(exc):
             problem = "it holds Python objects besides tensors, which loading would execute; refused"
         raise CheckpointError(f"{source}: cannot read as a PyTorch checkpoint ({problem})") from None
+
+
+def original_state(obj: tp.Any, source: str) -> tuple[State, dict[str, tp.Any]]:
+    """(state in our names, the ``EncoderConfig`` fields that differ from PASE+'s defaults) of a
+    loaded checkpoint of the original code; the architecture (PASE+ with QRNN, or PASE v1) is
+    inferred from the keys."""
     state = original_to_ours(_unwrap(obj, source))
     if "W.weight" not in state:
         raise CheckpointError(f"{source}: no 'W.weight' key; not a PASE encoder checkpoint")
     has_rnn = "rnn.rnn.linear.weight" in state
     if any(state[k].dim() < 2 for k in ("W.weight", "rnn.rnn.linear.weight") if k in state):
         raise CheckpointError(f"{source}: weight shapes do not fit a PASE encoder")
-    cfg = EncoderConfig(
-        rnn="qrnn" if has_rnn else "none",
-        dense_skips=any(k.startswith("denseskips.") for k in state),
-        embedding_dim=int(state["W.weight"].shape[0]),
-        rnn_hidden=int(state["rnn.rnn.linear.weight"].shape[0] // 3) if has_rnn else 512,
-    )
+    cfg = {
+        "rnn": "qrnn" if has_rnn else "none",
+        "dense_skips": any(k.startswith("denseskips.") for k in state),
+        "embedding_dim": int(state["W.weight"].shape[0]),
+        "rnn_hidden": int(state["rnn.rnn.linear.weight"].shape[0] // 3) if has_rnn else 512,
+    }
     return state, cfg
 
 
-def load_original(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Encoder:
-    """Load a PASE+ checkpoint of the original code: 78 keys, flat or ``{"step", "state_dict"}``.
-
-    The architecture (PASE+ with QRNN, or PASE v1) is inferred from the keys.
-    """
-    state, cfg = read_original(path)
-    encoder = Encoder(cfg)
-    load_state(encoder, state, str(path))
-    return encoder.to(map_location).eval()
+def read_original(path: str | os.PathLike[str]) -> tuple[State, dict[str, tp.Any]]:
+    """Read an original PASE/PASE+ checkpoint (``FE_e199.ckpt``: 78 keys, flat or
+    ``{"step", "state_dict"}``) without executing code: see :func:`original_state`."""
+    return original_state(load_checkpoint(path), str(path))
 
 
-def register_cli(sub: tp.Any) -> None:
-    p = sub.add_parser(
-        "convert-original",
-        help="convert a checkpoint of the original PASE code (e.g. FE_e199.ckpt) to a pretrained directory",
-        description="Read an original PASE/PASE+ checkpoint (never executing code) and write "
-        "model.safetensors + config.json, loadable with Encoder.from_pretrained(OUT_DIR).",
-    )
-    p.add_argument("ckpt", help="original checkpoint file")
-    p.add_argument("out_dir", help="output directory")
-    p.set_defaults(func=_convert_main)
+# --------------------------------------------------------------------------------------------
+# Checkpoints of `pase train` (RUN/checkpoint.pt)
+#: The checkpoint file in a run folder.
+RUN_CHECKPOINT = "checkpoint.pt"
+_ENCODER_PREFIX = "encoder."
 
 
-def _convert_main(args: argparse.Namespace) -> int:
-    import sys
+def is_run_checkpoint(obj: tp.Any) -> bool:
+    """Whether a loaded checkpoint is a ``pase train`` one (model and its config) rather than an
+    original encoder state dict."""
+    return isinstance(obj, dict) and "model" in obj and "model_config" in obj
 
+
+def run_checkpoint_state(obj: tp.Any, source: str) -> tuple[State, dict[str, tp.Any], int]:
+    """(the encoder's state, its config dict, the step) of a loaded ``pase train`` checkpoint."""
     try:
-        encoder = load_original(args.ckpt)
-    except (CheckpointError, FileNotFoundError) as exc:
-        print(f"pase convert-original: {exc}", file=sys.stderr)
-        return 1
-    out = save_pretrained(encoder, args.out_dir)
-    n = sum(p.numel() for p in encoder.parameters())
-    print(f"wrote {out} ({encoder.config.rnn}, {encoder.embedding_dim}-d, {n:,} parameters)")
-    return 0
+        config = json.loads(obj["model_config"])["encoder"]
+        state = {
+            k.removeprefix(_ENCODER_PREFIX): v
+            for k, v in obj["model"].items()
+            if k.startswith(_ENCODER_PREFIX)
+        }
+        step = int(obj.get("step", 0))
+    except Exception as err:  # missing keys and malformed JSON come in many types
+        raise not_a_run_checkpoint(source, err) from None
+    return state, config, step
+
+
+def not_a_run_checkpoint(source: str, err: Exception) -> CheckpointError:
+    """The error for a file that is no usable ``pase train`` checkpoint, saying why."""
+    problem = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return CheckpointError(f"{source}: not a `pase train` checkpoint ({type(err).__name__}: {problem})")

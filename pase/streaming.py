@@ -24,7 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from pase.audio import HOP, MIN_SAMPLES, as_waveform
-from pase.encoder import ConvBlock, Encoder, SincBlock
+
+if tp.TYPE_CHECKING:  # types only: the encoder imports this module for Encoder.stream()
+    from pase.encoder import ConvBlock, Encoder, SincBlock
 
 Layers = tp.Literal["final", "all"]
 
@@ -138,8 +140,7 @@ class EncoderStream:
         self.encoder = encoder
         self.layers = layers
         self._check_eval()
-        sinc = encoder.blocks[0]
-        assert isinstance(sinc, SincBlock)
+        sinc = tp.cast("SincBlock", encoder.blocks[0])
         # The filterbank is a function of two parameters; build it once, not per push.
         with torch.no_grad():
             filters = sinc.conv.filters().to(encoder.W.weight.dtype)
@@ -152,8 +153,7 @@ class EncoderStream:
                 (half, half),
             )
         ]
-        for block in encoder.blocks[1:]:
-            assert isinstance(block, ConvBlock)
+        for block in tp.cast("list[ConvBlock]", list(encoder.blocks[1:])):
             self._stages.append(
                 _ConvStage(
                     _unpadded(block),
@@ -240,7 +240,7 @@ class EncoderStream:
         if n == 0:
             return self._empty()
         parts = [j[..., :n] for j in joined if j is not None]
-        head, self._state = self.encoder._head(parts[0], parts[1:], self._state)
+        head, self._state = self.encoder._top(parts[0], parts[1:], self._state)
         states = parts[1:] + head
         if self.layers == "final":
             return states[-1][0].T

@@ -12,7 +12,7 @@ import torch
 
 import pase
 from pase import Encoder, EncoderConfig
-from pase.hub import CheckpointError, load_original, ours_to_original
+from pase.hub import CheckpointError, ours_to_original
 
 
 def n_params(m: torch.nn.Module) -> int:
@@ -131,6 +131,24 @@ def test_save_load_roundtrip_exact(plus: Encoder, tmp_path: Path) -> None:
     assert meta["config"]["rnn"] == "qrnn" and len(meta["sha256"]) == 64
 
 
+class TaggedEncoder(Encoder):
+    """A subclass, as a user would write one to add a method."""
+
+
+def test_subclass_round_trips_as_the_subclass(tmp_path: Path) -> None:
+    tagged = TaggedEncoder.from_config("pase").eval()
+    assert type(tagged) is TaggedEncoder
+    loaded = TaggedEncoder.from_pretrained(tagged.save_pretrained(tmp_path / "enc"))
+    assert type(loaded) is TaggedEncoder
+    ckpt = tmp_path / "orig.ckpt"
+    torch.save(ours_to_original(tagged.state_dict()), ckpt)
+    original = TaggedEncoder.from_original(ckpt)
+    assert type(original) is TaggedEncoder
+    wav = torch.randn(1, 3200)
+    with torch.no_grad():
+        assert torch.equal(loaded(wav), tagged(wav)) and torch.equal(original(wav), tagged(wav))
+
+
 def test_tampered_and_truncated_weights_are_refused(plus: Encoder, tmp_path: Path) -> None:
     d = plus.save_pretrained(tmp_path / "enc")
     weights = d / "model.safetensors"
@@ -170,10 +188,10 @@ def test_original_loader_rejects_non_checkpoints(tmp_path: Path) -> None:
     bad = tmp_path / "bad.ckpt"
     bad.write_text("hello")
     with pytest.raises(CheckpointError, match="bad.ckpt"):
-        load_original(bad)
+        Encoder.from_original(bad)
     torch.save({"foo": torch.zeros(1)}, bad)
     with pytest.raises(CheckpointError, match="W.weight"):
-        load_original(bad)
+        Encoder.from_original(bad)
 
 
 def test_convert_original_cli(plus: Encoder, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 
 from pase.audio import load_audio
-from pase.eval import asr
+from pase.eval import asr, text
 from pase.eval.__main__ import main
 from pase.eval.cli import _available
 from pase.eval.features import make_feature_set
@@ -21,12 +21,12 @@ from pase.eval.tasks import BUILTIN_TASKS, Task, builtin_task, librispeech_asr
 
 
 def test_alphabet_is_blank_space_apostrophe_and_letters() -> None:
-    assert asr.VOCAB_SIZE == 29 and asr.BLANK == 0
-    assert asr.CHARS[:2] == " '" and asr.CHARS[2:] == "abcdefghijklmnopqrstuvwxyz"
-    assert asr.encode("a b'") == [3, 1, 4, 2]
-    assert asr.decode(asr.encode("don't stop")) == "don't stop"
+    assert text.VOCAB_SIZE == 29 and text.BLANK == 0
+    assert text.CHARS[:2] == " '" and text.CHARS[2:] == "abcdefghijklmnopqrstuvwxyz"
+    assert text.encode("a b'") == [3, 1, 4, 2]
+    assert text.decode(text.encode("don't stop")) == "don't stop"
     with pytest.raises(ValueError, match="normalise"):
-        asr.encode("A")
+        text.encode("A")
 
 
 @pytest.mark.parametrize(
@@ -39,18 +39,18 @@ def test_alphabet_is_blank_space_apostrophe_and_letters() -> None:
     ],
 )
 def test_normalise_maps_librispeech_text_onto_the_alphabet(raw: str, clean: str) -> None:
-    assert asr.normalise(raw) == clean
-    asr.encode(clean)  # everything left is in the alphabet
+    assert text.normalise(raw) == clean
+    text.encode(clean)  # everything left is in the alphabet
 
 
 def _one_hot(ids: list[int]) -> torch.Tensor:
-    return torch.nn.functional.one_hot(torch.tensor(ids), asr.VOCAB_SIZE).float()
+    return torch.nn.functional.one_hot(torch.tensor(ids), text.VOCAB_SIZE).float()
 
 
 def test_greedy_decoding_merges_repeats_then_drops_blanks() -> None:
-    a, b = asr.encode("ab")
+    a, b = text.encode("ab")
     # a a _ a b b _ -> "aab": the blank separates the two a's, the b's merge
-    assert asr.decode(asr.greedy_decode(_one_hot([a, a, 0, a, b, b, 0]))) == "aab"
+    assert text.decode(asr.greedy_decode(_one_hot([a, a, 0, a, b, b, 0]))) == "aab"
     assert asr.greedy_decode(_one_hot([0, 0, 0])) == []
     assert asr.greedy_decode(torch.tensor([a, b, b, a])) == [a, b, a]  # ids work as well as logits
     # frames past the length (padding) are ignored
@@ -253,7 +253,7 @@ def test_real_librispeech_split_covers_all_test_speakers() -> None:
     test, valid, train = task.split("test"), task.split("valid"), task.split("train")
     assert len({it.speaker for it in test}) == 40 and len(test) == 200
     assert len(train) + len(valid) == 1519 and len({it.speaker for it in valid}) == 3
-    assert all(it.label == asr.normalise(it.label) and it.label for it in task.items)
+    assert all(it.label == text.normalise(it.label) and it.label for it in task.items)
     full = librispeech_asr(root, full_test=True)
     assert len(full.split("test")) == 2620
 

@@ -9,7 +9,6 @@ import soundfile as sf
 from conftest import synth_speechlike
 
 from pase.eval import tasks
-from pase.eval.benchmark import with_valid_split
 from pase.eval.tasks import (
     BUILTIN_TASKS,
     IGNORE,
@@ -22,6 +21,7 @@ from pase.eval.tasks import (
     load_manifest,
     read_lablaut,
     sampa_to_phone,
+    with_valid_split,
 )
 
 

@@ -15,10 +15,11 @@ import soundfile as sf
 import torch
 from conftest import synth_speechlike
 
+from pase import load_encoder
 from pase.audio import load_audio, num_frames
 from pase.cli import main
 from pase.encoder import Encoder
-from pase.extract import extract_files, load_encoder
+from pase.extract import extract_files
 
 ROOT = Path(__file__).resolve().parents[1]
 RANDOM = ["--random-init", "--seed", "0", "--no-progress"]
@@ -49,7 +50,7 @@ def tree(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def encoder() -> Encoder:
-    return load_encoder("pase+", "cpu", random_init=True, seed=0)
+    return load_encoder("random:pase+:0", "cpu")
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str]:

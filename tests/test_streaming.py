@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import load_bench_script
+from conftest import load_script
 
 from pase import Encoder, EncoderConfig, load_audio
 from pase.audio import HOP, MIN_SAMPLES
@@ -273,7 +273,7 @@ def test_docs_example() -> None:
 
 
 def test_bench_quick(tmp_path: Path) -> None:
-    bench = load_bench_script("streaming")
+    bench = load_script("bench/streaming.py")
     out = tmp_path / "streaming.json"
     assert bench.main(["--quick", "--push-ms", "20", "100", "--out", str(out)]) == 0
     result = json.loads(out.read_text())

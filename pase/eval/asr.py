@@ -1,8 +1,8 @@
 """Character ASR on frozen features: a small CTC probe, greedy decoding, WER and CER.
 
-Text side (no model needed): :data:`CHARS` is the output alphabet (space, apostrophe, a-z; index 0
-of the probe's output is the CTC blank); :func:`normalise` maps a transcript onto it;
-:func:`greedy_decode` collapses repeats and drops blanks; :func:`edit_distance`, :func:`wer` and
+Text side (no model needed): the alphabet and transcript normalisation live in
+:mod:`pase.eval.text` (the task definitions need them too); :func:`greedy_decode` collapses
+repeats and drops blanks; :func:`edit_distance`, :func:`wer` and
 :func:`cer` score hypotheses against references (corpus level: summed edits over summed
 reference length, so long utterances weigh more, as every ASR toolkit reports it).
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import re
 import statistics
 import time
 import typing as tp
@@ -37,43 +36,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from pase.eval.text import BLANK, VOCAB_SIZE, decode, encode
+
 if tp.TYPE_CHECKING:
     from pase.eval.features import Distortion, FeatureCache, FeatureSet
     from pase.eval.probes import TrainedProbes
     from pase.eval.tasks import Item, Task
 
 Result = dict[str, tp.Any]
-
-#: Output characters; the probe's class ``i + 1`` is ``CHARS[i]`` and class 0 is the CTC blank.
-CHARS = " '" + "abcdefghijklmnopqrstuvwxyz"
-BLANK = 0
-VOCAB_SIZE = len(CHARS) + 1
-_INDEX = {c: i + 1 for i, c in enumerate(CHARS)}
-_OUTSIDE = re.compile(r"[^a-z']+")
-
-
-# --------------------------------------------------------------------------- text
-def normalise(text: str) -> str:
-    """A transcript in the probe's alphabet: lower case, letters and apostrophes; anything else
-    (punctuation, digits, line breaks) separates words; single spaces, no edge spaces.
-
-    ``"HE HOPED THERE WOULD BE STEW"`` -> ``"he hoped there would be stew"``;
-    ``"Don't  stop!"`` -> ``"don't stop"``.
-    """
-    return " ".join(_OUTSIDE.sub(" ", text.lower()).split())
-
-
-def encode(text: str) -> list[int]:
-    """Class indices of a normalised transcript (raises ``ValueError`` on a foreign character)."""
-    try:
-        return [_INDEX[c] for c in text]
-    except KeyError as exc:
-        raise ValueError(f"character {exc.args[0]!r} is not in the ASR alphabet; normalise() first") from None
-
-
-def decode(ids: tp.Iterable[int]) -> str:
-    """Class indices (no blanks) -> text."""
-    return "".join(CHARS[i - 1] for i in ids)
 
 
 def greedy_decode(logits: torch.Tensor, length: int | None = None) -> list[int]:

@@ -21,37 +21,13 @@ import numpy as np
 from pase.eval import probes
 from pase.eval.features import BadFiles, Distortion, FeatureCache, FeatureSet, extract_files, folder_names
 from pase.eval.report import Result, write_results, write_summary
-from pase.eval.tasks import Item, Task, TaskError, frame_labels
+from pase.eval.tasks import Item, Task, TaskError, frame_labels, with_valid_split
 
 if tp.TYPE_CHECKING:
     from pase.eval.finetune import FinetuneConfig
 
-#: Frames either side of the centre frame that frame-level probes see (+-20 ms).
-FRAME_CONTEXT = 2
 #: Frame tasks have ~100x more examples than files: larger batches, fewer epochs.
 FRAME_PROBE = probes.ProbeConfig(batch_size=256, max_epochs=30, patience=4)
-#: Share of each class moved from train to valid when a manifest has no valid rows.
-VALID_FRACTION = 0.15
-
-
-def with_valid_split(task: Task, seed: int = 0) -> Task:
-    """``task`` itself if it has valid items, else a copy with a stratified part of train as valid.
-
-    Per label, ``VALID_FRACTION`` of the training files (at least one when the label has two
-    or more) are drawn with a fixed seed.
-    """
-    if task.split("valid"):
-        return task
-    rng = np.random.default_rng(seed)
-    moved: set[int] = set()
-    train_idx = [i for i, it in enumerate(task.items) if it.split == "train"]
-    for label in task.classes:
-        idx = [i for i in train_idx if task.items[i].label == label]
-        if len(idx) >= 2:
-            n = max(1, round(VALID_FRACTION * len(idx)))
-            moved.update(int(i) for i in rng.choice(idx, size=n, replace=False))
-    items = [dataclasses.replace(it, split="valid") if i in moved else it for i, it in enumerate(task.items)]
-    return dataclasses.replace(task, items=items)
 
 
 def _probe_data(
@@ -59,7 +35,7 @@ def _probe_data(
 ) -> probes.ProbeData:
     if task.frame_level:
         labels = [frame_labels(it, f.shape[1], classes) for it, f in zip(items, feats, strict=True)]
-        return probes.frame_data(feats, labels, FRAME_CONTEXT)
+        return probes.frame_data(feats, labels, probes.FRAME_CONTEXT)
     return probes.utterance_data(feats, [classes[it.label] for it in items])
 
 

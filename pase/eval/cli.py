@@ -19,6 +19,7 @@ from pathlib import Path
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     from pase.cli_args import device_arg
     from pase.eval.tasks import BUILTIN_TASKS
+    from pase.loading import encoder_spec_help
 
     p = subparsers.add_parser(
         "eval",
@@ -35,8 +36,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--features",
         default="mfcc",
-        help="comma-separated: mfcc, fbank, random:pase+, random:pase, pase+, a checkpoint "
-        "directory or an original .ckpt file (default: mfcc)",
+        help=f"comma-separated feature sets: mfcc, fbank, or an encoder: {encoder_spec_help()} "
+        "(default: mfcc)",
     )
     p.add_argument("--probe", choices=("mlp", "linear"), default="mlp", help="probe (default: mlp)")
     p.add_argument(

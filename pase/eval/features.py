@@ -4,15 +4,17 @@ Feature sets by name (:func:`make_feature_set`):
 
 - ``mfcc``: 13 MFCC + deltas + delta-deltas (39), ``fbank``: 40 log mel + deltas (120), both
   from :mod:`pase.targets` at the encoder's 10 ms frame rate;
-- ``random:pase+`` / ``random:pase``: the untrained encoder, initialised from a fixed seed.
+- ``random:pase+`` / ``random:pase`` (``random:PRESET:SEED`` for another seed): the untrained
+  encoder, initialised from a fixed seed.
   Its BatchNorm running statistics are re-estimated on the task's training audio (running
   stats reset, ``momentum=None`` i.e. a cumulative average, one file per forward pass in train
   mode under ``no_grad``, at most :data:`CALIBRATION_FILES` files, each cut to
   :data:`CALIBRATION_SECONDS`). Init-time statistics (mean 0, variance 1) are wrong by orders of
   magnitude after the sinc layer, so without this the random baseline measures a scaling bug,
   not an architecture;
-- ``pase+``: the packaged pretrained weights (``Encoder.from_pretrained("pase+")``);
-- a checkpoint directory (``save_pretrained`` format) or an original-format ``.ckpt`` file.
+- any other encoder spec of :func:`pase.load_encoder`: ``pase+`` (the packaged pretrained
+  weights), a ``save_pretrained`` folder, a training run folder or its ``checkpoint.pt``, an
+  original-format ``.ckpt`` file, a Hub repo.
 
 ``layers="final"`` gives the encoder output ``[1, F, D]``; ``layers="all"`` the 9 hidden states
 ``[9, F, D]`` for a learned weighted sum in the probe (encoders only: MFCC and FBANK have a
@@ -41,13 +43,12 @@ import torch
 
 from pase.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, content_key, load_audio, write_atomic
 from pase.encoder import Encoder
+from pase.loading import RANDOM_INIT_SEED, RANDOM_PREFIX, EncoderSpecError, load_encoder
 
 #: BatchNorm re-estimation of random encoders: at most this many training files ...
 CALIBRATION_FILES = 256
 #: ... each cut to this many seconds, which bounds memory on long files.
 CALIBRATION_SECONDS = 20.0
-#: Fixed seed of the random-init encoders, so ``random:pase+`` is one model everywhere.
-RANDOM_INIT_SEED = 0
 LAYER_CHOICES = ("final", "all")
 
 
@@ -214,25 +215,6 @@ class EncoderFeatures(FeatureSet):
         return feats.cpu().numpy().astype(np.float32)
 
 
-def _load_encoder(spec: str) -> Encoder:
-    if spec.startswith("random:"):
-        preset = spec.split(":", 1)[1]
-        if preset not in ("pase+", "pase"):
-            raise FeatureError(f"unknown random encoder {spec!r}; use random:pase+ or random:pase")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_INIT_SEED)
-            return Encoder.from_config(preset)
-    path = Path(spec)
-    if path.is_file() and path.suffix in (".ckpt", ".pt", ".pth"):
-        return Encoder.from_original(path)
-    if path.is_dir() or spec in ("pase+", "pase"):
-        return Encoder.from_pretrained(spec)
-    raise FeatureError(
-        f"unknown feature set {spec!r}: use mfcc, fbank, random:pase+, random:pase, pase+, "
-        "a checkpoint directory or an original .ckpt file"
-    )
-
-
 def make_feature_set(spec: str, layers: str = "final", device: str = "cpu") -> FeatureSet:
     """Build a feature set from its name (see the module docstring)."""
     if layers not in LAYER_CHOICES:
@@ -241,12 +223,12 @@ def make_feature_set(spec: str, layers: str = "final", device: str = "cpu") -> F
         # A single layer: "--layers all" has nothing to weigh, so the features are used as they are.
         return SpectralFeatures(tp.cast(tp.Literal["mfcc", "fbank"], spec))
     try:
-        encoder = _load_encoder(spec)
-    except (FileNotFoundError, OSError, KeyError, RuntimeError, ValueError) as exc:
-        if isinstance(exc, FeatureError):
-            raise
+        encoder = load_encoder(spec)
+    except EncoderSpecError as exc:
+        raise FeatureError(f"unknown feature set {exc}; feature sets are mfcc, fbank and encoders") from None
+    except (OSError, KeyError, RuntimeError, ValueError) as exc:
         raise FeatureError(f"{spec}: cannot load encoder ({exc})") from None
-    return EncoderFeatures(spec, encoder, layers, calibrate=spec.startswith("random:"), device=device)
+    return EncoderFeatures(spec, encoder, layers, calibrate=spec.startswith(RANDOM_PREFIX), device=device)
 
 
 def to_half(feats: np.ndarray) -> np.ndarray:

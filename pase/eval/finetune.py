@@ -39,8 +39,8 @@ import torch
 from torch import nn
 
 from pase.audio import HOP, MIN_SAMPLES, load_audio, num_frames
-from pase.eval import asr, probes
-from pase.eval.tasks import IGNORE, Item, Task, frame_labels
+from pase.eval import asr, probes, text
+from pase.eval.tasks import IGNORE, Item, Task, frame_labels, with_valid_split
 from pase.progress import progress, say
 
 if tp.TYPE_CHECKING:
@@ -48,8 +48,6 @@ if tp.TYPE_CHECKING:
     from pase.eval.features import Distortion, EncoderFeatures, FeatureCache
 
 Result = dict[str, tp.Any]
-#: Frames either side of the centre frame for frame tasks (as in the frozen benchmark).
-FRAME_CONTEXT = 2
 
 
 @dataclasses.dataclass
@@ -265,8 +263,8 @@ def _build_head(
         return CtcHead(asr.CtcProbe(num_layers, dim), mean, std)
     num_classes = len(task.classes)
     if task.frame_level:
-        probe = probes.Probe(num_layers, dim, num_classes, FRAME_CONTEXT, kind)
-        return FrameHead(probe, mean, std, FRAME_CONTEXT)
+        probe = probes.Probe(num_layers, dim, num_classes, probes.FRAME_CONTEXT, kind)
+        return FrameHead(probe, mean, std, probes.FRAME_CONTEXT)
     return UtteranceHead(probes.Probe(num_layers, 2 * dim, num_classes, 0, kind), mean, std)
 
 
@@ -274,7 +272,7 @@ def _loss(head: _Head, task: Task, x: torch.Tensor, flen: torch.Tensor, targets:
     device = x.device
     if task.sequence_level:
         log_probs, out_lengths = head(x, flen)
-        seqs = [asr.encode(t) for t in targets]
+        seqs = [text.encode(t) for t in targets]
         flat = torch.tensor([c for s in seqs for c in s], dtype=torch.long, device=device)
         lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long, device=device)
         return asr.ctc_loss(log_probs, out_lengths, flat, lengths)
@@ -311,7 +309,7 @@ def _predict(
         flen = torch.tensor([x.shape[1]], device=device)
         if task.sequence_level:
             log_probs, out_lengths = head(x, flen)
-            preds.append(asr.decode(asr.greedy_decode(log_probs[0], int(out_lengths[0]))))
+            preds.append(text.decode(asr.greedy_decode(log_probs[0], int(out_lengths[0]))))
             refs.append(it.label)
         elif task.frame_level:
             labels = frame_labels(it, x.shape[1], classes)
@@ -353,8 +351,6 @@ def finetune(
     ``evaluate(trained_out=...)``); with ``head_init="frozen"`` each seed's probe starts from
     them, without them (or for a seed they lack) it starts fresh and ``per_seed`` says so.
     """
-    from pase.eval.benchmark import with_valid_split
-
     cfg = config or FinetuneConfig()
     start = time.time()
     if not task.sequence_level:

@@ -26,6 +26,8 @@ import torch
 from torch import nn
 
 ProbeKind = tp.Literal["mlp", "linear"]
+#: Frames either side of the centre frame that frame-level probes see (+-20 ms), frozen or fine-tuned.
+FRAME_CONTEXT = 2
 
 
 @dataclasses.dataclass

@@ -372,9 +372,9 @@ def librispeech_asr(data: Path, full_test: bool = False) -> Task:
     speaker IDs (3 of the 28 in train-clean-5), so train and dev share no speaker. Test: per
     test-clean speaker, :data:`ASR_TEST_PER_SPEAKER` utterances spread evenly over its sorted
     utterance IDs (40 speakers x 5 = 200 utterances, about 25 minutes); ``full_test`` uses all
-    2620. Labels are transcripts normalised by :func:`pase.eval.asr.normalise`.
+    2620. Labels are transcripts normalised by :func:`pase.eval.text.normalise`.
     """
-    from pase.eval.asr import CHARS, normalise
+    from pase.eval.text import CHARS, normalise
 
     root = librispeech_root(data)
     train_dir = _require_dir(root / LIBRISPEECH_TRAIN, "librispeech-asr")
@@ -490,3 +490,27 @@ def load_manifest(csv_path: str | os.PathLike[str], warn: tp.Callable[[str], Non
     task = Task(name, items, sorted({it.label for it in items}))
     task.check()
     return task
+
+
+#: Share of each class moved from train to valid when a manifest has no valid rows.
+VALID_FRACTION = 0.15
+
+
+def with_valid_split(task: Task, seed: int = 0) -> Task:
+    """``task`` itself if it has valid items, else a copy with a stratified part of train as valid.
+
+    Per label, ``VALID_FRACTION`` of the training files (at least one when the label has two
+    or more) are drawn with a fixed seed.
+    """
+    if task.split("valid"):
+        return task
+    rng = np.random.default_rng(seed)
+    moved: set[int] = set()
+    train_idx = [i for i, it in enumerate(task.items) if it.split == "train"]
+    for label in task.classes:
+        idx = [i for i in train_idx if task.items[i].label == label]
+        if len(idx) >= 2:
+            n = max(1, round(VALID_FRACTION * len(idx)))
+            moved.update(int(i) for i in rng.choice(idx, size=n, replace=False))
+    items = [dataclasses.replace(it, split="valid") if i in moved else it for i, it in enumerate(task.items)]
+    return dataclasses.replace(task, items=items)

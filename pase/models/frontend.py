@@ -171,10 +171,10 @@ class WaveFe(nn.Module):
         a checkpoint that does not match this frontend's config raises ``CheckpointError`` naming
         the file instead of loading part of it.
         """
-        from pase.hub import load_state, read_original
+        from pase.hub import read_original
 
         state, _ = read_original(ckpt)
-        load_state(self.encoder, state, str(ckpt))
+        self.encoder.load_weights(state, str(ckpt))
         if verbose:
             n = sum(p.numel() for p in self.encoder.parameters())
             print(f"loaded {len(state)} tensors ({n:,} parameters) from {ckpt}")

@@ -1,7 +1,36 @@
-"""``pase train``: its options, generated from the fields of :class:`TrainConfig` and
-:class:`~pase.distortions.DistortionConfig` (help text from their comments), the run's config
-from preset, config file and command line, and the handler that runs a :class:`Trainer`.
+"""Self-supervised training: ``TrainConfig``, the loop, checkpoints, resume, DDP and logging.
+
+``pase train --preset pase+ --data DIR --out RUN`` trains on one device; the same command under
+``torchrun --nproc_per_node N`` trains with DDP (NCCL on CUDA, gloo on CPU). A run folder holds:
+
+- ``config.json``: the effective :class:`TrainConfig`;
+- ``checkpoint.pt``: model (encoder, workers, target statistics), optimizer, schedule, RNG states
+  of every rank, data cursor, step and config; written atomically every ``ckpt_every`` steps, on
+  SIGINT/SIGTERM and at the end; loads with ``torch.load(weights_only=True)``;
+- ``metrics.csv`` (``step,loss,<worker>...,lr,xrt``), ``valid.csv``, ``tb/`` (TensorBoard);
+- ``data.tsv`` (every training and held-out file: split, name, samples; sorted) and
+  ``data.json`` (its sha256, files and hours per split, for every start and resume);
+- ``encoder/``: the trained encoder, for :meth:`pase.Encoder.from_pretrained`.
+
+Steps count completed optimizer updates from 1. ``--resume`` continues at the exact next step
+with the same batches, distortions and RNG draws, and truncates the logs to the checkpoint's
+step first, so every step appears once.
+
+Learning-rate schedule. ``poly`` (PASE+): ``lr = base * (1 - step / horizon) ** 0.9``, updated
+every step (the original updated it every 100 steps), where the horizon is *this invocation's*
+``max_steps``. Resuming with a larger ``max_steps`` therefore recomputes the decay against the new
+horizon: the learning rate jumps up to ``base * (1 - step / new_horizon) ** 0.9`` and decays to 0
+at the new end. ``step`` (PASE v1): halve every ``halve_every_epochs`` epochs. A run whose folder
+is lost continues as a new leg from its exported encoder with ``--init ENCODER --start-step N``:
+steps count on from N and the decay stays the whole run's (workers and Adam's moments start over).
+
+DDP: ``batch_size`` is per process, the global batch is ``batch_size * world_size``, and the
+learning rate is not scaled with it. Only rank 0 logs, shows progress and writes files.
 """
+
+# This module: the options of ``pase train``, generated from the fields of TrainConfig and
+# DistortionConfig (help text from their comments), the run's config from preset, config file and
+# command line, and the handler that runs a Trainer. Its docstring above is the command's --help.
 
 from __future__ import annotations
 
@@ -150,13 +179,11 @@ def _relative_to(plugin: tp.Any, folder: Path) -> tp.Any:
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    from pase import train  # the package's docstring is the command's description
-
     p = subparsers.add_parser(
         "train",
         help="self-supervised training (one process, or DDP under torchrun)",
         usage="pase train [--preset PRESET] --out RUN [--config FILE] [--resume] [OPTION ...]",
-        description=plain(train.__doc__ or ""),
+        description=plain(__doc__ or ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(

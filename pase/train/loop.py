@@ -210,30 +210,18 @@ def _set_threads(config: TrainConfig, info: Ranks) -> None:
 def _init_encoder(model: torch.nn.Module, spec: str) -> None:
     """Load the encoder weights named by ``spec`` into ``model.encoder`` (continued pretraining).
 
-    ``spec``: a packaged name (``"pase+"``) or ``save_pretrained`` folder, an original-format
-    ``.ckpt``, or a run's ``checkpoint.pt`` (its encoder part). The architecture must match the
-    run's; BatchNorm running statistics come along (training updates them from there).
+    ``spec``: any encoder spec of :func:`pase.load_encoder` (the packaged ``"pase+"``, a
+    ``save_pretrained`` folder, an original ``.ckpt``, a run folder or its ``checkpoint.pt``, ...).
+    The architecture must match the run's; BatchNorm running statistics come along (training
+    updates them from there).
     """
-    from pase.encoder import Encoder, EncoderConfig
+    from pase.encoder import Encoder
+    from pase.loading import EncoderSpecError, load_encoder
 
-    path = Path(spec)
-    if path.is_file():
-        try:
-            obj = read_checkpoint(path)
-        except Exception as exc:  # pickle and zip errors come in many types
-            raise ValueError(
-                f"--init {spec}: not a PyTorch checkpoint ({type(exc).__name__}: {exc})"
-            ) from None
-        if isinstance(obj, dict) and "model" in obj and "model_config" in obj:
-            source = Encoder(EncoderConfig.from_dict(json.loads(obj["model_config"])["encoder"]))
-            prefix = "encoder."
-            source.load_state_dict(
-                {k[len(prefix) :]: v for k, v in obj["model"].items() if k.startswith(prefix)}
-            )
-        else:
-            source = Encoder.from_original(path)
-    else:
-        source = Encoder.from_pretrained(spec)
+    try:
+        source = load_encoder(spec)
+    except EncoderSpecError as exc:
+        raise ValueError(f"--init {exc}") from None
     target = tp.cast(Encoder, model.encoder)
     ours, theirs = target.config.to_dict(), source.config.to_dict()
     differ = sorted(k for k in ours if k != "qrnn_impl" and ours[k] != theirs[k])
