@@ -34,6 +34,25 @@ RNNType = tp.Literal["qrnn", "lstm", "gru", "none"]
 Padding = tp.Literal["hop", "original"]
 
 
+#: Bounds of an :class:`EncoderConfig` (PASE+ has 512 channels, kernels of at most 251 and
+#: 7.8 M weights): generous for any experiment, small enough that building never exhausts memory.
+MAX_CHANNELS = 4096
+MAX_HIDDEN = 8192
+MAX_KERNEL = 4096
+MAX_BLOCKS = 32
+MAX_STATE_ELEMENTS = 500_000_000
+MAX_SAMPLE_RATE = 192_000
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value: object, most: int) -> None:
+    if not _is_int(value) or not 1 <= tp.cast(int, value) <= most:
+        raise ValueError(f"{name} must be an integer from 1 to {most}, got {value!r}")
+
+
 @dataclasses.dataclass
 class EncoderConfig:
     """Architecture of a PASE encoder. Defaults are PASE+ (``EncoderConfig.pase_plus()``)."""
@@ -61,15 +80,62 @@ class EncoderConfig:
     prelu_init: float = 0.0
 
     def __post_init__(self) -> None:
-        self.channels = tuple(self.channels)
-        self.kernels = tuple(self.kernels)
-        self.strides = tuple(self.strides)
+        # Checked before anything is allocated: a config from a file or a crafted checkpoint must
+        # not ask the allocator for gigabytes (or fail inside torch with a traceback).
+        for name in ("channels", "kernels", "strides"):
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)) or not all(_is_int(v) for v in value):
+                raise ValueError(f"{name} must be a list of integers, got {value!r}")
+            setattr(self, name, tuple(value))
         if not len(self.channels) == len(self.kernels) == len(self.strides):
             raise ValueError("channels, kernels and strides must have the same length")
+        if not 1 <= len(self.channels) <= MAX_BLOCKS:
+            raise ValueError(f"channels must name 1 to {MAX_BLOCKS} conv blocks, got {len(self.channels)}")
         if self.rnn not in ("qrnn", "lstm", "gru", "none"):
             raise ValueError(f"rnn must be one of qrnn, lstm, gru, none; got {self.rnn!r}")
+        sizes = {"sinc_channels": self.sinc_channels, "embedding_dim": self.embedding_dim}
+        sizes |= {f"channels[{i}]": c for i, c in enumerate(self.channels)}
+        for name, value in sizes.items():
+            _check_int(name, value, MAX_CHANNELS)
+        _check_int("rnn_hidden", self.rnn_hidden, MAX_HIDDEN)
+        for i, (k, s) in enumerate(zip(self.kernels, self.strides, strict=True)):
+            _check_int(f"kernels[{i}]", k, MAX_KERNEL)
+            _check_int(f"strides[{i}]", s, HOP)
+        _check_int("sinc_kernel", self.sinc_kernel, MAX_KERNEL)
+        _check_int("sample_rate", self.sample_rate, MAX_SAMPLE_RATE)
+        for name in ("sinc_min_low_hz", "sinc_min_band_hz", "prelu_init"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
         if math.prod(self.strides) != HOP:
             raise ValueError(f"the conv strides must multiply to {HOP} (10 ms), got {self.strides}")
+        if self.state_elements() > MAX_STATE_ELEMENTS:
+            raise ValueError(
+                f"the encoder would hold {self.state_elements():,} weights, more than {MAX_STATE_ELEMENTS:,}"
+            )
+
+    def state_elements(self) -> int:
+        """Elements of the encoder's state dict (parameters and buffers), computed from the config
+        alone: 7,837,257 for PASE+."""
+        per_block = 6  # bias, BatchNorm weight, bias, running mean and variance, PReLU slope
+        total = 7 * self.sinc_channels + 1  # low and band cut-offs, BatchNorm, PReLU, counter
+        cin = self.sinc_channels
+        for cout, k in zip(self.channels, self.kernels, strict=True):
+            total += cin * cout * k + per_block * cout + 1
+            cin = cout
+        h = self.rnn_hidden
+        gates = {"qrnn": 3 * h * (2 * cin + 1), "lstm": 4 * h * (cin + h + 2), "gru": 3 * h * (cin + h + 2)}
+        total += gates.get(self.rnn, 0)
+        last = h if self.rnn != "none" else cin
+        total += (last + 1) * self.embedding_dim + 2 * self.embedding_dim + 1
+        if self.dense_skips:
+            total += (self.sinc_channels + sum(self.channels[:-1])) * self.embedding_dim
+        return total
+
+    @classmethod
+    def weights_limit(cls, config: dict[str, tp.Any]) -> int:
+        """The most bytes a weights file of ``config`` may have: 10 times its state in float32."""
+        return 10 * 4 * cls.from_dict(config).state_elements()
 
     @classmethod
     def pase_plus(cls) -> EncoderConfig:
@@ -98,6 +164,8 @@ class EncoderConfig:
     @classmethod
     def from_dict(cls, d: dict[str, tp.Any]) -> EncoderConfig:
         known = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(d, dict):
+            raise ValueError(f"an encoder config must be a mapping of EncoderConfig fields, got {d!r}")
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown EncoderConfig fields: {sorted(unknown)}")
@@ -210,11 +278,12 @@ class Encoder(nn.Module):
         name_or_dir: str | Path = "pase+",
         map_location: str | torch.device = "cpu",
         revision: str | None = None,
+        verify: bool = True,
     ) -> tp.Self:
         """Load the packaged ``"pase+"`` weights, a directory written by :meth:`save_pretrained`, or a
         Hugging Face Hub repo ``"org/name"`` (needs ``pip install 'pase-speech[hub]'``; offline, the
-        Hub cache is used)."""
-        saved = hub.read_pretrained(name_or_dir, revision=revision)
+        Hub cache is used). ``verify=False`` accepts a directory whose config records no checksum."""
+        saved = hub.read_pretrained(name_or_dir, revision, verify, EncoderConfig.weights_limit)
         encoder = cls.from_state(saved.state, saved.config, str(saved.weights_path), str(saved.config_path))
         return encoder.to(map_location)
 

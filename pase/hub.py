@@ -180,42 +180,94 @@ def push_to_hub(
     return str(getattr(info, "commit_url", info))
 
 
-def read_pretrained(name_or_dir: str | os.PathLike[str], revision: str | None = None) -> Pretrained:
+#: The largest ``config.json`` of a pretrained directory read (PASE+'s is under 1 kB).
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def read_pretrained(
+    name_or_dir: str | os.PathLike[str],
+    revision: str | None = None,
+    verify: bool = True,
+    weights_limit: tp.Callable[[dict[str, tp.Any]], int] | None = None,
+) -> Pretrained:
     """The weights and config of a directory written by :func:`save_pretrained`, a
     packaged name, or a Hugging Face Hub repo id (``revision``: a branch, tag or commit of that
     repo), the weights' checksum verified. The config is checked by ``EncoderConfig.from_dict``
-    and the state by :func:`check_state` when the encoder is built."""
+    and the state by :func:`check_state` when the encoder is built.
+
+    The weights must be a regular file inside the directory, of at most ``weights_limit(config)``
+    bytes (a ``ValueError`` from it is an invalid config), and ``config.json`` must record their
+    SHA-256; ``verify=False`` accepts a directory without one (a mismatch is always an error).
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     directory = resolve_pretrained(name_or_dir, revision=revision)
     cfg_path = directory / CONFIG_NAME
-    try:
-        meta = json.loads(cfg_path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{cfg_path}: missing; not a pretrained encoder directory") from None
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{cfg_path}: not valid JSON ({exc})") from None
-    if meta.get("format") != FORMAT or "config" not in meta:
-        raise CheckpointError(f"{cfg_path}: not a {FORMAT} config (missing 'format'/'config')")
-    weights = directory / meta.get("weights", WEIGHTS_NAME)
-    if not weights.exists():
-        raise CheckpointError(f"{weights}: weights file missing")
+    meta = _read_meta(cfg_path)
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{cfg_path}: invalid encoder config (not a JSON object)")
+    weights = _weights_path(directory, meta.get("weights", WEIGHTS_NAME), cfg_path)
+    if weights_limit is not None:
+        try:
+            limit = weights_limit(meta["config"])
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{cfg_path}: invalid encoder config ({exc})") from None
+        size = weights.stat().st_size
+        if size > limit:
+            raise CheckpointError(
+                f"{weights}: {size:,} bytes, more than the {limit:,} its config's encoder can need"
+            )
     expected = meta.get("sha256")
+    if expected is None and verify:
+        raise CheckpointError(
+            f"{cfg_path}: records no sha256 of {weights.name}, so the weights cannot be verified "
+            "(load with verify=False to accept them unverified)"
+        )
     if expected is not None:
         actual = sha256_file(weights)
         if actual != expected:
             raise CheckpointError(
                 f"{weights}: checksum mismatch (sha256 {actual[:16]}..., config.json expects "
-                f"{expected[:16]}...): the file is corrupted, truncated or was modified"
+                f"{str(expected)[:16]}...): the file is corrupted, truncated or was modified"
             )
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights}: cannot read safetensors ({exc})") from None
-    if not isinstance(meta["config"], dict):
-        raise CheckpointError(f"{cfg_path}: invalid encoder config (not a JSON object)")
     return Pretrained(state, meta["config"], cfg_path, weights)
+
+
+def _read_meta(cfg_path: Path) -> dict[str, tp.Any]:
+    """A pretrained directory's ``config.json``: a regular file of bounded size, a JSON object."""
+    try:
+        if not cfg_path.is_file():
+            raise CheckpointError(f"{cfg_path}: missing or not a file; not a pretrained encoder directory")
+        if cfg_path.stat().st_size > MAX_CONFIG_BYTES:
+            raise CheckpointError(f"{cfg_path}: over {MAX_CONFIG_BYTES:,} bytes; not an encoder config")
+        meta = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{cfg_path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise CheckpointError(f"{cfg_path}: cannot read ({exc.strerror or exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "config" not in meta:
+        raise CheckpointError(f"{cfg_path}: not a {FORMAT} config (missing 'format'/'config')")
+    return meta
+
+
+def _weights_path(directory: Path, name: tp.Any, cfg_path: Path) -> Path:
+    """The weights file ``config.json`` names: a plain file name inside ``directory``, a regular
+    file (a device or FIFO would be read without end)."""
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise CheckpointError(
+            f"{cfg_path}: 'weights' must name a file inside {directory} (a plain file name), got {name!r}"
+        )
+    weights = directory / name
+    if not weights.exists():
+        raise CheckpointError(f"{weights}: weights file missing")
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: not a regular file")
+    return weights
 
 
 def check_state(
@@ -269,18 +321,23 @@ def _unwrap(obj: tp.Any, source: str) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> tp.Any:
-    """The object ``torch.save`` wrote to ``path``, read with ``weights_only=True`` (no code runs);
-    a :class:`CheckpointError` naming the file when it is not a PyTorch checkpoint."""
+def load_checkpoint(path: str | os.PathLike[str], mmap: bool = False) -> tp.Any:
+    """The object ``torch.save`` wrote to ``path``, read with ``weights_only=True`` (no code runs;
+    ``mmap``: tensors stay on disk until used); a :class:`CheckpointError` naming the file when
+    it is not a PyTorch checkpoint, or when it is a run checkpoint whose digest does not match
+    (:func:`verify_run_checkpoint`)."""
     source = str(path)
-    if not Path(path).is_file():
+    if not Path(path).exists():
         raise FileNotFoundError(f"{source}: no such checkpoint file")
+    if not Path(path).is_file():
+        raise CheckpointError(f"{source}: not a regular file")
+    verify_run_checkpoint(Path(path))
     with open(source, "rb") as fh:
         magic = fh.read(2)
     if magic != b"PK" and magic[:1] != b"\x80":  # a zip archive (torch.save) or a legacy pickle
         raise CheckpointError(f"{source}: not a PyTorch checkpoint (neither a zip archive nor a pickle)")
     try:
-        return torch.load(source, map_location="cpu", weights_only=True)
+        return torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # pickle/zip errors come in many types
         problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         if "Weights only load failed" in str(exc):
@@ -317,6 +374,52 @@ def read_original(path: str | os.PathLike[str]) -> tuple[State, dict[str, tp.Any
 # Checkpoints of `pase train` (RUN/checkpoint.pt)
 #: The checkpoint file in a run folder.
 RUN_CHECKPOINT = "checkpoint.pt"
+#: The one before it, kept so that a corrupt latest checkpoint is not the end of a run.
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
+#: The SHA-256 of both (``sha256sum -c`` reads it), written by ``pase train`` before each rename.
+CHECKPOINT_DIGESTS = "checkpoint.sha256"
+
+
+def read_digests(folder: Path) -> dict[str, str] | None:
+    """File name -> SHA-256 of ``folder/checkpoint.sha256``; ``None`` in a run folder written
+    before checkpoints had digests. A line that is not ``DIGEST  NAME`` is a :class:`CheckpointError`."""
+    path = folder / CHECKPOINT_DIGESTS
+    if not path.exists():
+        return None
+    try:
+        if not path.is_file() or path.stat().st_size > 4096:
+            raise CheckpointError(f"{path}: not a digest file")
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc})") from None
+    digests = {}
+    for line in lines:
+        digest, _, name = line.partition("  ")
+        if not re.fullmatch(r"[0-9a-f]{64}", digest) or not name:
+            raise CheckpointError(f"{path}: not a digest file (line {line[:40]!r})")
+        digests[name] = digest
+    return digests
+
+
+def verify_run_checkpoint(path: Path) -> None:
+    """Refuse a run checkpoint whose content matches none of the digests its run folder records:
+    a file corrupted on disk, truncated, or modified. Files of a folder without digests (older
+    runs, other checkpoints) pass unchecked. Any digest of the file counts, not only the one under
+    its name: a write interrupted between the digest file and the renames leaves each file valid."""
+    if path.name not in (RUN_CHECKPOINT, PREVIOUS_CHECKPOINT):
+        return
+    digests = read_digests(path.parent)
+    if digests is None:
+        return
+    actual = sha256_file(path)
+    if actual not in digests.values():
+        expected = digests.get(path.name, "none")
+        raise CheckpointError(
+            f"{path}: checksum mismatch (sha256 {actual[:16]}..., {CHECKPOINT_DIGESTS} expects "
+            f"{expected[:16]}...): the file is corrupted, truncated or was modified"
+        )
+
+
 _ENCODER_PREFIX = "encoder."
 
 

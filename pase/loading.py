@@ -201,7 +201,14 @@ def _convert_main(args: argparse.Namespace) -> int:
     except (CheckpointError, FileNotFoundError) as exc:
         print(f"pase convert-original: {exc}", file=sys.stderr)
         return 1
-    out = encoder.save_pretrained(args.out_dir)
+    if Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
+        print(f"pase convert-original: {args.out_dir}: exists and is not a folder", file=sys.stderr)
+        return 1
+    try:
+        out = encoder.save_pretrained(args.out_dir)
+    except OSError as exc:
+        print(f"pase convert-original: {args.out_dir}: cannot write ({exc.strerror or exc})", file=sys.stderr)
+        return 1
     n = sum(p.numel() for p in encoder.parameters())
     print(f"wrote {out} ({encoder.config.rnn}, {encoder.embedding_dim}-d, {n:,} parameters)")
     return 0

@@ -46,7 +46,7 @@ from pase.audio import AudioError
 from pase.cli_args import check_device, field_docs, plain
 from pase.distortions import DistortionConfig
 from pase.distributed import close_group
-from pase.train.checkpoint import CHECKPOINT, checkpoint_step
+from pase.train.checkpoint import checkpoint_step, has_checkpoint
 from pase.train.config import PRESETS, TrainConfig, load_config_file
 from pase.train.loop import Trainer
 
@@ -118,25 +118,22 @@ def _add_field_options(
         )
 
 
-#: Fields that count something and must be at least 1 (0 would divide by zero or never stop).
-_AT_LEAST_ONE = (
-    "batch_size", "chunk_size", "max_steps", "epochs", "log_every", "valid_every", "ckpt_every",
-    "halve_every_epochs",
-)  # fmt: skip
-
-
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The run's config: the preset (or, when resuming, the run's saved config), then the
     ``--config`` file, then the options given on the command line.
 
     Relative plugin files of a ``--config`` file are taken relative to that file's folder.
+    Plugins that only the run folder's ``config.json`` names are refused unless ``--trust-plugins``
+    is given: a run folder may come from someone else, and a plugin is code.
     Raises ``ValueError`` naming the file or option for a config that cannot be used.
     """
     saved = Path(args.out) / "config.json"
+    named_plugins = "plugins" in vars(args)
     if (args.resume or args.resume_or_start) and saved.exists():
-        config = TrainConfig.from_dict(json.loads(saved.read_text()))
+        config = TrainConfig.from_dict(_read_saved(saved))
     else:
         config = TrainConfig.from_preset(args.preset)
+    saved_plugins = config.plugins
     if args.config:
         path = Path(args.config)
         if not path.is_file():
@@ -154,6 +151,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             raise ValueError(f"{where}: not a valid config file: {problem}") from None
         if isinstance(loaded.get("plugins"), list):
             loaded["plugins"] = [_relative_to(p, path.parent) for p in loaded["plugins"]]
+        named_plugins = named_plugins or "plugins" in loaded
         config = config.updated(loaded)
     given = vars(args)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -162,12 +160,25 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if nested:
         overrides[_NESTED] = nested
     config = config.updated(overrides)
-    for name in _AT_LEAST_ONE:
-        value = getattr(config, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if saved_plugins and not named_plugins and not getattr(args, "trust_plugins", False):
+        raise ValueError(
+            f"{saved} names worker plugins {saved_plugins}, which resuming would import and run; "
+            "resume with --plugins naming them (or --trust-plugins) if you trust them"
+        )
+    config.validate(spell=lambda name: f"--{_FLAGS.get(name, name).replace('_', '-')}")
     check_device(config.device)
     return config
+
+
+def _read_saved(path: Path) -> dict[str, tp.Any]:
+    """A run folder's ``config.json``: a mapping of TrainConfig fields."""
+    try:
+        loaded = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a valid run config ({err})") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: not a valid run config (expected a mapping of TrainConfig fields)")
+    return loaded
 
 
 def _relative_to(plugin: tp.Any, folder: Path) -> tp.Any:
@@ -215,6 +226,12 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="continue the run in --out if it has a checkpoint, else start it (for job schedulers)",
     )
+    p.add_argument(
+        "--trust-plugins",
+        action="store_true",
+        help="on resume, import the worker plugins the run folder's config.json names (without it "
+        "they are refused unless --plugins or --config names them again: a plugin is code)",
+    )
     presets = [(name, TrainConfig.from_preset(name)) for name in PRESETS]
     _add_field_options(p.add_argument_group("training (TrainConfig fields)"), TrainConfig, presets)
     _add_field_options(
@@ -229,11 +246,11 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 def _main(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
-        ckpt = Path(args.out) / CHECKPOINT
-        resume = args.resume or (args.resume_or_start and ckpt.exists())
-        if resume and ckpt.exists() and config.max_steps is not None:
+        out = Path(args.out)
+        resume = args.resume or (args.resume_or_start and has_checkpoint(out))
+        if resume and has_checkpoint(out) and config.max_steps is not None:
             # Every rank refuses a horizon already reached, before any rank builds or writes anything.
-            step = checkpoint_step(ckpt)
+            step = checkpoint_step(out)
             if step >= config.max_steps:
                 raise ValueError(
                     f"{args.out} is at step {step}: --max-steps {config.max_steps} leaves nothing to train; "

@@ -10,10 +10,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import os
 import typing as tp
 from pathlib import Path
 
+from pase.audio import MIN_SAMPLES
 from pase.data import MIN_SECONDS
 from pase.distortions import DistortionConfig
 
@@ -202,6 +204,62 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: tp.Mapping[str, tp.Any]) -> TrainConfig:
         return cls().updated(d)
+
+    #: Fields that count something and must be at least 1 (0 would divide by zero or never stop).
+    AT_LEAST_ONE: tp.ClassVar[tuple[str, ...]] = (
+        "batch_size", "max_steps", "epochs", "log_every", "valid_every", "ckpt_every",
+        "halve_every_epochs", "valid_batches", "stats_batches",
+    )  # fmt: skip
+    #: Fields that must be at least 0.
+    AT_LEAST_ZERO: tp.ClassVar[tuple[str, ...]] = (
+        "encoder_lr", "workers_lr", "weight_decay", "poly_power", "start_step", "freeze_encoder_steps",
+        "min_seconds", "num_threads",
+    )  # fmt: skip
+    #: The longest chunk (60 s): longer ones fill memory before the first step, not a recipe.
+    MAX_CHUNK_SIZE = 60 * 16000
+
+    def validate(self, spell: tp.Callable[[str], str] = str) -> None:
+        """Refuse values no run can use, before anything is read or built: a ``ValueError`` that
+        names the field (as ``spell(field)`` writes it: the CLI spells its options) and the value."""
+        for name in self.AT_LEAST_ONE:
+            value = getattr(self, name)
+            if value is not None and not _number(value, 1):
+                raise ValueError(f"{spell(name)} must be at least 1, got {value}")
+        for name in self.AT_LEAST_ZERO:
+            if not _number(getattr(self, name), 0):
+                raise ValueError(f"{spell(name)} must be at least 0, got {getattr(self, name)}")
+        if not (_number(self.valid_fraction, 0) and self.valid_fraction < 1):
+            raise ValueError(
+                f"{spell('valid_fraction')} must be at least 0 and below 1 (a fraction held out), "
+                f"got {self.valid_fraction}"
+            )
+        if not (_number(self.chunk_size, MIN_SAMPLES) and self.chunk_size <= self.MAX_CHUNK_SIZE):
+            raise ValueError(
+                f"{spell('chunk_size')} must be from {MIN_SAMPLES} to {self.MAX_CHUNK_SIZE} samples, "
+                f"got {self.chunk_size}"
+            )
+        if self.num_workers < -1:
+            raise ValueError(f"{spell('num_workers')} must be at least -1 (auto), got {self.num_workers}")
+        for name in ("grad_clip", "max_seconds"):
+            value = getattr(self, name)
+            if value is not None and not (_number(value, 0) and value > 0):
+                raise ValueError(f"{spell(name)} must be positive, got {value}")
+        if not isinstance(self.encoder, dict):
+            raise ValueError(f"{spell('encoder')} must map EncoderConfig fields, not {self.encoder!r}")
+        from pase.encoder import EncoderConfig
+
+        try:
+            preset = EncoderConfig.from_preset(self.architecture).to_dict()
+            EncoderConfig.from_dict({**preset, **self.encoder})
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{spell('encoder')} {json.dumps(self.encoder)}: {err}") from None
+
+
+def _number(value: tp.Any, least: float) -> bool:
+    """Whether ``value`` is a finite number of at least ``least``."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    return math.isfinite(value) and value >= least
 
 
 def load_config_file(path: str | os.PathLike[str]) -> dict[str, tp.Any]:

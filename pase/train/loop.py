@@ -29,7 +29,10 @@ from pase.distributed import Ranks, any_rank, barrier, gather, init_group, main_
 from pase.progress import say
 from pase.train.checkpoint import (
     CHECKPOINT,
+    has_checkpoint,
     read_checkpoint,
+    read_latest,
+    remove_stale_temporaries,
     rng_state,
     set_rng_state,
     write_checkpoint,
@@ -260,17 +263,25 @@ class Trainer:
         from pase.encoder import EncoderConfig
         from pase.workers import PaseModel, WorkerConfig, load_plugins, preset_workers
 
+        config.validate()
         self.out, self.config, self.on_step = Path(out), config, on_step
         self.info = info = _join(config.device)
         self.progress = progress and info.is_main
         _set_threads(config, info)
-        checkpoint = None
-        if (self.out / CHECKPOINT).exists():
+        checkpoint: dict[str, tp.Any] | None = None
+        #: The checkpoint this run resumes (the latest, or the one before a corrupt latest).
+        self.resumed_from = self.out / CHECKPOINT
+        if has_checkpoint(self.out):
             if not resume:
                 raise ValueError(f"{self.out} already holds a run: pass --resume, or another --out")
-            checkpoint = read_checkpoint(self.out / CHECKPOINT)
+            self.resumed_from, checkpoint = read_latest(
+                self.out, say if info.is_main else None, read_checkpoint
+            )
         elif resume:
             raise ValueError(f"no checkpoint in {self.out} to resume (--resume-or-start starts a fresh run)")
+        if info.is_main and self.out.is_dir():
+            for path in remove_stale_temporaries(self.out):
+                say(f"removed {path}, left by a checkpoint write that was killed")
 
         train_set, valid_set = _load_data(config, info)
         self.data_lines = data_manifest(train_set, valid_set)
@@ -290,8 +301,6 @@ class Trainer:
             self.horizon = sys.maxsize  # the time budget ends the run
         else:
             raise ValueError("set max_steps, epochs or max_seconds")
-        if config.start_step < 0:
-            raise ValueError(f"start_step must be at least 0, got {config.start_step}")
         if config.start_step and not config.init:
             raise ValueError("start_step continues a run from its exported encoder: set init too")
         if config.start_step >= self.horizon:
@@ -299,12 +308,8 @@ class Trainer:
                 f"start_step {config.start_step} leaves nothing to train: max_steps is the whole run's "
                 f"end step ({self.horizon}), not the steps of this leg"
             )
-        if config.freeze_encoder_steps < 0:
-            raise ValueError(f"freeze_encoder_steps must be at least 0, got {config.freeze_encoder_steps}")
         if config.freeze_encoder_steps and info.world_size > 1:
             raise ValueError("freeze_encoder_steps works in a single process only (not under torchrun)")
-        if config.max_seconds is not None and config.max_seconds <= 0:
-            raise ValueError(f"max_seconds must be positive, got {config.max_seconds}")
         self.clock = time.process_time if config.budget_clock == "process" else time.perf_counter
         #: Seconds of training steps so far (on ``config.budget_clock``), kept across resumes.
         self.train_seconds = 0.0
@@ -360,15 +365,21 @@ class Trainer:
     def _restore(self, checkpoint: tp.Mapping[str, tp.Any]) -> None:
         try:
             self.model.load_state_dict(checkpoint["model"])
-        except RuntimeError as err:
+        except (RuntimeError, TypeError, AttributeError) as err:
             raise ValueError(
-                f"{self.out / CHECKPOINT} does not fit the configured model (changed --model or "
+                f"{self.resumed_from} does not fit the configured model (changed --model or "
                 f"--encoder?): {str(err).splitlines()[0]}"
             ) from None
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.step = int(checkpoint["step"])
-        self.train_seconds = float(checkpoint.get("train_seconds", 0.0))
-        self.batches.load_state_dict(checkpoint["data"])
+        try:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.step = int(checkpoint["step"])
+            self.train_seconds = float(checkpoint.get("train_seconds", 0.0))
+            self.batches.load_state_dict(checkpoint["data"])
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ValueError(
+                f"{self.resumed_from}: its optimizer or data state does not fit this run "
+                f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+            ) from None
         if self.info.is_main:
             say(f"resuming {self.out} after step {self.step} (data {checkpoint['data']})")
         rng = checkpoint["rng"]
@@ -402,7 +413,7 @@ class Trainer:
             "rng": rng,
             "config": json.dumps(self.config.to_dict()),
         }
-        write_checkpoint(self.out / CHECKPOINT, state)
+        write_checkpoint(self.out, state)
 
     def _set_lr(self) -> float:
         factor = learning_rate_factor(
