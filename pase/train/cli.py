@@ -230,7 +230,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "--trust-plugins",
         action="store_true",
         help="on resume, import the worker plugins the run folder's config.json names (without it "
-        "they are refused unless --plugins or --config names them again: a plugin is code)",
+        "they are refused unless --plugins or --config names them again: a plugin is code; default: off)",
     )
     presets = [(name, TrainConfig.from_preset(name)) for name in PRESETS]
     _add_field_options(p.add_argument_group("training (TrainConfig fields)"), TrainConfig, presets)
