@@ -7,6 +7,9 @@
 - ``checkpoint.pt``: model (encoder, workers, target statistics), optimizer, schedule, RNG states
   of every rank, data cursor, step and config; written atomically every ``ckpt_every`` steps, on
   SIGINT/SIGTERM and at the end; loads with ``torch.load(weights_only=True)``;
+- ``checkpoint.prev.pt``: the checkpoint before it (so a run folder needs twice a checkpoint's disk,
+  about 720 MB for PASE+), and ``checkpoint.sha256``: the digests of both, verified on resume:
+  a corrupt latest checkpoint is reported and the run resumes from the previous one;
 - ``metrics.csv`` (``step,loss,<worker>...,lr,xrt``), ``valid.csv``, ``tb/`` (TensorBoard);
 - ``data.tsv`` (every training and held-out file: split, name, samples; sorted) and
   ``data.json`` (its sha256, files and hours per split, for every start and resume);
@@ -14,7 +17,9 @@
 
 Steps count completed optimizer updates from 1. ``--resume`` continues at the exact next step
 with the same batches, distortions and RNG draws, and truncates the logs to the checkpoint's
-step first, so every step appears once.
+step first, so every step appears once. A run folder holds data, not code: worker plugins its
+``config.json`` names are imported on resume only when ``--plugins`` (or a ``--config`` file) names
+them again, or with ``--trust-plugins``.
 
 Learning-rate schedule. ``poly`` (PASE+): ``lr = base * (1 - step / horizon) ** 0.9``, updated
 every step (the original updated it every 100 steps), where the horizon is *this invocation's*
