@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -120,6 +121,9 @@ def export_onnx(encoder: Encoder, path: str | os.PathLike[str], layers: Layers =
     """
     if layers not in ("final", "all"):
         raise ValueError(f"layers must be 'final' or 'all', not {layers!r}")
+    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise OnnxError(f"ONNX export needs {' and '.join(missing)}: pip install 'pase-speech[onnx]'")
     graph = _Graph(encoder, layers)
     batch = torch.export.Dim("batch")
     time = torch.export.Dim("time", min=MIN_SAMPLES)
