@@ -12,6 +12,10 @@ RUN may also be an encoder folder (``config.json`` + ``model.safetensors``, e.g.
 ``RUN/encoder`` a finished run writes, or any ``save_pretrained`` output), or a run folder whose
 ``checkpoint.pt`` was deleted but whose ``encoder/`` is there: that encoder is stored again in the
 requested dtype.
+
+``pase export SPEC --onnx encoder.onnx [--layers all]`` writes the encoder as an ONNX graph for
+ONNX Runtime instead (or as well, with OUT): dynamic batch and length, float32 (see
+:mod:`pase.onnx`; needs ``pip install 'pase-speech[onnx]'``).
 """
 
 from __future__ import annotations
@@ -65,6 +69,22 @@ def _export(spec: str, out: str | os.PathLike[str], dtype: str) -> Origin:
     return origin
 
 
+def _export_onnx(spec: str, out: str, layers: str) -> Origin:
+    """Write the encoder ``spec`` names to ``out`` as an ONNX graph; where it came from."""
+    from pase.loading import read_encoder
+    from pase.onnx import export_onnx
+
+    encoder, origin = read_encoder(spec)
+    export_onnx(encoder, out, tp.cast(tp.Literal["final", "all"], layers))
+    return origin
+
+
+def _source(args: argparse.Namespace, origin: Origin) -> str:
+    if origin.kind == "run":
+        return f"{args.run} at step {origin.step}"
+    return str(origin.path or args.run)
+
+
 def register_cli(subparsers: tp.Any) -> None:
     p = subparsers.add_parser(
         "export",
@@ -74,26 +94,46 @@ def register_cli(subparsers: tp.Any) -> None:
     from pase.loading import encoder_spec_help
 
     p.add_argument("run", help=f"the encoder: {encoder_spec_help()}")
-    p.add_argument("out", help="output folder (model.safetensors + config.json)")
+    p.add_argument("out", nargs="?", help="output folder (model.safetensors + config.json)")
     p.add_argument(
         "--dtype",
         choices=DTYPES,
         default="float32",
-        help="storage type of the weights (float16 halves the file; loading restores float32)",
+        help="storage type of the weights in OUT (float16 halves the file; loading restores float32)",
+    )
+    p.add_argument("--onnx", metavar="FILE", help="also or instead write an ONNX graph (for ONNX Runtime)")
+    p.add_argument(
+        "--layers",
+        choices=("final", "all"),
+        default="final",
+        help="ONNX outputs: final features only, or all the hidden states as well (default final)",
     )
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.out is None and args.onnx is None:
+        print("pase export: give OUT (a pretrained folder), --onnx FILE, or both", file=sys.stderr)
+        return 2
+    if args.out is None and args.dtype != "float32":
+        print("pase export: --dtype applies to OUT; the ONNX graph is float32", file=sys.stderr)
+        return 2
     try:
-        origin = _export(args.run, args.out, args.dtype)
+        if args.out is not None:
+            origin = _export(args.run, args.out, args.dtype)
+            stored = "" if args.dtype == "float32" else f", stored as {args.dtype}"
+            print(
+                f"wrote the encoder of {_source(args, origin)} to {args.out}{stored} "
+                "(for pase.Encoder.from_pretrained)"
+            )
+        if args.onnx is not None:
+            origin = _export_onnx(args.run, args.onnx, args.layers)
+            extra = " with its hidden states" if args.layers == "all" else ""
+            print(
+                f"wrote the ONNX graph of {_source(args, origin)}{extra} to {args.onnx} "
+                "(for pase.onnx.OnnxEncoder or ONNX Runtime)"
+            )
     except (ValueError, OSError) as err:
         print(f"pase export: {err}", file=sys.stderr)
         return 2
-    if origin.kind == "run":
-        source = f"{args.run} at step {origin.step}"
-    else:
-        source = str(origin.path or args.run)
-    stored = "" if args.dtype == "float32" else f", stored as {args.dtype}"
-    print(f"wrote the encoder of {source} to {args.out}{stored} (for pase.Encoder.from_pretrained)")
     return 0

@@ -93,6 +93,11 @@ LONG_SECONDS = 30.0
 SHORT_SECONDS = 2.0
 #: Files per batch of short files on CPU, and of any files on CUDA, when ``batch_size`` is not given.
 AUTO_BATCH = 8
+#: What runs the encoder: PyTorch, or ONNX Runtime on a cached ONNX export (:mod:`pase.onnx`; files
+#: over ``LONG_SECONDS`` still stream through PyTorch). The default is torch until bench/onnx.py
+#: shows ONNX Runtime faster; flipping it is this one line.
+BACKENDS = ("torch", "onnxruntime")
+DEFAULT_BACKEND = "torch"
 #: tqdm's default layout, but always in files/s (its default flips to s/file below 1 file/s).
 BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]"
 
@@ -573,6 +578,13 @@ def _extract_ranked(
     except Exception as exc:  # any reason a model cannot load is one line for the user
         hint = "" if args.random_init else " (or pass --random-init to test with an untrained one)"
         load_error = _one_line(f"pase extract: cannot load model {args.model!r}: {exc}{hint}")
+    if load_error is None and args.backend == "onnxruntime":
+        from pase.onnx import onnxruntime_backend
+
+        try:
+            encoder = onnxruntime_backend(encoder, args.layers)
+        except Exception as exc:  # no onnxruntime, a failed export: one line, as for loading
+            load_error = _one_line(f"pase extract: --backend onnxruntime: {exc}")
     errors = [e for e in gather(load_error, ranks) if e is not None]
     if errors:
         err_main(errors[0])
@@ -660,6 +672,13 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed for --random-init (default 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=DEFAULT_BACKEND,
+        help=f"what runs the encoder (default {DEFAULT_BACKEND}); onnxruntime (CPU, pase-speech[onnx]) "
+        "exports the model once to the pase cache and runs that",
+    )
     p.add_argument(
         "--batch-size",
         type=_positive_int,

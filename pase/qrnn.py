@@ -108,13 +108,19 @@ class QRNN(nn.Module):
         self.impl = impl
         self.linear = nn.Linear(2 * input_size, 3 * hidden_size)
 
-    def forward(self, x: torch.Tensor, state: QRNNState | None = None) -> tuple[torch.Tensor, QRNNState]:
+    def gates(
+        self, x: torch.Tensor, state: QRNNState | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``x: [B, T, I]`` -> float32 ``(z, f, o)``, each ``[B, T, H]``."""
         B, T, _ = x.shape
         x_prev0 = x.new_zeros(B, 1, self.input_size) if state is None else state[1][:, None].to(x.dtype)
         x_prev = torch.cat([x_prev0, x[:, :-1]], dim=1)
         gates = self.linear(torch.cat([x, x_prev], dim=-1)).float()
         Z, Fg, O = gates.chunk(3, dim=-1)
-        z, f, o = torch.tanh(Z), torch.sigmoid(Fg), torch.sigmoid(O)
+        return torch.tanh(Z), torch.sigmoid(Fg), torch.sigmoid(O)
+
+    def forward(self, x: torch.Tensor, state: QRNNState | None = None) -> tuple[torch.Tensor, QRNNState]:
+        z, f, o = self.gates(x, state)
         c0 = None if state is None else state[0].float()
         if self.impl == "loop":
             c = recurrence_loop(z, f, c0)
