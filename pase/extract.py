@@ -94,7 +94,7 @@ SHORT_SECONDS = 2.0
 #: Files per batch of short files on CPU, and of any files on CUDA, when ``batch_size`` is not given.
 AUTO_BATCH = 8
 #: What runs the encoder: PyTorch, or ONNX Runtime on a cached ONNX export (:mod:`pase.onnx`; files
-#: over ``LONG_SECONDS`` still stream through PyTorch). The default is torch until bench/onnx.py
+#: over ``LONG_SECONDS`` still stream through PyTorch). The default is torch until bench/onnx_speed.py
 #: shows ONNX Runtime faster; flipping it is this one line.
 BACKENDS = ("torch", "onnxruntime")
 DEFAULT_BACKEND = "torch"

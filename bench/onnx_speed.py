@@ -1,6 +1,6 @@
 """PASE+ in PyTorch vs ONNX Runtime, beside MFCC, FBANK and wav2vec2 Base, in x real time (CPU).
 
-    python bench/onnx.py --out bench/results/onnx.json
+    python bench/onnx_speed.py --out bench/results/onnx.json
 
 Workloads: one 10 s file (``1 x 10 s``), a batch of eight 4 s files (``8 x 4 s``) and many short
 files of 0.5-1 s, one call each (``short files``); each at 1 and 2 threads (torch's intra-op
@@ -37,11 +37,6 @@ import torch
 
 from pase.audio import SAMPLE_RATE, write_atomic
 from pase.encoder import Encoder
-
-# Run as `python bench/onnx.py`, this file's folder comes first on sys.path, and this file's name
-# would hide the `onnx` package from the exporter.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
 
 Fn = tp.Callable[[list[torch.Tensor]], object]
 #: (label, waveforms of the workload: each [B, T], one call each).
