@@ -4,8 +4,9 @@ On a terminal, :func:`progress` is a plain tqdm bar. When stderr is not a termin
 file, a CI job, ``nohup``), tqdm's carriage returns would pile up into one line of hundreds of
 kilobytes, so the bar prints a whole line instead, at most every :data:`LOG_INTERVAL`
 seconds, and its final state once; so it does under ``torchrun`` with several processes, where
-another rank's message would otherwise land on the end of a bar's line. ``pase --no-progress`` (or ``PASE_NO_PROGRESS=1``) turns
-the bars off (:func:`disabled`); :func:`say` prints a message without tearing a bar that is on screen.
+another rank's message would otherwise land on the end of a bar's line. ``pase --no-progress``
+(or ``PASE_NO_PROGRESS=1``) turns the bars off (:func:`disabled`); :func:`say` prints a message
+without tearing a bar that is on screen.
 """
 
 from __future__ import annotations
