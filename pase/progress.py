@@ -75,7 +75,7 @@ class _LogLines(tqdm):  # type: ignore[type-arg]
     def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
         super().set_postfix_str(s, refresh=False)
 
-    def set_description_str(self, desc: str | None = None, refresh: bool = True) -> None:
+    def set_description_str(self, desc: str | None = None, refresh: bool | None = True) -> None:
         super().set_description_str(desc, refresh=False)
 
     def close(self) -> None:
