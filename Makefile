@@ -3,33 +3,39 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+# Network waits: short, one retry, so an offline machine installs from local wheels in seconds.
+PIP_NET := --timeout 15 --retries 1
+# `make demo` uses this speech folder when it exists, else the audio packaged with pase.
 SPEECH ?= ../shared/speech
-TORCH := torch==2.13.0
-# Where pip finds torch; e.g. https://download.pytorch.org/whl/cpu for CPU-only wheels elsewhere.
+TORCH_VERSION := 2.13.0
+# Where pip finds torch; empty: decided by .ci/torch_source.sh (GPU -> CUDA build, else CPU build).
 TORCH_INDEX ?=
+# pytest's temporary files: inside the build tree, removed after a passing run.
+TEST_TMP := build/pytest
 
-.PHONY: demo test lint bench bench-gpu train-demo clean
+.PHONY: demo test lint bench bench-gpu clean
 
 # torch is installed first, pinned, so pip never pulls a multi-GB CUDA build to satisfy "torch>=".
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PIP) install -q $(PIP_NET) $$(PYTHON=$(PY) TORCH_VERSION=$(TORCH_VERSION) TORCH_INDEX=$(TORCH_INDEX) bash .ci/torch_source.sh)
 	touch $@
 
 $(VENV)/.core: $(VENV)/.torch pyproject.toml
-	$(PIP) install -q -e '.[eval]'
+	$(PIP) install -q $(PIP_NET) -e '.[eval]'
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.torch pyproject.toml
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q $(PIP_NET) -e '.[dev]'
 	touch $@ $(VENV)/.core
 
 demo: $(VENV)/.core
-	$(VENV)/bin/pase demo --data $(SPEECH) --out demo_out
+	$(VENV)/bin/pase demo $(if $(wildcard $(SPEECH)),--data $(SPEECH)) --out demo_out
 
 test: $(VENV)/.dev
-	$(PY) -m pytest -q -ra
+	@echo "make test: the whole suite, about 10-15 minutes on 2 CPU cores (tests of real speech skip without ../shared/speech)"
+	@$(PY) -m pytest -q -ra --basetemp=$(TEST_TMP) && rm -rf $(TEST_TMP) \
+	  || { status=$$?; echo "make test: failed; the failed tests' folders are under $(TEST_TMP)"; exit $$status; }
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check pase tests bench recipes hubconf.py
@@ -48,4 +54,4 @@ bench-gpu:
 	bash bench/gpu_run.sh
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo_out build/pytest .pytest_cache .mypy_cache .ruff_cache

@@ -341,9 +341,9 @@ def write_ablation(rows: tp.Sequence[Row], out: Path) -> None:
     md = ablation_markdown(rows)
     write_atomic(out / "ablation.md", lambda tmp: Path(tmp).write_text(md))
     if not plot_ablation(rows, out / "ablation.png"):
-        print(
-            "pase ablate: no ablation.png (pip install 'pase-speech[eval]' for matplotlib)", file=sys.stderr
-        )
+        from pase.cli_args import install_hint
+
+        print(f"pase ablate: no ablation.png ({install_hint('eval')} for matplotlib)", file=sys.stderr)
 
 
 def run_ablation(

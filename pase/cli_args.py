@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ast
 import inspect
+import os
 import re
 import textwrap
 import typing as tp
@@ -28,6 +29,20 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> tp.NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n(see `{self.prog} --help`)\n")
+
+    def parse_args(  # type: ignore[override]
+        self, args: tp.Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        # argparse reports a command's unknown option from the top parser, which would point to
+        # `pase --help`; the command's own help is the one that lists its options.
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            command = getattr(parsed, "command", None)
+            prog = f"{self.prog} {command}" if command else self.prog
+            self.exit(
+                2, f"{prog}: error: unrecognized arguments: {' '.join(unknown)}\n(see `{prog} --help`)\n"
+            )
+        return parsed
 
 
 def check_device(spec: str) -> str:
@@ -101,9 +116,49 @@ def field_docs(cls: type, fallback: tp.Mapping[str, str] | None = None) -> dict[
     return docs
 
 
+def installed_from() -> tuple[str, bool] | None:
+    """Where this ``pase`` was installed from, when that was a folder: its path and whether the
+    install is editable; None for an install from a wheel or an index.
+
+    A package imported from a source checkout (an editable install, or ``PYTHONPATH``) is that
+    checkout, editable; otherwise pip's ``direct_url.json`` (PEP 610) says which folder
+    ``pip install`` was given."""
+    import importlib.metadata
+    import json
+    from pathlib import Path
+    from urllib.parse import unquote, urlparse
+
+    checkout = Path(__file__).resolve().parents[1]
+    pyproject = checkout / "pyproject.toml"
+    if pyproject.is_file() and 'name = "pase-speech"' in pyproject.read_text(encoding="utf-8"):
+        return str(checkout), True
+    try:
+        direct = importlib.metadata.distribution("pase-speech").read_text("direct_url.json")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    info = json.loads(direct or "{}")
+    url = urlparse(info.get("url", ""))
+    if "dir_info" not in info or url.scheme != "file":
+        return None
+    return unquote(url.path), bool(info["dir_info"].get("editable"))
+
+
+def install_hint(extra: str) -> str:
+    """The pip command that adds ``extra`` to this installation: ``pip install -e '.[eval]'`` in
+    a source checkout (``pase-speech`` is not on PyPI), ``pip install 'pase-speech[eval]'``
+    for an install from a wheel."""
+    source = installed_from()
+    if source is None:
+        return f"pip install 'pase-speech[{extra}]'"
+    folder, editable = source
+    where = "." if os.path.realpath(folder) == os.path.realpath(os.getcwd()) else folder
+    return f"pip install {'-e ' if editable else ''}'{where}[{extra}]'"
+
+
 def missing_extra(err: ModuleNotFoundError) -> str | None:
-    """``"pip install 'pase-speech[eval]'"``-style advice when ``err`` is an optional dependency."""
+    """Advice that names the extra to install (:func:`install_hint`) when ``err`` is an optional
+    dependency."""
     root = (err.name or "").split(".")[0]
     if root not in EXTRAS:
         return None
-    return f"this needs {root}, which is not installed: pip install 'pase-speech[{EXTRAS[root]}]'"
+    return f"this needs {root}, which is not installed: {install_hint(EXTRAS[root])}"

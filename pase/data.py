@@ -236,9 +236,15 @@ def prepare(
 
 
 def default_cache_dir() -> Path:
-    """``$PASE_CACHE_DIR`` or ``$XDG_CACHE_HOME/pase/audio`` (``~/.cache/pase/audio``)."""
+    """``$PASE_CACHE_DIR/audio``, beside the ``eval`` and ``rirs`` caches there, or
+    ``$XDG_CACHE_HOME/pase/audio`` (``~/.cache/pase/audio``).
+
+    Older versions put the audio cache in ``$PASE_CACHE_DIR`` itself (its two-character hash
+    folders in the root): such a cache, without an ``audio`` folder beside it, is still used."""
     if "PASE_CACHE_DIR" in os.environ:
-        return Path(os.environ["PASE_CACHE_DIR"])
+        root = Path(os.environ["PASE_CACHE_DIR"])
+        old_layout = not (root / "audio").exists() and any(root.glob("[0-9a-f][0-9a-f]/*.npy"))
+        return root if old_layout else root / "audio"
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return base / "pase" / "audio"
 

@@ -1,7 +1,10 @@
 """``pase demo``: extract PASE+ features of a handful of real recordings and draw them.
 
 Uses the packaged pretrained weights when this installation has them; otherwise a random-init
-PASE+ encoder, and says so (the picture then shows what an untrained encoder does).
+PASE+ encoder, and says so (the picture then shows what an untrained encoder does). Without a
+speech folder (``--data``, ``$PASE_SPEECH_DIR`` or ``../shared/speech``) it runs on the two
+LibriSpeech utterances packaged in ``pase/demo_audio/`` (CC BY 4.0, see its ATTRIBUTION.md), so
+it works on a machine that has nothing but this package.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import typing as tp
 from pathlib import Path
 
 DEFAULT_DATA = os.environ.get("PASE_SPEECH_DIR", "../shared/speech")
+#: The default audio shipped in the package: two LibriSpeech test-clean utterances.
+PACKAGED_AUDIO = Path(__file__).resolve().parent / "demo_audio"
 #: A handful of files across the bundle: read speech, acted emotion (German), a spoken digit.
 DEMO_GLOBS = (
     "librispeech/train-clean-100/*.flac",
@@ -71,10 +76,27 @@ def plot_features(files: list[Path], feature_files: list[Path], out_png: Path, t
     plt.close(fig)
 
 
-def run(data: Path, out: Path, device: str = "cpu") -> int:
+def choose_data(data: Path | None) -> Path:
+    """``data`` when given; else the default speech folder when it exists; else the packaged
+    audio, saying so (the user may not know the default folder)."""
+    if data is not None:
+        return data
+    default = Path(DEFAULT_DATA)
+    if default.is_dir():
+        return default
+    print(
+        f"pase demo: no speech folder given (--data) or found at {default}; using the 2 LibriSpeech "
+        f"test-clean utterances packaged in {PACKAGED_AUDIO} (CC BY 4.0, Panayotov et al. 2015: "
+        f"{PACKAGED_AUDIO / 'ATTRIBUTION.md'})"
+    )
+    return PACKAGED_AUDIO
+
+
+def run(data: Path | None, out: Path, device: str = "cpu") -> int:
     from pase.extract import extract_files
     from pase.loading import load_encoder, packaged_models
 
+    data = choose_data(data)
     files = pick_files(data)
     if not files:
         print(f"pase demo: no audio files under {data} (set --data or PASE_SPEECH_DIR)", file=sys.stderr)
@@ -108,10 +130,10 @@ def register_cli(sub: tp.Any) -> None:
     p = sub.add_parser("demo", help="extract and draw PASE+ features of a few real recordings")
     p.add_argument(
         "--data",
-        default=DEFAULT_DATA,
+        type=Path,
         help="the speech bundle (one file per corpus) or any folder of audio files (its first five); "
-        "default %(default)s",
+        f"default {DEFAULT_DATA} when it exists, else the 2 LibriSpeech utterances packaged with pase",
     )
     p.add_argument("--out", default="demo_out", help="output folder (default %(default)s)")
     p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N (default cpu)")
-    p.set_defaults(func=lambda a: run(Path(a.data), Path(a.out), a.device))
+    p.set_defaults(func=lambda a: run(a.data, Path(a.out), a.device))

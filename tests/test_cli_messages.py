@@ -36,6 +36,16 @@ def test_abbreviated_options_are_refused(capsys: pytest.CaptureFixture[str]) -> 
     assert code == 2 and "unrecognized arguments: --layer" in err
 
 
+def test_an_unknown_option_points_to_the_commands_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _run(["demo", "--colour", "red"], capsys)
+    assert (code, err) == (
+        2,
+        "pase demo: error: unrecognized arguments: --colour red\n(see `pase demo --help`)\n",
+    )
+    code, err = _run(["--colour"], capsys)
+    assert code == 2 and err.endswith("(see `pase --help`)\n")
+
+
 def test_bad_preset_says_so_without_the_usage(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, err = _run(["train", "--preset", "pase++", "--out", str(tmp_path)], capsys)
     assert code == 2
@@ -184,14 +194,28 @@ def test_missing_matplotlib_names_the_extra(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "metrics.csv").write_text("step,loss,lr,xrt\n1,2.0,0.001,1.0\n")
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the checkout: the hint says "."
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
     code, err = _run(["plot", str(tmp_path)], capsys)
     assert (code, err) == (
         2,
-        "pase plot: this needs matplotlib, which is not installed: pip install 'pase-speech[eval]'\n",
+        "pase plot: this needs matplotlib, which is not installed: pip install -e '.[eval]'\n",
     )
+
+
+def test_install_hints_fit_how_pase_was_installed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import pase.cli_args
+    from pase.cli_args import install_hint
+
+    root = Path(pase.cli_args.__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)
+    assert install_hint("eval") == f"pip install -e '{root}[eval]'"  # a source checkout, elsewhere
+    monkeypatch.setattr(pase.cli_args, "installed_from", lambda: ("/src/pase", False))
+    assert install_hint("hub") == "pip install '/src/pase[hub]'"  # `pip install /src/pase`
+    monkeypatch.setattr(pase.cli_args, "installed_from", lambda: None)
+    assert install_hint("hub") == "pip install 'pase-speech[hub]'"  # a wheel
 
 
 def test_no_progress_is_accepted_after_the_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -297,3 +297,17 @@ def test_ctxt_of_a_short_file_from_the_same_speaker(tmp_path: Path) -> None:
     assert {a for a, _ in drawn} == set(range(5))
     with pytest.raises(ValueError, match="ctxt_source"):
         data.ChunkBatches(corpus, 1, CHUNK, ctxt_source="other")  # type: ignore[arg-type]
+
+
+def test_cache_dir_is_a_subfolder_of_pase_cache_dir_old_layout_still_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pase.data import default_cache_dir
+
+    monkeypatch.setenv("PASE_CACHE_DIR", str(tmp_path))
+    assert default_cache_dir() == tmp_path / "audio"  # beside eval/ and rirs/
+    (tmp_path / "3f").mkdir()
+    np.save(tmp_path / "3f" / "3f00.npy", np.zeros(4, np.int16))  # a cache of an older version
+    assert default_cache_dir() == tmp_path
+    (tmp_path / "audio").mkdir()  # once the new folder exists, it wins
+    assert default_cache_dir() == tmp_path / "audio"

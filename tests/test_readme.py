@@ -1,4 +1,6 @@
-"""Every ```python and ```bash block of README.md runs, so the README cannot drift from the code.
+"""Every ```python and ```bash block of README.md and of the pages of docs/ runs, so the
+documentation cannot drift from the code (the pages in :data:`RUN_ELSEWHERE` are run by their own
+tests).
 
 Blocks run in one scratch folder holding the files the README names (``talk.flac``, ``x.wav``,
 ``FE_e199.ckpt``, ``tasks.csv``, ``runs/plus`` ...), made here from synthetic audio and tiny
@@ -33,6 +35,13 @@ from conftest import synth_speechlike
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+#: docs/ pages whose blocks another test runs, against the objects they document.
+RUN_ELSEWHERE = {
+    "data.md": "tests/test_corpora.py",
+    "loss.md": "tests/test_loss.py",
+    "streaming.md": "tests/test_streaming.py",
+}
+DOCUMENTS = [README, *(p for p in sorted((ROOT / "docs").glob("*.md")) if p.name not in RUN_ELSEWHERE)]
 
 #: ``pase`` commands that are parsed but not run, and why.
 PARSE_ONLY: tp.Sequence[tuple[tp.Callable[[list[str]], bool], str]] = (
@@ -65,6 +74,7 @@ class Block:
     line: int  # of the opening fence, 1-based
     text: str
     skip: str | None  # the reason of a preceding <!-- no-test: reason -->
+    document: str = "README.md"  # relative to the repository root
 
     @property
     def file_name(self) -> str | None:
@@ -74,8 +84,9 @@ class Block:
         return match[1] if match else None
 
 
-def readme_blocks(text: str) -> list[Block]:
-    """The fenced code blocks of ``text``, with their language and skip reason."""
+def readme_blocks(text: str, document: str = "README.md") -> list[Block]:
+    """The fenced code blocks of ``text`` (the contents of ``document``), with their language and
+    skip reason."""
     lines = text.splitlines()
     blocks, i = [], 0
     while i < len(lines):
@@ -84,7 +95,8 @@ def readme_blocks(text: str) -> list[Block]:
             end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
             before = next((lines[k].strip() for k in range(i - 1, -1, -1) if lines[k].strip()), "")
             skip = re.fullmatch(r"<!--\s*no-test:\s*(.*?)\s*-->", before)
-            blocks.append(Block(opening[1], i + 1, "\n".join(lines[i + 1 : end]), skip[1] if skip else None))
+            body = "\n".join(lines[i + 1 : end])
+            blocks.append(Block(opening[1], i + 1, body, skip[1] if skip else None, document))
             i = end
         i += 1
     return blocks
@@ -96,14 +108,21 @@ def shell_commands(text: str) -> list[list[str]]:
     return [words for line in joined.splitlines() if (words := shlex.split(line, comments=True))]
 
 
-BLOCKS = readme_blocks(README.read_text(encoding="utf-8"))
+BLOCKS = [
+    block
+    for doc in DOCUMENTS
+    for block in readme_blocks(doc.read_text(encoding="utf-8"), doc.relative_to(ROOT).as_posix())
+]
 RUNNABLE = [b for b in BLOCKS if b.lang in ("python", "bash", "sh")]
 
 
 def test_the_extractor_finds_the_readme_blocks() -> None:
-    langs = [b.lang for b in RUNNABLE]
+    langs = [b.lang for b in RUNNABLE if b.document == "README.md"]
     assert langs.count("python") >= 2 and langs.count("bash") >= 6
     assert all(b.skip for b in RUNNABLE if "make demo" in b.text or "pip install" in b.text)
+    assert {"README.md", "docs/training.md", "docs/evaluation.md"} <= {b.document for b in RUNNABLE}
+    for page, test in RUN_ELSEWHERE.items():  # each page left out here is read by its own test
+        assert page in (ROOT / test).read_text(encoding="utf-8"), (page, test)
     sample = "a\n<!-- no-test: why -->\n\n```bash\nls \\\n  -l  # c\n```\n```python\n# w.py\nx = 1\n```\n"
     first, second = readme_blocks(sample)
     assert (first.lang, first.line, first.skip) == ("bash", 4, "why")
@@ -257,7 +276,7 @@ def _installed() -> set[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("block", RUNNABLE, ids=[f"{b.lang}-line{b.line}" for b in RUNNABLE])
+@pytest.mark.parametrize("block", RUNNABLE, ids=[f"{b.document}-{b.lang}-line{b.line}" for b in RUNNABLE])
 def test_readme_block_runs(block: Block, workdir: Path) -> None:
     if block.skip:
         pytest.skip(block.skip)
@@ -298,3 +317,28 @@ def test_readme_demo_outputs(workdir: Path) -> None:
     assert (workdir / "demo_out" / "features" / "index.jsonl").is_file()
     assert (workdir / "demo_out" / "features.png").read_bytes()[:4] == b"\x89PNG"
     assert "picture (spectrogram over features): demo_out/features.png" in done.stdout
+
+
+@pytest.mark.slow
+def test_demo_without_a_speech_folder_uses_the_packaged_audio(tmp_path: Path) -> None:
+    """`make demo` on a machine that has only the repository: the two packaged LibriSpeech
+    utterances, named in the output, with their attribution beside them."""
+    from pase.demo import PACKAGED_AUDIO
+
+    env = {**_env(tmp_path), "PASE_SPEECH_DIR": str(tmp_path / "no-speech-here")}
+    done = subprocess.run(
+        [sys.executable, "-m", "pase", "demo", "--out", "out"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert f"using the 2 LibriSpeech test-clean utterances packaged in {PACKAGED_AUDIO}" in done.stdout
+    assert sorted(p.name for p in (tmp_path / "out" / "features").glob("*.npy")) == [
+        "1089-134686-0001.npy",
+        "121-121726-0004.npy",
+    ]
+    assert (tmp_path / "out" / "features.png").read_bytes()[:4] == b"\x89PNG"
+    assert "0/0" not in done.stderr  # no bar before the number of files is known
+    attribution = (PACKAGED_AUDIO / "ATTRIBUTION.md").read_text(encoding="utf-8")
+    assert "CC BY 4.0" in attribution or "Attribution 4.0" in attribution
+    assert all(f"`{p.name}`" in attribution for p in PACKAGED_AUDIO.glob("*.flac"))
+    assert sum(p.stat().st_size for p in PACKAGED_AUDIO.iterdir()) < 500_000
