@@ -733,7 +733,7 @@ def evaluate_asr(
     Character tasks report ``wer`` and ``cer``, phone tasks ``per``: means over seeds
     (fractions; a blank output scores 1.0), with ``*_std``. ``lm``: the test part is decoded a
     second time with the word n-gram, reported as ``wer_lm`` and ``cer_lm`` beside the greedy
-    scores (character tasks only). ``distortion`` applies to the test audio only. The probe
+    scores (character tasks only: a phone task ignores it and says so). ``distortion`` applies to the test audio only. The probe
     trains on ``device``. With ``reuse_probes`` a probe trained before on the same features,
     files, config and seed is read back from ``cache`` (:class:`ProbeCache`) instead of trained
     again; ``per_seed`` says which. ``trained_out``: filled with the standardisation and every
@@ -742,7 +742,9 @@ def evaluate_asr(
     start = time.time()
     units = units_for(task)
     if lm is not None and units is not CHARACTERS:
-        raise ValueError(f"task {task.name}: --lm decodes words, so it needs a character task")
+        if log is not None:
+            log(f"{task.name}: the word n-gram applies to character tasks; decoding greedily")
+        lm = None
     decoder = LmDecoder(lm) if lm is not None else None
     parts = {name: task.split(name) for name in ("train", "valid", "test")}
     features.calibrate_on([it.path for it in parts["train"]])

@@ -416,7 +416,7 @@ def librispeech_phone(data: Path) -> Task:
     except ImportError as exc:
         raise TaskError(f"task librispeech-phone: {exc}") from None
     items: list[Item] = []
-    excluded = {part: 0 for part in SPLITS}
+    excluded: dict[str, int] = {part: 0 for part in SPLITS}
     for it in words.items:
         phones = transcript_phones(it.label, lexicon)
         if phones is None:
