@@ -408,8 +408,8 @@ def test_base_probe_trains_with_masks_and_schedule(librispeech: Path) -> None:
     task = builtin_task("librispeech-asr", librispeech)
     train, valid, test = (_data(task, p) for p in ("train", "valid", "test"))
     cfg = asr.CtcConfig(
-        hidden=48, rnn_hidden=32, rnn_layers=1, dropout=0.0, lr=3e-3, warmup_steps=20, time_masks=1,
-        time_mask_frames=4, channel_masks=1, channel_mask_fraction=0.1, epochs=None, max_steps=400,
+        hidden=48, rnn_hidden=48, rnn_layers=1, dropout=0.0, lr=6e-3, warmup_steps=20, time_masks=1,
+        time_mask_frames=4, channel_masks=1, channel_mask_fraction=0.1, epochs=None, max_steps=500,
         eval_every=50, patience=4, batch_frames=1200,
     )  # fmt: skip
     fit = asr.train_ctc_probe(train, valid, test, seed=0, config=cfg)
