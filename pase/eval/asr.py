@@ -733,11 +733,11 @@ def evaluate_asr(
     Character tasks report ``wer`` and ``cer``, phone tasks ``per``: means over seeds
     (fractions; a blank output scores 1.0), with ``*_std``. ``lm``: the test part is decoded a
     second time with the word n-gram, reported as ``wer_lm`` and ``cer_lm`` beside the greedy
-    scores (character tasks only: a phone task ignores it and says so). ``distortion`` applies to the test audio only. The probe
-    trains on ``device``. With ``reuse_probes`` a probe trained before on the same features,
-    files, config and seed is read back from ``cache`` (:class:`ProbeCache`) instead of trained
-    again; ``per_seed`` says which. ``trained_out``: filled with the standardisation and every
-    seed's probe (for fine-tuning).
+    scores (character tasks only: a phone task ignores it and says so). ``distortion`` applies
+    to the test audio only. The probe trains on ``device``. With ``reuse_probes`` a probe
+    trained before on the same features, files, config and seed is read back from ``cache``
+    (:class:`ProbeCache`) instead of trained again; ``per_seed`` says which. ``trained_out``:
+    filled with the standardisation and every seed's probe (for fine-tuning).
     """
     start = time.time()
     units = units_for(task)

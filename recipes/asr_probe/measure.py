@@ -19,13 +19,14 @@ import dataclasses
 import json
 import sys
 import time
+import typing as tp
 from pathlib import Path
 
 import torch
 
 from pase.eval import asr
 from pase.eval.features import FeatureCache, default_cache_dir, make_feature_set
-from pase.eval.report import _table, _write_text
+from pase.eval.report import Seconds, _table, _write_text
 from pase.eval.tasks import librispeech_asr
 
 
@@ -54,7 +55,7 @@ def main() -> int:
     stats = asr.feature_stats(data["train"])
     decoder = asr.LmDecoder(asr.LmConfig(args.lm)) if args.lm else None
     refs = list(data["test"].texts)
-    rows: list[dict[str, object]] = []
+    rows: list[dict[str, tp.Any]] = []
     for preset in args.presets.split(","):
         for steps in [int(s) for s in args.steps.split(",")]:
             # the budget is the step count alone; one dev evaluation at its end
@@ -63,7 +64,7 @@ def main() -> int:
             )
             t0 = time.time()
             fit = asr.train_ctc_probe(data["train"], data["valid"], data["test"], 0, cfg, "cpu", stats, print)
-            row: dict[str, object] = {
+            row: dict[str, tp.Any] = {
                 "preset": preset,
                 "steps": fit.steps,
                 **asr.scores(asr.CHARACTERS, refs, fit.hypotheses),
@@ -80,7 +81,7 @@ def main() -> int:
     return 0
 
 
-def write(rows: list[dict[str, object]], out: Path) -> None:
+def write(rows: list[dict[str, tp.Any]], out: Path) -> None:
     """``curve.json``, ``curve.md`` and ``curve.png`` of the rows so far."""
     import matplotlib
 
@@ -91,7 +92,10 @@ def write(rows: list[dict[str, object]], out: Path) -> None:
     _write_text(out / "curve.json", json.dumps(rows, indent=2) + "\n")
     cols = [c for c in ("preset", "steps", "wer", "cer", "wer_lm", "cer_lm", "train_seconds") if c in rows[0]]
     md = "# CTC probe on FBANK: test WER and CER (greedy; `_lm`: word n-gram) against steps\n\n"
-    _write_text(out / "curve.md", md + _table(cols, [[r[c] for c in cols] for r in rows]))
+    _write_text(
+        out / "curve.md",
+        md + _table(cols, [[Seconds(r[c]) if c == "train_seconds" else r[c] for c in cols] for r in rows]),
+    )
     fig, ax = plt.subplots(figsize=(6, 4))
     for preset in dict.fromkeys(str(r["preset"]) for r in rows):
         mine = [r for r in rows if r["preset"] == preset]
