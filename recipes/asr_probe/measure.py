@@ -71,7 +71,8 @@ def main() -> int:
             }
             row["train_seconds"] = round(time.time() - t0, 1)
             if decoder is not None:
-                model = asr.CtcProbe(*stats[0].shape, cfg)
+                num_layers, dim = stats[0].shape
+                model = asr.CtcProbe(num_layers, dim, cfg)
                 model.load_state_dict(fit.state)
                 lm_hyps = [decoder(lp) for lp in asr.posteriors(model, data["test"], *stats)]
                 row |= asr.scores(asr.CHARACTERS, refs, lm_hyps, "_lm")
