@@ -1,10 +1,13 @@
-"""ASR probe pieces on hand-made examples: alphabet, normalisation, CTC decoding, WER and CER."""
+"""ASR probe pieces on hand-made examples: alphabet, normalisation, CTC decoding, WER and CER
+(through jiwer), the probe presets, word n-gram decoding and the ARPA writer."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import typing as tp
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +133,8 @@ def librispeech(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 #: A probe small enough for the synthetic task to train in seconds.
-TINY = asr.CtcConfig(
+TINY = dataclasses.replace(
+    asr.CtcConfig.small(),
     hidden=48,
     rnn_hidden=32,
     rnn_layers=1,
@@ -180,7 +184,7 @@ def test_probe_learns_the_synthetic_transcripts_and_shuffled_ones_learn_nothing(
 def test_cli_runs_librispeech_asr_and_writes_wer_and_cer(
     librispeech: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(asr, "CtcConfig", lambda: TINY)
+    monkeypatch.setitem(asr.PRESETS, "base", lambda: TINY)
     out = tmp_path / "out"
     args = ["--task", "librispeech-asr", "--features", "fbank", "--data", str(librispeech), "--seeds", "0"]
     assert main([*args, "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
@@ -296,8 +300,9 @@ def test_real_speaker40_split_sizes() -> None:
     assert len({it.path for it in task.items}) == 800
 
 
-def test_bigru_valid_frames_do_not_see_the_padding() -> None:
-    rnn = asr.BiGRU(5, 4, num_layers=2, dropout=0.0).eval()
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_birnn_valid_frames_do_not_see_the_padding(cell: tp.Literal["gru", "lstm"]) -> None:
+    rnn = asr.BiRNN(5, 4, num_layers=2, dropout=0.0, cell=cell).eval()
     a, b = torch.randn(1, 7, 5), torch.randn(1, 4, 5)
     batch = torch.zeros(2, 7, 5)
     batch[0], batch[1, :4] = a[0], b[0]
@@ -333,3 +338,182 @@ def test_asr_summary_says_when_its_seconds_exclude_probe_training(tmp_path: Path
     assert rows[4].endswith("| 21.6 (3 of 3 probes reused) |")
     assert rows[5].endswith("| 900.0 (1 of 3 probes reused) |")
     assert json.loads((tmp_path / "summary_asr.json").read_text())[0]["seconds"] == 21.6
+
+
+# --------------------------------------------------------------------------- presets and the probe
+def test_small_preset_is_the_first_probe_and_base_the_default() -> None:
+    small = asr.CtcConfig.small()
+    assert (small.rnn, small.hidden, small.rnn_hidden, small.rnn_layers) == ("gru", 256, 128, 2)
+    assert (small.stack, small.stride, small.max_steps, small.epochs) == (2, 2, 800, None)
+    assert small.time_masks == small.channel_masks == small.warmup_steps == 0 and small.decay == "none"
+    assert asr.CtcConfig.preset("base") == asr.CtcConfig() == asr.CtcConfig.base()
+    base = asr.CtcConfig()
+    assert (base.rnn, base.rnn_layers, base.stack, base.stride) == ("lstm", 3, 3, 2)
+    with pytest.raises(ValueError, match="choose from"):
+        asr.CtcConfig.preset("huge")
+    with pytest.raises(ValueError, match="stack >= stride"):
+        asr.CtcConfig(stack=1, stride=2)
+    # the budget: the smaller of the epochs and the steps set
+    assert asr.CtcConfig(epochs=2.5, max_steps=None).budget(10) == 25
+    assert asr.CtcConfig(epochs=2.5, max_steps=7).budget(10) == 7
+    assert small.budget(10) == 800
+
+
+def test_learning_rate_warms_up_then_decays_along_a_cosine() -> None:
+    cfg = asr.CtcConfig(warmup_steps=10, decay="cosine", final_lr_ratio=0.1)
+    assert asr.lr_factor(0, cfg, 110) == pytest.approx(0.1) and asr.lr_factor(9, cfg, 110) == 1.0
+    assert asr.lr_factor(60, cfg, 110) == pytest.approx(0.55)  # half way down the cosine
+    assert asr.lr_factor(110, cfg, 110) == pytest.approx(0.1) and asr.lr_factor(
+        500, cfg, 110
+    ) == pytest.approx(0.1)
+    assert all(asr.lr_factor(s, asr.CtcConfig.small(), 800) == 1.0 for s in (0, 400, 799))
+
+
+def test_stacked_windows_with_a_stride_ignore_the_padding() -> None:
+    cfg = dataclasses.replace(asr.CtcConfig.small(), rnn="lstm", stack=3, stride=2, dropout=0.0)
+    model = asr.CtcProbe(1, 6, cfg).eval()
+    a = torch.randn(1, 9, 1, 6)
+    batch = torch.zeros(2, 13, 1, 6)
+    batch[0], batch[1, :9] = torch.randn(13, 1, 6), a[0]
+    out, lengths = model(batch, torch.tensor([13, 9]))
+    assert out.shape == (2, 7, text.VOCAB_SIZE) and lengths.tolist() == [7, 5]
+    alone, _ = model(a, torch.tensor([9]))
+    torch.testing.assert_close(out[1, :5], alone[0])
+    # stack == stride reads the frames exactly as the first probe did: a reshape of [F, D]
+    flat = asr.CtcProbe(1, 6, asr.CtcConfig.small()).eval()
+    x = torch.randn(1, 8, 1, 6)
+    h = flat.rnn(flat.proj(x[:, :, 0].reshape(1, 4, 12)), torch.tensor([4]))
+    torch.testing.assert_close(flat(x, torch.tensor([8]))[0], torch.log_softmax(flat.out(h), dim=-1))
+
+
+def test_spec_augment_masks_only_valid_frames_and_is_seeded() -> None:
+    cfg = asr.CtcConfig(time_masks=2, time_mask_frames=5, channel_masks=1, channel_mask_fraction=0.25)
+    x = torch.ones(3, 20, 2, 8)
+    lengths = torch.tensor([20, 12, 3])
+    masked = asr.spec_augment(x.clone(), lengths, cfg, torch.Generator().manual_seed(0))
+    again = asr.spec_augment(x.clone(), lengths, cfg, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(masked, again)
+    assert (masked == 0).any() and (masked[1, 12:] == 1).all() and (masked[2, 3:] == 1).all()
+    # a time mask spans every dimension of every layer; at most 2 x 5 frames of 20 go
+    fully = (masked[0] == 0).all(dim=-1).all(dim=-1)
+    assert int(fully.sum()) <= 10
+    # a channel band is at most a quarter of the 8 dimensions
+    band = (masked[0] == 0).all(dim=0).all(dim=0)
+    assert int(band.sum()) <= 2
+    assert torch.equal(masked[:, :, 0] == 0, masked[:, :, 1] == 0)  # layers alike
+
+
+def test_base_probe_trains_with_masks_and_schedule(librispeech: Path) -> None:
+    """The base recipe (LSTM, overlapping windows, masks, warm-up and decay) at a tiny size."""
+    task = builtin_task("librispeech-asr", librispeech)
+    train, valid, test = (_data(task, p) for p in ("train", "valid", "test"))
+    cfg = asr.CtcConfig(
+        hidden=48, rnn_hidden=48, rnn_layers=1, dropout=0.0, lr=6e-3, warmup_steps=20, time_masks=1,
+        time_mask_frames=4, channel_masks=1, channel_mask_fraction=0.1, epochs=None, max_steps=500,
+        eval_every=50, patience=4, batch_frames=1200,
+    )  # fmt: skip
+    fit = asr.train_ctc_probe(train, valid, test, seed=0, config=cfg)
+    assert asr.cer(fit.references, fit.hypotheses) < 0.3, fit.hypotheses[:3]
+    assert [s for s, _ in fit.curve] == list(range(50, fit.steps + 1, 50))[: len(fit.curve)]
+    assert fit.valid_error == min(e for _, e in fit.curve)
+
+
+# --------------------------------------------------------------------------- n-gram LM
+_TOY = ["the cat sat", "the cat ran", "a dog sat"]
+
+
+def test_witten_bell_probabilities_by_hand_and_they_sum_to_one() -> None:
+    from pase.eval import ngram
+
+    probs, backoff = ngram.witten_bell(ngram.count_ngrams(_TOY, 2))
+    # unigrams: 12 predicted tokens (9 words, 3 </s>), 7 types; uniform over 7 + <unk> = 8
+    assert probs[0][("the",)] == pytest.approx((2 + 7 / 8) / (12 + 7))
+    assert probs[0][("<unk>",)] == pytest.approx((7 / 8) / 19)
+    # "cat" was followed twice, by 2 distinct words: P(sat | cat) = (1 + 2 P(sat)) / (2 + 2)
+    assert probs[1][("cat", "sat")] == pytest.approx((1 + 2 * probs[0][("sat",)]) / 4)
+    assert backoff[("cat",)] == pytest.approx(2 / 4)
+    vocab = [w for (w,) in probs[0]]
+    for ctx in [(), ("cat",), ("the",), ("<s>",), ("dog",)]:
+        total = sum(ngram.probability(probs, backoff, (*ctx, w)) for w in vocab)
+        assert total == pytest.approx(1.0)
+
+
+def test_arpa_file_loads_in_kenlm_with_the_same_probabilities(tmp_path: Path) -> None:
+    kenlm = pytest.importorskip("kenlm")
+    from pase.eval import ngram
+
+    path = tmp_path / "toy.arpa"
+    ngram.build_arpa([s.upper() + "!" for s in _TOY], 3, path)  # normalised on the way in
+    probs, backoff = ngram.witten_bell(ngram.count_ngrams(_TOY, 3))
+    model = kenlm.Model(str(path))
+    assert model.order == 3
+    for sentence in ["the cat sat", "a cat ran", "the dog flew"]:
+        words = ["<s>", *sentence.split(), "</s>"]
+        expected = 0.0
+        for i in range(1, len(words)):
+            gram = tuple(
+                w if w in {g for (g,) in probs[0]} | {"<s>"} else "<unk>"
+                for w in words[max(0, i - 2) : i + 1]
+            )
+            expected += math.log10(ngram.probability(probs, backoff, gram))
+        assert model.score(sentence) == pytest.approx(expected, abs=1e-4)
+    with pytest.raises(ValueError, match="no text"):
+        ngram.build_arpa(["", "!!"], 3, tmp_path / "empty.arpa")
+    # the command line writes the same file
+    (tmp_path / "toy.txt").write_text("\n".join(_TOY) + "\n")
+    assert ngram.main([str(tmp_path / "toy.txt"), "--order", "3", "--out", str(tmp_path / "cli.arpa")]) == 0
+    assert (tmp_path / "cli.arpa").read_text() == path.read_text()
+
+
+def _frames(spec: list[dict[str, float]]) -> np.ndarray:
+    """Log-probabilities ``[F, V]``: each frame's listed characters ("" is the blank) get their
+    probability, the rest share what is left."""
+    index = {"": 0, **{c: i + 1 for i, c in enumerate(text.CHARS)}}
+    out = np.full((len(spec), text.VOCAB_SIZE), 1e-4, dtype=np.float32)
+    for t, probs in enumerate(spec):
+        for ch, p in probs.items():
+            out[t, index[ch]] = p
+    return np.log(out / out.sum(axis=1, keepdims=True))
+
+
+def test_lm_decoding_fixes_a_word_that_greedy_gets_wrong(tmp_path: Path) -> None:
+    pytest.importorskip("pyctcdecode")
+    pytest.importorskip("kenlm")
+    from pase.eval import ngram
+
+    lm_path = tmp_path / "lm.arpa"
+    ngram.build_arpa(["the cat sat", "the cat ran", "a cat sat on the mat"] * 3, 3, lm_path)
+    # "the cat": the vowel of "cat" sounds a little more like an e
+    spec = [{c: 0.95} if c != "_" else {"": 0.95} for c in "t_h_e_ _c_"]
+    spec += [{"e": 0.5, "a": 0.45}, {"": 0.95}, {"t": 0.95}, {"": 0.95}]
+    log_probs = _frames(spec)
+    greedy = asr.greedy_transcripts([log_probs])[0]
+    assert greedy == "the cet"
+    decoded = asr.LmDecoder(asr.LmConfig(lm_path))(log_probs)
+    assert decoded == "the cat"
+    assert asr.wer(["the cat"], [decoded]) < asr.wer(["the cat"], [greedy])
+    with pytest.raises(FileNotFoundError):
+        asr.LmDecoder(asr.LmConfig(tmp_path / "absent.arpa"))
+
+
+def test_cli_lm_reports_wer_with_and_without_it(
+    librispeech: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("pyctcdecode")
+    pytest.importorskip("kenlm")
+    from pase.eval import ngram
+
+    monkeypatch.setitem(asr.PRESETS, "small", lambda: TINY)
+    train = builtin_task("librispeech-asr", librispeech).split("train")
+    lm_path = tmp_path / "lm.arpa"
+    ngram.build_arpa([it.label for it in train], 2, lm_path)
+    out = tmp_path / "out"
+    args = ["--task", "librispeech-asr", "--features", "fbank", "--data", str(librispeech), "--seeds", "0",
+            "--asr-probe", "small", "--lm", str(lm_path), "--beam-width", "16"]  # fmt: skip
+    assert main([*args, "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert {"wer", "cer", "wer_lm", "cer_lm"} <= set(result) and result["lm"]["path"] == str(lm_path)
+    assert 0 <= result["wer_lm"] and "hypothesis_lm" in result["examples"][0]
+    md = (out / "results.md").read_text()
+    assert f"{result['wer_lm']:.4f}" in md and "hyp (LM)" in md
+    assert main([*args[:-4], "--lm", str(tmp_path / "absent.arpa"), "--out", str(out)]) == 2

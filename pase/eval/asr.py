@@ -1,24 +1,28 @@
-"""Character ASR on frozen features: a small CTC probe, greedy decoding, WER and CER.
+"""Speech recognition on frozen features: a CTC probe, greedy or word n-gram decoding, WER/CER/PER.
 
 Text side (no model needed): the alphabet and transcript normalisation live in
-:mod:`pase.eval.text` (the task definitions need them too); :func:`greedy_decode` collapses
-repeats and drops blanks; :func:`edit_distance`, :func:`wer` and
-:func:`cer` score hypotheses against references (corpus level: summed edits over summed
-reference length, so long utterances weigh more, as every ASR toolkit reports it).
+:mod:`pase.eval.text`, the phone set in :mod:`pase.eval.phones`; :class:`Units` says what a probe
+writes (characters, or phones); :func:`greedy_decode` collapses repeats and drops blanks;
+:class:`LmDecoder` runs a beam search with a word n-gram (pyctcdecode + KenLM, an ARPA file);
+:func:`edit_distance`, :func:`wer` and :func:`cer` score hypotheses against references through
+jiwer (corpus level: summed edits over summed reference length, so long utterances weigh more,
+as every ASR toolkit reports it).
 
-Model side: :class:`CtcProbe` is the same for every feature set. SUPERB's ASR probe is a 2-layer
-BiLSTM of 1024 units on every 20 ms frame; that costs hours per epoch on 2 CPU cores. Ours keeps
-the recipe's shape at a CPU-affordable size: two 10 ms frames stacked (20 ms, which halves the
-recurrent cost and still leaves ~3 outputs per LibriSpeech character), a 256-unit projection, a
-2-layer bidirectional GRU of 128 units per direction (a GRU has 3/4 of an LSTM's gates for the
-same width), and a linear layer to the 29 outputs. One training step (8000 padded frames, ~80 s
-of audio) took about 1 s on one shared core with FBANK inputs. With several layers
-(``--layers all``) a softmax-weighted sum of them comes first, as for the other probes.
+Model side: :class:`CtcProbe` is the same for every feature set; :class:`CtcConfig` holds its
+shape and its training recipe, with named presets. ``small`` is the first probe (a 2-layer
+BiGRU of 128 units on two stacked 10 ms frames, 800 steps: WER 0.95-1.0 for every feature set,
+too weak to reach words). ``base``, the default, follows SUPERB's ASR probe (a 2-layer BiLSTM of
+1024 units on 100 h) at the size 5 hours of training audio and two CPU cores afford: three
+stacked frames every 20 ms, a 3-layer BiLSTM of 320 units, SpecAugment-style masks on the frozen
+features, warm-up and cosine decay of the learning rate, a budget in epochs.
+``recipes/asr_probe`` measures the presets against each other (WER and CER against steps).
+With several layers (``--layers all``) a softmax-weighted sum of them comes first, as for the
+other probes.
 
 Training (:func:`train_ctc_probe`): inputs standardised with the training part's per-layer,
 per-dimension statistics; AdamW, batches of utterances of similar length (at most
-``batch_frames`` padded frames), gradient-norm clipping; a fixed budget of ``max_steps`` steps;
-every ``eval_every`` steps the dev part is decoded and the state with the lowest dev CER is kept;
+``batch_frames`` padded frames), gradient-norm clipping; every ``eval_every`` steps the dev part
+is decoded and the state with the lowest dev error rate (CER, or PER for phones) is kept;
 training stops early after ``patience`` evaluations without improvement. Seeded: the same seed
 gives the same probe.
 """
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import statistics
 import time
 import typing as tp
@@ -36,7 +41,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pase.eval.text import BLANK, VOCAB_SIZE, decode, encode
+from pase.eval.phones import PHONES
+from pase.eval.text import BLANK, CHARS, VOCAB_SIZE, normalise
 
 if tp.TYPE_CHECKING:
     from pase.eval.features import Distortion, FeatureCache, FeatureSet
@@ -44,6 +50,54 @@ if tp.TYPE_CHECKING:
     from pase.eval.tasks import Item, Task
 
 Result = dict[str, tp.Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Units:
+    """What a CTC probe writes: class ``i + 1`` is ``symbols[i]``, class 0 is the blank.
+
+    ``sep`` joins symbols into a label: ``""`` for characters (the space is a symbol itself),
+    ``" "`` for phones. ``metric`` is the error rate that picks the dev checkpoint: ``cer`` for
+    characters, ``per`` (the token error rate over phones) for phones.
+    """
+
+    symbols: tuple[str, ...]
+    sep: str
+    metric: tp.Literal["cer", "per"]
+
+    @property
+    def size(self) -> int:
+        return len(self.symbols) + 1
+
+    def encode(self, label: str) -> list[int]:
+        """Class indices of a label (raises ``ValueError`` on a symbol outside the set)."""
+        index = {s: i + 1 for i, s in enumerate(self.symbols)}
+        tokens = list(label) if not self.sep else label.split(self.sep)
+        try:
+            return [index[t] for t in tokens]
+        except KeyError as exc:
+            raise ValueError(f"{exc.args[0]!r} is not a probe symbol; normalise() first") from None
+
+    def decode(self, ids: tp.Iterable[int]) -> str:
+        """Class indices (no blanks) -> label."""
+        return self.sep.join(self.symbols[i - 1] for i in ids)
+
+    def error_rate(self, refs: tp.Sequence[str], hyps: tp.Sequence[str]) -> float:
+        return cer(refs, hyps) if not self.sep else wer(refs, hyps)
+
+
+#: The character probe of ``librispeech-asr`` (:data:`pase.eval.text.CHARS`, same class indices).
+CHARACTERS = Units(tuple(CHARS), "", "cer")
+#: The phone probe of ``librispeech-phone`` (:data:`pase.eval.phones.PHONES`).
+PHONE_UNITS = Units(PHONES, " ", "per")
+
+
+def units_for(task: Task) -> Units:
+    """The probe's output symbols for a sequence task, from its class list."""
+    for units in (CHARACTERS, PHONE_UNITS):
+        if list(task.classes) == list(units.symbols):
+            return units
+    raise ValueError(f"task {task.name}: classes are neither the ASR alphabet nor the phone set")
 
 
 def greedy_decode(logits: torch.Tensor, length: int | None = None) -> list[int]:
@@ -63,39 +117,76 @@ def greedy_decode(logits: torch.Tensor, length: int | None = None) -> list[int]:
     return [int(i) for i in ids[keep & (ids != BLANK)]]
 
 
-# --------------------------------------------------------------------------- scoring
-def edit_distance(ref: tp.Sequence[tp.Any], hyp: tp.Sequence[tp.Any]) -> int:
-    """Levenshtein distance (substitutions, insertions, deletions all cost 1).
+# --------------------------------------------------------------------------- LM decoding
+@dataclasses.dataclass(frozen=True)
+class LmConfig:
+    """Beam search with a word n-gram over the character probe's outputs (pyctcdecode + KenLM).
 
-    One row of the table at a time, vectorised: within a row, an insertion chain is a running
-    minimum of ``cost[j] - j``, so no inner Python loop is needed.
+    ``path``: an ARPA file (or a KenLM binary); :mod:`pase.eval.ngram` builds one from text.
+    ``alpha`` weighs the LM's log-probability, ``beta`` is a bonus per word (it offsets the
+    LM's pull towards fewer, shorter words); pyctcdecode's defaults.
     """
-    if not ref or not hyp:
-        return max(len(ref), len(hyp))
-    hyp_arr = np.asarray([hash(h) for h in hyp])
-    cols = np.arange(len(hyp) + 1)
-    prev = cols.copy()
-    for i, r in enumerate(ref, 1):
-        sub = prev[:-1] + (hyp_arr != hash(r))
-        best = np.empty_like(prev)
-        best[0] = i
-        best[1:] = np.minimum(prev[1:] + 1, sub)
-        prev = np.minimum.accumulate(best - cols) + cols
-    return int(prev[-1])
+
+    path: Path
+    alpha: float = 0.5
+    beta: float = 1.0
+    beam_width: int = 64
+
+
+class LmDecoder:
+    """``log_probs: [F, V]`` of one utterance (numpy) -> the best transcript under the n-gram."""
+
+    def __init__(self, config: LmConfig) -> None:
+        try:
+            from pyctcdecode import build_ctcdecoder
+        except ImportError as exc:
+            raise ImportError("--lm needs pyctcdecode and kenlm: pip install 'pase-speech[asr]'") from exc
+        if not Path(config.path).is_file():
+            raise FileNotFoundError(f"language model {config.path} not found")
+        self.config = config
+        # pyctcdecode reads the blank as "" and the word separator as " "; the unigram list
+        # (which words exist) comes from the ARPA file's 1-grams
+        self.decoder = build_ctcdecoder(
+            ["", *CHARS], kenlm_model_path=str(config.path), alpha=config.alpha, beta=config.beta
+        )
+
+    def __call__(self, log_probs: np.ndarray) -> str:
+        return normalise(self.decoder.decode(np.asarray(log_probs), beam_width=self.config.beam_width))
+
+
+# --------------------------------------------------------------------------- scoring
+def edit_distance(ref: str | tp.Sequence[str], hyp: str | tp.Sequence[str]) -> int:
+    """Levenshtein distance (substitutions, insertions, deletions all cost 1), by jiwer.
+
+    Two strings are compared character by character (spaces included), two lists of words word
+    by word.
+    """
+    if isinstance(ref, str) and isinstance(hyp, str):
+        return error_counts([ref], [hyp], "char")[0]
+    return error_counts([" ".join(ref)], [" ".join(hyp)], "word")[0]
 
 
 def error_counts(
     refs: tp.Sequence[str], hyps: tp.Sequence[str], unit: tp.Literal["word", "char"]
 ) -> tuple[int, int]:
     """``(edits, reference length)`` summed over utterances, in words or characters (spaces count)."""
+    import jiwer
+
     if len(refs) != len(hyps):
         raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
-    edits = total = 0
-    for ref, hyp in zip(refs, hyps, strict=True):
-        r, h = (ref.split(), hyp.split()) if unit == "word" else (ref, hyp)
-        edits += edit_distance(r, h)
-        total += len(r)
-    return edits, total
+    if not refs:
+        return 0, 0
+    if unit == "char":
+        # every character counts, edge spaces too: jiwer's default would strip them first
+        chars = jiwer.ReduceToListOfListOfChars()
+        out: jiwer.CharacterOutput | jiwer.WordOutput = jiwer.process_characters(
+            list(refs), list(hyps), reference_transform=chars, hypothesis_transform=chars
+        )
+        total = sum(len(r) for r in refs)
+    else:
+        out = jiwer.process_words(list(refs), list(hyps))
+        total = sum(len(r.split()) for r in refs)
+    return int(out.substitutions + out.deletions + out.insertions), total
 
 
 def wer(refs: tp.Sequence[str], hyps: tp.Sequence[str]) -> float:
@@ -139,9 +230,11 @@ class AsrData:
             x[b, : f.shape[1]] = ((f - mean[:, None]) / std[:, None]).transpose(0, 1)
         return x, lengths
 
-    def targets(self, index: tp.Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def targets(
+        self, index: tp.Sequence[int], units: Units = CHARACTERS
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Concatenated class indices and their lengths ``[B]``, as ``ctc_loss`` takes them."""
-        seqs = [encode(self.texts[i]) for i in index]
+        seqs = [units.encode(self.texts[i]) for i in index]
         flat = torch.tensor([c for s in seqs for c in s], dtype=torch.long)
         return flat, torch.tensor([len(s) for s in seqs], dtype=torch.long)
 
@@ -192,39 +285,105 @@ def length_batches(lengths: np.ndarray, batch_frames: int, max_batch: int) -> li
 # --------------------------------------------------------------------------- probe
 @dataclasses.dataclass
 class CtcConfig:
-    """The CTC probe and its training budget; the defaults are used for every feature set."""
+    """The CTC probe and its training recipe, the same for every feature set.
 
-    hidden: int = 256
-    rnn_hidden: int = 128
-    rnn_layers: int = 2
+    The field defaults are the ``base`` preset; :meth:`preset` names the others. Chosen by
+    ``recipes/asr_probe`` (probe size x training steps on FBANK, WER and CER against steps).
+    """
+
+    #: Recurrent cell of the bidirectional stack.
+    rnn: tp.Literal["gru", "lstm"] = "lstm"
+    #: Width of the projection of the stacked frames, units per direction, layers.
+    hidden: int = 320
+    rnn_hidden: int = 320
+    rnn_layers: int = 3
     dropout: float = 0.2
-    #: 10 ms frames merged into one probe step (2: 20 ms, as SUPERB's ASR probe runs).
-    stack: int = 2
+    #: ``stack`` 10 ms frames are concatenated every ``stride`` frames (3 and 2: 30 ms windows
+    #: every 20 ms, as SUPERB's probe sees 20 ms frames; ``stack >= stride`` so no frame is lost).
+    stack: int = 3
+    stride: int = 2
+    #: SpecAugment-style masks on the standardised features, training batches only: per
+    #: utterance, ``time_masks`` spans of up to ``time_mask_frames`` 10 ms frames and
+    #: ``channel_masks`` bands of up to ``channel_mask_fraction`` of the feature dimensions.
+    time_masks: int = 2
+    time_mask_frames: int = 40
+    channel_masks: int = 2
+    channel_mask_fraction: float = 0.15
+    #: AdamW's peak learning rate, reached linearly over ``warmup_steps``, then held
+    #: (``decay="none"``) or lowered along a cosine to ``final_lr_ratio * lr`` at the budget's end.
     lr: float = 1e-3
     weight_decay: float = 1e-4
+    warmup_steps: int = 300
+    decay: tp.Literal["none", "cosine"] = "cosine"
+    final_lr_ratio: float = 0.05
     grad_clip: float = 5.0
     #: Padded 10 ms frames per batch (6 utterances of 13 s) and utterances per batch at most.
     batch_frames: int = 8000
     max_batch: int = 32
-    #: The fixed budget; dev CER every ``eval_every`` steps, stop after ``patience`` without gain.
-    max_steps: int = 800
-    eval_every: int = 100
-    patience: int = 3
+    #: The budget: ``epochs`` passes over the training part or ``max_steps`` steps, the smaller
+    #: of the two that are set. Dev error every ``eval_every`` steps, stop after ``patience``
+    #: evaluations without a gain.
+    epochs: float | None = 16.0
+    max_steps: int | None = None
+    eval_every: int = 250
+    patience: int = 6
+
+    def __post_init__(self) -> None:
+        if self.stack < self.stride or self.stride < 1:
+            raise ValueError(f"need stack >= stride >= 1, got stack {self.stack}, stride {self.stride}")
+        if self.epochs is None and self.max_steps is None:
+            raise ValueError("set epochs or max_steps (the training budget)")
+
+    def budget(self, batches_per_epoch: int) -> int:
+        """Training steps: the smaller of ``epochs`` and ``max_steps`` (those set)."""
+        limits = [self.max_steps] if self.max_steps is not None else []
+        if self.epochs is not None:
+            limits.append(math.ceil(self.epochs * batches_per_epoch))
+        return max(1, min(limits))
+
+    @classmethod
+    def small(cls) -> CtcConfig:
+        """The first probe (0.6-0.7 M parameters, 800 steps): two 10 ms frames stacked, a
+        2-layer BiGRU of 128 units, constant learning rate, no masks. WER 0.95-1.0 for every
+        feature set: kept for comparison and for quick runs."""
+        return cls(
+            rnn="gru", hidden=256, rnn_hidden=128, rnn_layers=2, dropout=0.2, stack=2, stride=2,
+            time_masks=0, channel_masks=0, lr=1e-3, warmup_steps=0, decay="none",
+            epochs=None, max_steps=800, eval_every=100, patience=3,
+        )  # fmt: skip
+
+    @classmethod
+    def base(cls) -> CtcConfig:
+        """The default: a 3-layer BiLSTM of 320 units on 30 ms windows every 20 ms, SpecAugment,
+        warm-up and cosine decay, 16 epochs of train-clean-5."""
+        return cls()
+
+    @classmethod
+    def preset(cls, name: str) -> CtcConfig:
+        if name not in PRESETS:
+            raise ValueError(f"unknown ASR probe preset {name!r}; choose from {', '.join(PRESETS)}")
+        return PRESETS[name]()
 
 
-class BiGRU(nn.Module):
-    """A bidirectional GRU stack over padded batches, exact for every item's valid frames.
+PRESETS: dict[str, tp.Callable[[], CtcConfig]] = {"small": CtcConfig.small, "base": CtcConfig.base}
+
+
+class BiRNN(nn.Module):
+    """A bidirectional GRU or LSTM stack over padded batches, exact for every item's valid frames.
 
     ``x: [B, T, D]``, ``lengths: [B]`` -> ``[B, T, 2H]``. The backward direction runs on each
     item's valid frames reversed in place (padding stays at the end), so padding never reaches
     a valid frame. PyTorch's packed sequences do the same but run ~5x slower on CPU.
     """
 
-    def __init__(self, input_size: int, hidden: int, num_layers: int, dropout: float) -> None:
+    def __init__(
+        self, input_size: int, hidden: int, num_layers: int, dropout: float, cell: tp.Literal["gru", "lstm"]
+    ) -> None:
         super().__init__()
+        rnn = {"gru": nn.GRU, "lstm": nn.LSTM}[cell]
         sizes = [input_size] + [2 * hidden] * (num_layers - 1)
-        self.fwd = nn.ModuleList(nn.GRU(n, hidden, batch_first=True) for n in sizes)
-        self.bwd = nn.ModuleList(nn.GRU(n, hidden, batch_first=True) for n in sizes)
+        self.fwd = nn.ModuleList(rnn(n, hidden, batch_first=True) for n in sizes)
+        self.bwd = nn.ModuleList(rnn(n, hidden, batch_first=True) for n in sizes)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -244,15 +403,17 @@ class BiGRU(nn.Module):
 
 class CtcProbe(nn.Module):
     """``x: [B, F, L, D]``, ``lengths: [B]`` -> log-probabilities ``[B, F', V]`` and ``[B]`` lengths,
-    ``F' = ceil(F / stack)``."""
+    ``F' = ceil(F / stride)``; ``V = num_outputs`` (blank included: 29 for characters)."""
 
-    def __init__(self, num_layers: int, dim: int, config: CtcConfig | None = None) -> None:
+    def __init__(
+        self, num_layers: int, dim: int, config: CtcConfig | None = None, num_outputs: int = VOCAB_SIZE
+    ) -> None:
         super().__init__()
         cfg = self.config = config or CtcConfig()
         self.layer_logits = nn.Parameter(torch.zeros(num_layers)) if num_layers > 1 else None
         self.proj = nn.Sequential(nn.Linear(dim * cfg.stack, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout))
-        self.rnn = BiGRU(cfg.hidden, cfg.rnn_hidden, cfg.rnn_layers, cfg.dropout)
-        self.out = nn.Linear(2 * cfg.rnn_hidden, VOCAB_SIZE)
+        self.rnn = BiRNN(cfg.hidden, cfg.rnn_hidden, cfg.rnn_layers, cfg.dropout, cfg.rnn)
+        self.out = nn.Linear(2 * cfg.rnn_hidden, num_outputs)
 
     def layer_weights(self) -> torch.Tensor:
         """``[L]`` softmax weights of the layers (``[1.0]`` for one layer)."""
@@ -265,15 +426,53 @@ class CtcProbe(nn.Module):
             mixed = x[:, :, 0]
         else:
             mixed = torch.einsum("bfld,l->bfd", x, self.layer_weights())
-        stack = self.config.stack
+        stack, stride = self.config.stack, self.config.stride
         batch, frames, dim = mixed.shape
-        pad = (-frames) % stack
-        if pad:
-            mixed = nn.functional.pad(mixed, (0, 0, 0, pad))
-        h = self.proj(mixed.reshape(batch, (frames + pad) // stack, dim * stack))
-        out_lengths = torch.div(lengths + stack - 1, stack, rounding_mode="floor")
+        steps = -(-frames // stride)
+        # zero frames (the training mean) complete the last windows, as padding does in a batch
+        mixed = nn.functional.pad(mixed, (0, 0, 0, (steps - 1) * stride + stack - frames))
+        windows = mixed.unfold(1, stack, stride).transpose(2, 3)  # [B, F', stack, D]
+        h = self.proj(windows.reshape(batch, steps, stack * dim))
+        out_lengths = torch.div(lengths + stride - 1, stride, rounding_mode="floor")
         h = self.rnn(h, out_lengths)
         return torch.log_softmax(self.out(h).float(), dim=-1), out_lengths
+
+
+def spec_augment(
+    x: torch.Tensor, lengths: torch.Tensor, cfg: CtcConfig, gen: torch.Generator
+) -> torch.Tensor:
+    """Mask standardised features ``x: [B, F, L, D]`` in place (0 is the training mean) and return it.
+
+    Per utterance, ``cfg.time_masks`` spans of 0 to ``cfg.time_mask_frames`` frames within its
+    valid frames and ``cfg.channel_masks`` bands of 0 to ``cfg.channel_mask_fraction * D``
+    dimensions, the same for every layer (SpecAugment without time warping).
+    """
+    dim = x.shape[-1]
+    widest_band = int(cfg.channel_mask_fraction * dim)
+
+    def draw(high: int) -> int:  # uniform on 0..high
+        return int(torch.randint(0, high + 1, (1,), generator=gen))
+
+    for b, n in enumerate(lengths.tolist()):
+        for _ in range(cfg.time_masks):
+            width = draw(min(cfg.time_mask_frames, n))
+            start = draw(n - width)
+            x[b, start : start + width] = 0.0
+        for _ in range(cfg.channel_masks):
+            width = draw(widest_band)
+            start = draw(dim - width)
+            x[b, :n, :, start : start + width] = 0.0
+    return x
+
+
+def lr_factor(step: int, cfg: CtcConfig, total_steps: int) -> float:
+    """The learning rate of optimiser step ``step`` (0-based) as a fraction of ``cfg.lr``."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.decay == "none":
+        return 1.0
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+    return cfg.final_lr_ratio + (1 - cfg.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def ctc_loss(
@@ -293,10 +492,38 @@ class CtcResult:
     references: list[str]
     steps: int
     best_step: int
-    valid_cer: float
+    #: The kept probe's dev error rate (CER for characters, PER for phones).
+    valid_error: float
     layer_weights: list[float]
-    #: The kept (lowest dev CER) probe weights, on the CPU.
+    #: The kept (lowest dev error) probe weights, on the CPU.
     state: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict, repr=False)
+    #: ``(step, dev error rate)`` of every dev evaluation.
+    curve: list[tuple[int, float]] = dataclasses.field(default_factory=list)
+
+
+def posteriors(
+    model: CtcProbe,
+    data: AsrData,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    device: str | torch.device = "cpu",
+    batch_frames: int = 40000,
+) -> list[np.ndarray]:
+    """Log-probabilities ``[F', V]`` (valid frames only) of every utterance of ``data``, in order."""
+    model.eval()
+    out: dict[int, np.ndarray] = {}
+    with torch.no_grad():
+        for index in length_batches(data.lengths, batch_frames, 64):
+            x, lengths = data.batch(index, mean, std)
+            log_probs, out_lengths = model(x.to(device), lengths.to(device))
+            for b, i in enumerate(index):
+                out[i] = log_probs[b, : int(out_lengths[b])].cpu().numpy()
+    return [out[i] for i in range(len(data))]
+
+
+def greedy_transcripts(log_probs: tp.Sequence[np.ndarray], units: Units = CHARACTERS) -> list[str]:
+    """Best-path labels of every utterance's log-probabilities ``[F', V]``."""
+    return [units.decode(greedy_decode(torch.from_numpy(lp))) for lp in log_probs]
 
 
 def transcribe(
@@ -305,18 +532,10 @@ def transcribe(
     mean: torch.Tensor,
     std: torch.Tensor,
     device: str | torch.device = "cpu",
-    batch_frames: int = 40000,
+    units: Units = CHARACTERS,
 ) -> list[str]:
     """Greedy transcripts of every utterance of ``data``, in order."""
-    model.eval()
-    hyps: dict[int, str] = {}
-    with torch.no_grad():
-        for index in length_batches(data.lengths, batch_frames, 64):
-            x, lengths = data.batch(index, mean, std)
-            log_probs, out_lengths = model(x.to(device), lengths.to(device))
-            for b, i in enumerate(index):
-                hyps[i] = decode(greedy_decode(log_probs[b], int(out_lengths[b])))
-    return [hyps[i] for i in range(len(data))]
+    return greedy_transcripts(posteriors(model, data, mean, std, device), units)
 
 
 def train_ctc_probe(
@@ -328,63 +547,77 @@ def train_ctc_probe(
     device: str | torch.device = "cpu",
     stats: tuple[torch.Tensor, torch.Tensor] | None = None,
     log: tp.Callable[[str], None] | None = None,
+    units: Units = CHARACTERS,
 ) -> CtcResult:
-    """Fit a CTC probe on ``train`` with early stopping on ``valid``'s CER; transcribe ``test``.
+    """Fit a CTC probe on ``train`` with early stopping on ``valid``'s error rate; transcribe ``test``.
 
     ``stats``: the standardisation ``(mean, std)`` (computed from ``train`` when not given);
-    ``log``: called with one line per dev evaluation (step, training loss, dev CER, seconds).
+    ``log``: called with one line per dev evaluation (step, training loss, dev error, seconds);
+    ``units``: what the probe writes (characters, dev CER; or phones, dev PER).
     """
     cfg = config or CtcConfig()
     if len(train) == 0 or len(valid) == 0 or len(test) == 0:
         raise ValueError(f"empty ASR split: train {len(train)}, valid {len(valid)}, test {len(test)}")
     mean, std = stats if stats is not None else feature_stats(train)
     batches = length_batches(train.lengths, cfg.batch_frames, cfg.max_batch)
+    total_steps = cfg.budget(len(batches))
     gen = torch.Generator().manual_seed(seed)
+    # masks draw from their own generator, so a preset without masks sees the same batches
+    mask_gen = torch.Generator().manual_seed(seed + 1)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # init and dropout draw from the global generator
         num_layers, dim = mean.shape
-        model = CtcProbe(num_layers, dim, cfg).to(device)
+        model = CtcProbe(num_layers, dim, cfg, units.size).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        best_cer, best_step, best_state = float("inf"), 0, copy.deepcopy(model.state_dict())
+        schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg, total_steps))
+        best_err, best_step, best_state = float("inf"), 0, copy.deepcopy(model.state_dict())
         step, since_best, start, losses = 0, 0, time.time(), list[float]()
-        while step < cfg.max_steps and since_best < cfg.patience:
+        curve: list[tuple[int, float]] = []
+        while step < total_steps and since_best < cfg.patience:
             for b in torch.randperm(len(batches), generator=gen).tolist():
                 model.train()
                 x, lengths = train.batch(batches[b], mean, std)
-                targets, target_lengths = train.targets(batches[b])
+                if cfg.time_masks or cfg.channel_masks:
+                    x = spec_augment(x, lengths, cfg, mask_gen)
+                targets, target_lengths = train.targets(batches[b], units)
                 log_probs, out_lengths = model(x.to(device), lengths.to(device))
                 loss = ctc_loss(log_probs, out_lengths, targets.to(device), target_lengths.to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 opt.step()
+                schedule.step()
                 step += 1
                 losses.append(loss.item())
-                if step % cfg.eval_every == 0 or step == cfg.max_steps:
-                    dev_cer = cer(valid.texts, transcribe(model, valid, mean, std, device))
+                if step % cfg.eval_every == 0 or step == total_steps:
+                    dev_err = units.error_rate(
+                        valid.texts, transcribe(model, valid, mean, std, device, units)
+                    )
+                    curve.append((step, dev_err))
                     if log is not None:
                         log(
-                            f"seed {seed} step {step}: loss {np.mean(losses):.3f}, dev CER {dev_cer:.4f} "
-                            f"({time.time() - start:.0f} s)"
+                            f"seed {seed} step {step}/{total_steps}: loss {np.mean(losses):.3f}, "
+                            f"dev {units.metric.upper()} {dev_err:.4f} ({time.time() - start:.0f} s)"
                         )
                     losses = []
-                    if dev_cer < best_cer:
-                        best_cer, best_step, since_best = dev_cer, step, 0
+                    if dev_err < best_err:
+                        best_err, best_step, since_best = dev_err, step, 0
                         best_state = copy.deepcopy(model.state_dict())
                     else:
                         since_best += 1
-                if step >= cfg.max_steps or since_best >= cfg.patience:
+                if step >= total_steps or since_best >= cfg.patience:
                     break
         model.load_state_dict(best_state)
-        hyps = transcribe(model, test, mean, std, device)
+        hyps = transcribe(model, test, mean, std, device, units)
     return CtcResult(
         hypotheses=hyps,
         references=list(test.texts),
         steps=step,
         best_step=best_step,
-        valid_cer=best_cer,
+        valid_error=best_err,
         layer_weights=[float(w) for w in model.layer_weights().detach().cpu()],
         state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        curve=curve,
     )
 
 
@@ -472,6 +705,15 @@ def _cached_data(
     return from_files(cached, [int(s[1]) for s in shapes], [it.label for it in items])
 
 
+def scores(
+    units: Units, refs: tp.Sequence[str], hyps: tp.Sequence[str], suffix: str = ""
+) -> dict[str, float]:
+    """The headline error rates of one decoding: ``wer`` and ``cer`` for characters, ``per`` for phones."""
+    if units.sep:
+        return {f"per{suffix}": wer(refs, hyps)}
+    return {f"wer{suffix}": wer(refs, hyps), f"cer{suffix}": cer(refs, hyps)}
+
+
 def evaluate_asr(
     task: Task,
     features: FeatureSet,
@@ -481,19 +723,29 @@ def evaluate_asr(
     distortion: Distortion | None = None,
     device: str = "cpu",
     config: CtcConfig | None = None,
+    lm: LmConfig | None = None,
     log: tp.Callable[[str], None] | None = None,
     reuse_probes: bool = True,
     trained_out: TrainedProbes | None = None,
 ) -> Result:
     """Train one CTC probe per seed on ``task`` and score the test part: the result record.
 
-    ``wer`` and ``cer`` are means over seeds (fractions; a blank output scores 1.0 on both);
-    ``distortion`` applies to the test audio only. The probe trains on ``device``. With
-    ``reuse_probes`` a probe trained before on the same features, files, config and seed is read
-    back from ``cache`` (:class:`ProbeCache`) instead of trained again; ``per_seed`` says which.
-    ``trained_out``: filled with the standardisation and every seed's probe (for fine-tuning).
+    Character tasks report ``wer`` and ``cer``, phone tasks ``per``: means over seeds
+    (fractions; a blank output scores 1.0), with ``*_std``. ``lm``: the test part is decoded a
+    second time with the word n-gram, reported as ``wer_lm`` and ``cer_lm`` beside the greedy
+    scores (character tasks only: a phone task ignores it and says so). ``distortion`` applies
+    to the test audio only. The probe trains on ``device``. With ``reuse_probes`` a probe
+    trained before on the same features, files, config and seed is read back from ``cache``
+    (:class:`ProbeCache`) instead of trained again; ``per_seed`` says which. ``trained_out``:
+    filled with the standardisation and every seed's probe (for fine-tuning).
     """
     start = time.time()
+    units = units_for(task)
+    if lm is not None and units is not CHARACTERS:
+        if log is not None:
+            log(f"{task.name}: the word n-gram applies to character tasks; decoding greedily")
+        lm = None
+    decoder = LmDecoder(lm) if lm is not None else None
     parts = {name: task.split(name) for name in ("train", "valid", "test")}
     features.calibrate_on([it.path for it in parts["train"]])
     data = {
@@ -515,6 +767,8 @@ def evaluate_asr(
     probes = ProbeCache(cache.root) if reuse_probes else None
     train_keys = [file_key(it.path) for part in ("train", "valid") for it in parts[part]]
     fingerprint = features.fingerprint()  # a random encoder's digests its calibration files: once
+    num_layers, dim = stats[0].shape
+    refs = list(data["test"].texts)
     per_seed: list[dict[str, tp.Any]] = []
     examples: list[dict[str, str]] = []
     for seed in seeds:
@@ -522,58 +776,59 @@ def evaluate_asr(
         found = probes.load(key) if probes is not None else None
         if found is not None:
             state, record = found
-            num_layers, dim = stats[0].shape
-            model = CtcProbe(num_layers, dim, cfg).to(device)
-            model.load_state_dict(state)
-            hyps = transcribe(model, data["test"], *stats, device)
-            refs = list(data["test"].texts)
             if log is not None:
                 log(f"seed {seed}: probe trained before on the same features and files, reused")
         else:
             t0 = time.time()
-            fit = train_ctc_probe(data["train"], data["valid"], data["test"], seed, cfg, device, stats, log)
-            hyps, refs = fit.hypotheses, fit.references
+            fit = train_ctc_probe(
+                data["train"], data["valid"], data["test"], seed, cfg, device, stats, log, units
+            )
             record = {
-                "valid_cer": fit.valid_cer,
+                f"valid_{units.metric}": fit.valid_error,
                 "steps": fit.steps,
                 "best_step": fit.best_step,
                 "layer_weights": fit.layer_weights,
                 "train_seconds": round(time.time() - t0, 1),
+                "curve": fit.curve,
             }
             if probes is not None:
                 probes.save(key, fit.state, record)
             state = fit.state
         if trained_out is not None:
             trained_out.states[seed] = state
-        per_seed.append({
-            "seed": seed,
-            "wer": wer(refs, hyps),
-            "cer": cer(refs, hyps),
-            **record,
-            "probe_reused": found is not None,
-        })  # fmt: skip
+        model = CtcProbe(num_layers, dim, cfg, units.size).to(device)
+        model.load_state_dict(state)
+        log_probs = posteriors(model, data["test"], *stats, device)
+        hyps = greedy_transcripts(log_probs, units)
+        seed_scores = scores(units, refs, hyps)
+        lm_hyps: list[str] = []
+        if decoder is not None:
+            lm_hyps = [decoder(lp) for lp in log_probs]
+            seed_scores |= scores(units, refs, lm_hyps, "_lm")
+        per_seed.append({"seed": seed, **seed_scores, **record, "probe_reused": found is not None})
         if not examples:
             examples = [
                 {"file": it.path.name, "reference": r, "hypothesis": h}
-                for it, r, h in zip(parts["test"], refs, hyps, strict=True)
+                | ({"hypothesis_lm": lm_hyps[i]} if lm_hyps else {})
+                for i, (it, r, h) in enumerate(zip(parts["test"], refs, hyps, strict=True))
             ][:EXAMPLES]
 
-    def mean_std(key: str) -> tuple[float, float]:
+    def mean_std(key: str) -> dict[str, float]:
         values = [float(s[key]) for s in per_seed]
-        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        return {key: statistics.fmean(values), f"{key}_std": spread}
 
-    (wer_mean, wer_std), (cer_mean, cer_std) = mean_std("wer"), mean_std("cer")
-    refs = [it.label for it in parts["test"]]
-    return {
+    headline = {k: v for name in per_seed[0] if name in METRICS for k, v in mean_std(name).items()}
+    result: Result = {
         "task": task.name,
         "features": features.name,
-        "probe": "ctc-bigru",
+        "probe": f"ctc-bi{cfg.rnn}",
         "layers": features.layers,
         "distort": distortion.spec if distortion else None,
-        "wer": wer_mean,
-        "wer_std": wer_std,
-        "cer": cer_mean,
-        "cer_std": cer_std,
+        **headline,
+        "lm": {"path": str(lm.path), "alpha": lm.alpha, "beta": lm.beta, "beam_width": lm.beam_width}
+        if lm is not None
+        else None,
         "per_seed": per_seed,
         "seeds": list(seeds),
         "probe_config": dataclasses.asdict(cfg),
@@ -587,37 +842,68 @@ def evaluate_asr(
         "examples": examples,
         "seconds": round(time.time() - start, 1),
     }
+    if units is PHONE_UNITS:
+        result["n_test_phones"] = result.pop("n_test_words")
+        del result["n_test_chars"]
+    if task.excluded:
+        result["excluded"] = dict(task.excluded)
+    return result
+
+
+#: Headline error rates a sequence result may carry, in the order tables print them.
+METRICS = ("wer", "cer", "wer_lm", "cer_lm", "per")
+
+
+def score_line(result: Result) -> str:
+    """The headline of a sequence result on one line: ``WER 0.5000 ± 0.0100  CER ...``."""
+    return "  ".join(
+        f"{m.upper().replace('_LM', ' (LM)')} {result[m]:.4f} ± {result[m + '_std']:.4f}"
+        for m in METRICS
+        if m in result
+    )
 
 
 def results_markdown(result: Result) -> str:
-    """One ASR run as markdown: the headline row, one row per seed, a few transcripts."""
+    """One ASR or phone run as markdown: the headline row, one row per seed, a few transcripts."""
+    from pase.eval.report import _table
 
-    def table(header: tp.Sequence[str], rows: tp.Iterable[tp.Sequence[tp.Any]]) -> str:
-        def cell(v: tp.Any) -> str:
-            return f"{v:.4f}" if isinstance(v, float) else "none" if v is None else str(v)
-
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]) + "\n"
-
-    cols = ("task", "features", "probe", "layers", "distort", "wer", "wer_std", "cer", "cer_std",
-            "n_train", "n_valid", "n_test", "test_speakers")  # fmt: skip
-    head = table(cols, [[result[c] for c in cols]])
-    seeds = table(
-        ("seed", "wer", "cer", "valid_cer", "steps", "best_step"),
-        [
-            [s["seed"], s["wer"], s["cer"], s["valid_cer"], s["steps"], s["best_step"]]
-            for s in result["per_seed"]
-        ],
-    )
+    metrics = [m for m in METRICS if m in result]
+    cols = ["task", "features", "probe", "layers", "distort",
+            *(c for m in metrics for c in (m, f"{m}_std")),
+            "n_train", "n_valid", "n_test", "test_speakers"]  # fmt: skip
+    head = _table(cols, [[result[c] for c in cols]])
+    valid = next(k for k in result["per_seed"][0] if k.startswith("valid_"))
+    seed_cols = ["seed", *metrics, valid, "steps", "best_step"]
+    seeds = _table(seed_cols, [[s[c] for c in seed_cols] for s in result["per_seed"]])
     examples = "".join(
         f"- `{e['file']}`\n  - ref: {e['reference']}\n  - hyp: {e['hypothesis']}\n"
+        + (f"  - hyp (LM): {e['hypothesis_lm']}\n" if "hypothesis_lm" in e else "")
         for e in result["examples"]
+    )
+    if "per" in result:
+        size = f"the {result['n_test_phones']} phones"
+    else:
+        size = f"the {result['n_test_words']} words and {result['n_test_chars']} characters"
+    lm = result.get("lm")
+    lm_note = (
+        f" `(LM)`: beam search ({lm['beam_width']} beams) with the word n-gram `{lm['path']}`, "
+        f"alpha {lm['alpha']}, beta {lm['beta']}; the others are greedy."
+        if lm
+        else ""
+    )
+    excluded = result.get("excluded")
+    excluded_note = (
+        " Utterances left out of the task (a word outside the lexicon): "
+        + ", ".join(f"{part} {n}" for part, n in excluded.items())
+        + "."
+        if excluded
+        else ""
     )
     return (
         f"# {result['task']} / {result['features']}\n\n{head}\n"
-        f"WER and CER are fractions over the {result['n_test_words']} words and {result['n_test_chars']} "
-        "characters of the test part (a blank output scores 1.0); spread is the sample standard "
-        f"deviation over seeds. Wall time {result['seconds']:.1f} s.\n\n## Per seed\n\n{seeds}\n"
+        f"Error rates are fractions over {size} of the test part (a blank output scores 1.0); "
+        f"spread is the sample standard deviation over seeds.{lm_note}{excluded_note} "
+        f"Wall time {result['seconds']:.1f} s.\n\n## Per seed\n\n{seeds}\n"
         f"## Transcripts (first seed)\n\n{examples}"
     )
 
@@ -631,3 +917,17 @@ def write_results(result: Result, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_text(out_dir / "results.json", json.dumps(result, indent=2) + "\n")
     _write_text(out_dir / "results.md", results_markdown(result))
+
+
+def write_phone_summary(results: tp.Sequence[Result], out_dir: Path) -> None:
+    """``summary_phone.json`` and ``summary_phone.md``: PER per (task, feature set, test condition)."""
+    import json
+
+    from pase.eval.report import _table, _write_text
+
+    rows = [[r["task"], r["features"], r["distort"], r["per"], r["per_std"]] for r in results]
+    md = "# Phone recognition: PER (fraction) ± std over seeds\n\n" + _table(
+        ("task", "features", "distort", "PER", "PER std"), rows
+    )
+    _write_text(out_dir / "summary_phone.json", json.dumps(list(results), indent=2) + "\n")
+    _write_text(out_dir / "summary_phone.md", md)

@@ -155,6 +155,7 @@ def run_grid(
     device: str = "cpu",
     finetune: FinetuneConfig | None = None,
     save_encoder: Path | None = None,
+    asr_options: tp.Mapping[str, tp.Any] | None = None,
 ) -> tuple[list[Result], dict[str, str]]:
     """Every (task, feature set) pair; one folder each, plus ``summary.*`` when there are several.
 
@@ -168,7 +169,8 @@ def run_grid(
     ``finetune``: after each frozen run on an encoder, fine-tune it with the probe
     (:mod:`pase.eval.finetune`); the result gains a ``finetuned`` record, ``results.md`` a
     frozen vs fine-tuned table, a grid ``summary_finetune.md``. ``save_encoder``: where the
-    fine-tuned encoder is written (``<dir>/<task>/<features>/`` for a grid).
+    fine-tuned encoder is written (``<dir>/<task>/<features>/`` for a grid). ``asr_options``:
+    keyword arguments of :func:`pase.eval.asr.evaluate_asr` (probe preset, LM decoding).
     """
     from pase.audio import AudioError
     from pase.eval.features import FeatureError
@@ -211,7 +213,7 @@ def run_grid(
             trained = probes.TrainedProbes() if finetune is not None else None
             if task.sequence_level:
                 asr_run = _run_asr(
-                    task, make_features, cache, seeds, distortion, device, run_dir, log, trained
+                    task, make_features, cache, seeds, distortion, device, run_dir, log, trained, asr_options
                 )
                 if isinstance(asr_run, str):
                     errors[f"{task_name}/{feat_name}"] = asr_run
@@ -247,9 +249,14 @@ def run_grid(
                 fine_tune(features=features, result=result, init=trained)
     if not single:
         asr_results = [r for r in results if "wer" in r]
-        write_summary([r for r in results if "wer" not in r], errors, out_dir)
+        phone_results = [r for r in results if "per" in r]
+        write_summary([r for r in results if "wer" not in r and "per" not in r], errors, out_dir)
         if asr_results:
             _write_asr_summary(asr_results, out_dir)
+        if phone_results:
+            from pase.eval.asr import write_phone_summary
+
+            write_phone_summary(phone_results, out_dir)
         if any(r.get("finetuned") for r in results):
             _write_finetune_summary(results, out_dir)
     return results, errors
@@ -265,6 +272,7 @@ def _run_asr(
     run_dir: Path,
     log: tp.Callable[[str], None],
     trained_out: probes.TrainedProbes | None = None,
+    asr_options: tp.Mapping[str, tp.Any] | None = None,
 ) -> tuple[Result, FeatureSet] | str:
     """One ASR run written to ``run_dir``: the result and feature set, or the error message."""
     from pase.audio import AudioError
@@ -283,15 +291,13 @@ def _run_asr(
             device=device,
             log=log,
             trained_out=trained_out,
+            **(asr_options or {}),
         )
     except (TaskError, FeatureError, AudioError, ImportError, FileNotFoundError) as exc:
         log(f"pase eval: {task.name}: {exc}")
         return str(exc)
     asr.write_results(result, run_dir)
-    log(
-        f"{task.name:20s} {features.name:14s} WER {result['wer']:.4f} ± {result['wer_std']:.4f}  "
-        f"CER {result['cer']:.4f} ± {result['cer_std']:.4f}  ({result['seconds']:.0f} s)"
-    )
+    log(f"{task.name:20s} {features.name:14s} {asr.score_line(result)}  ({result['seconds']:.0f} s)")
     return result, features
 
 

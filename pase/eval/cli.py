@@ -6,6 +6,7 @@ Examples::
     pase eval --task all --features mfcc,fbank,random:pase+ --out grid/
     pase eval --manifest tasks.csv --features runs/x/encoder --probe linear --out mine/
     pase eval --task emodb-emotion --features mfcc,pase+ --distort noise:5dB --out noisy/
+    pase eval --task librispeech-asr --features fbank --lm lm.arpa --out asr/
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     from pase.cli_args import device_arg
+    from pase.eval.asr import PRESETS
     from pase.eval.tasks import BUILTIN_TASKS
     from pase.loading import encoder_spec_help
 
@@ -81,6 +83,23 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         help="librispeech-asr: test on all of test-clean (2620 utterances) instead of the "
         "default 200 (5 per speaker)",
     )
+    speech = p.add_argument_group("speech recognition (librispeech-asr, librispeech-phone; see docs/asr.md)")
+    speech.add_argument(
+        "--asr-probe",
+        choices=sorted(PRESETS),
+        default="base",
+        help="CTC probe preset (default: base; small is the first, weaker probe)",
+    )
+    speech.add_argument(
+        "--lm",
+        type=Path,
+        default=None,
+        help="librispeech-asr: also decode with this word n-gram (ARPA or KenLM binary; build one "
+        "with python -m pase.eval.ngram) and report WER/CER with and without it",
+    )
+    speech.add_argument("--lm-alpha", type=float, default=0.5, help="LM weight (default: 0.5)")
+    speech.add_argument("--lm-beta", type=float, default=1.0, help="word insertion bonus (default: 1.0)")
+    speech.add_argument("--beam-width", type=int, default=64, help="LM beam width (default: 64)")
     tune = p.add_argument_group("fine-tuning (encoders only; see pase.eval.finetune)")
     tune.add_argument(
         "--finetune",
@@ -120,6 +139,22 @@ def _finetune_config(args: argparse.Namespace) -> tp.Any:
         max_steps=args.finetune_steps,
         head_init=args.finetune_head,
     )
+
+
+def _asr_options(args: argparse.Namespace) -> dict[str, tp.Any]:
+    """The probe preset and LM decoding of the options, as :func:`pase.eval.asr.evaluate_asr` takes them."""
+    from pase.eval.asr import CtcConfig, LmConfig
+
+    if args.finetune and args.asr_probe != "base":
+        raise ValueError("--finetune trains the default (base) ASR probe: drop --asr-probe")
+    lm = None
+    if args.lm is not None:
+        if not args.lm.is_file():
+            raise ValueError(f"--lm {args.lm}: file not found")
+        if args.beam_width < 1:
+            raise ValueError("--beam-width must be >= 1")
+        lm = LmConfig(args.lm, alpha=args.lm_alpha, beta=args.lm_beta, beam_width=args.beam_width)
+    return {"config": CtcConfig.preset(args.asr_probe), "lm": lm}
 
 
 def _available(names: list[str], data: Path) -> list[str]:
@@ -224,6 +259,7 @@ def _main(args: argparse.Namespace) -> int:
     try:
         distortion = Distortion(args.distort, _distortion_dir(data)) if args.distort else None
         finetune = _finetune_config(args)
+        asr_options = _asr_options(args)
         if args.save_encoder is not None and finetune is None:
             raise ValueError("--save-encoder needs --finetune")
     except (FeatureError, ValueError, ImportError) as exc:
@@ -241,6 +277,7 @@ def _main(args: argparse.Namespace) -> int:
         device=args.device,
         finetune=finetune,
         save_encoder=args.save_encoder,
+        asr_options=asr_options,
     )
     skipped = {path for r in results for path in r.get("skipped_files", {})}
     if skipped:

@@ -67,8 +67,12 @@ class Task:
     frame_level: bool = False
     #: True when the three parts must not share a speaker (checked by :meth:`check`).
     speaker_disjoint: bool = False
-    #: True for ASR: each item's ``label`` is its normalised transcript, scored by WER and CER.
+    #: True for ASR: each item's ``label`` is its normalised transcript, scored by WER and CER
+    #: (or its phones, scored by PER).
     sequence_level: bool = False
+    #: Files left out of the task when it was built, per split, and why (``librispeech-phone``:
+    #: utterances with a word outside the lexicon).
+    excluded: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def split(self, part: Split) -> list[Item]:
         return [it for it in self.items if it.split == part]
@@ -397,6 +401,40 @@ def librispeech_asr(data: Path, full_test: bool = False) -> Task:
     return task
 
 
+def librispeech_phone(data: Path) -> Task:
+    """Phone recognition (39 ARPAbet phones, :mod:`pase.eval.phones`) on the ASR task's files.
+
+    The same train, dev and test utterances as :func:`librispeech_asr`, each labelled with its
+    transcript's CMUdict phones (first pronunciation, stress removed, no word boundaries);
+    utterances with a word outside CMUdict are dropped, and ``excluded`` counts them per split.
+    """
+    from pase.eval.phones import PHONES, cmudict_lexicon, transcript_phones
+
+    words = librispeech_asr(data)
+    try:
+        lexicon = cmudict_lexicon()
+    except ImportError as exc:
+        raise TaskError(f"task librispeech-phone: {exc}") from None
+    items: list[Item] = []
+    excluded: dict[str, int] = {part: 0 for part in SPLITS}
+    for it in words.items:
+        phones = transcript_phones(it.label, lexicon)
+        if phones is None:
+            excluded[it.split] += 1
+        else:
+            items.append(dataclasses.replace(it, label=phones))
+    task = Task(
+        "librispeech-phone",
+        items,
+        list(PHONES),
+        speaker_disjoint=True,
+        sequence_level=True,
+        excluded=excluded,
+    )
+    task.check()
+    return task
+
+
 #: Utterances per test-clean speaker in the 40-way speaker task (spread over its sorted IDs).
 SPEAKER40_PER_SPEAKER = 20
 
@@ -429,10 +467,11 @@ BUILTIN_TASKS: dict[str, tp.Callable[[Path], Task]] = {
     "emodb-phone": emodb_phone,
     "librispeech-speaker": librispeech_speaker,
     "librispeech-asr": librispeech_asr,
+    "librispeech-phone": librispeech_phone,
     "librispeech-speaker40": librispeech_speaker40,
 }
 #: Tasks on data outside the speech bundle: ``--task all`` skips them (and says why) when absent.
-OPTIONAL_TASKS = ("librispeech-asr", "librispeech-speaker40")
+OPTIONAL_TASKS = ("librispeech-asr", "librispeech-phone", "librispeech-speaker40")
 
 
 def builtin_task(name: str, data: Path) -> Task:
