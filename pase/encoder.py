@@ -459,7 +459,9 @@ class Encoder(nn.Module):
         if self.training:
             raise RuntimeError("infer_long needs eval mode: call encoder.eval() first")
         if not (math.isfinite(window_seconds) and window_seconds >= MIN_WINDOW_SECONDS):
-            raise ValueError(f"window_seconds must be finite and >= {MIN_WINDOW_SECONDS}, not {window_seconds}")
+            raise ValueError(
+                f"window_seconds must be finite and >= {MIN_WINDOW_SECONDS}, not {window_seconds}"
+            )
         device = self.W.weight.device
         win = max(1, int(window_seconds * self.config.sample_rate) // HOP)
         ctx = 2 * self.receptive_frames
@@ -514,6 +516,12 @@ class Encoder(nn.Module):
         from pase.streaming import EncoderStream
 
         return EncoderStream(self, layers)
+
+
+def check_window_seconds(value: float, name: str = "window_seconds") -> None:
+    """A ``ValueError`` naming ``name`` unless ``value`` is finite and >= :data:`MIN_WINDOW_SECONDS`."""
+    if not (math.isfinite(value) and value >= MIN_WINDOW_SECONDS):
+        raise ValueError(f"{name} must be a finite number >= {MIN_WINDOW_SECONDS:g}, got {value:g}")
 
 
 def _pool_truncated(x: torch.Tensor, n_frames: int) -> torch.Tensor:
