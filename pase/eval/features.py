@@ -326,8 +326,7 @@ def extract_files(
     only its output stays in memory. Without ``bad_files`` a file that cannot be read, or whose
     features are not finite (huge samples), raises :class:`pase.audio.AudioError` naming it;
     with it, such a file is reported there and left out, as are the files it already holds: the
-    output is then one array per path of
-    ``bad_files.keep(paths)`` (called after this returns).
+    output is then one array per path of ``bad_files.keep(paths)`` (called after this returns).
     """
     from pase.progress import progress
 
