@@ -20,10 +20,14 @@ Output content (float32, frames first, 100 frames per second, frame ``t`` centre
 
 ``DIR/index.jsonl`` has one JSON line per output: ``input`` (absolute path), ``output``
 (relative to ``DIR``), ``frames``, ``seconds`` (duration at 16 kHz), ``dims`` (feature size
-``D``), ``shape``, ``layers``, ``format``. While a run goes, each process appends its lines to
-``DIR/.index.rank<R>.jsonl`` (crash-safe, one ``write`` per line); at the end they are merged
-into ``index.jsonl`` (atomically, one line per output: ``--overwrite`` replaces an output's line
-instead of adding one). Parts left by a crashed run are merged by the next run.
+``D``), ``shape``, ``layers``, ``format``. It is the truth about the outputs: while a run goes,
+each process appends its lines to its own part ``DIR/.index.rank<R>.<host>-<pid>.jsonl`` (one
+``write`` per line, after the output's atomic rename) under a shared ``fcntl.flock`` on
+``DIR/.index.lock``; at the end the parts are merged into ``index.jsonl`` under the exclusive lock
+(atomically, one line per output: ``--overwrite`` replaces an output's line instead of adding
+one), so concurrent runs lose no line. The merge drops lines whose output is gone, and a rerun
+gives an existing output without a line (a run killed between the two) its line; parts left by a
+crashed run, or by a merge that met a full disk, are merged by the next run.
 
 Scale-out: under ``torchrun --nproc_per_node N [--nnodes M] -m pase.cli extract ...`` every
 process resolves the same inputs and takes every N-th of them (rank R: items R, R + N, ...), so
@@ -39,8 +43,12 @@ count ``ceil(T / 160)`` share a batch: the encoder pads every input to a multipl
 so each output equals ``encoder(wav)`` up to float rounding (tested to 1e-5), while the fixed cost
 of a call is shared. Longer files go one by one on CPU, where batching does not help (measured:
 1 x 4 s ran ~30 % faster per second of audio than 8 x 4 s). ``batch_size=1`` processes every file
-alone, in input order. Files longer than ``long_seconds`` always go one by one through
-:meth:`Encoder.infer_long`, which bounds memory.
+alone, in input order. Files longer than ``long_seconds`` (by their header) always go one by
+one, streamed: read in blocks (:func:`pase.audio.read_blocks`), encoded window by window
+(:meth:`Encoder.infer_long_blocks`) and, for ``.npy``, written as they are computed
+(:class:`NpyWriter`), so memory is set by the window, not the file (``.safetensors`` is written
+whole: its writer needs every tensor at once). A file whose decoded length differs from its
+header is then read whole instead.
 
 Threads (``--num-threads``, CPU only). The default is 1 thread per process when most files are
 short, since small tensors gain little from intra-op threads and lose much when a core is busy
@@ -48,8 +56,10 @@ short, since small tensors gain little from intra-op threads and lose much when 
 torch's default 2); otherwise the available cores divided by the processes on this machine.
 To use many cores on many short files, run several processes with ``torchrun``.
 
-Bad inputs (missing, unreadable, empty, non-audio, NaN/Inf, shorter than
-:data:`pase.audio.MIN_SAMPLES`) are reported in one line each and skipped; the rest goes on.
+Bad inputs (missing, unreadable, empty, non-audio, not a regular file, NaN/Inf samples, a sample
+rate below :data:`pase.audio.MIN_SAMPLE_RATE`, shorter than :data:`pase.audio.MIN_SAMPLES`, or
+features that are not finite, e.g. from huge samples) are reported in one line each and skipped;
+so is an output or index line that cannot be written (a full disk); the rest goes on.
 """
 
 from __future__ import annotations
