@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import typing as tp
 from pathlib import Path
 
@@ -22,6 +23,11 @@ HOP = 160  # samples per output frame (10 ms at 16 kHz)
 #: block has kernel 20 at stride 10 on a 160x-pooled grid; anything shorter than a few frames
 #: carries no usable context, and reflection padding needs more samples than the pad width.
 MIN_SAMPLES = 400
+#: Lowest sample rate a file may declare: below it the header is wrong, not the audio (a 1 Hz
+#: header would turn 100 samples into 100 s of upsampled noise).
+MIN_SAMPLE_RATE = 1000
+#: Samples per block (at the file's rate) when a long file is read piece by piece.
+BLOCK_FRAMES = 1 << 18
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".au", ".opus", ".sph")
 
 
@@ -117,6 +123,46 @@ def check_waveform(wav: np.ndarray, path: str | os.PathLike[str], min_samples: i
         )
 
 
+_FILE_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def check_file(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`AudioError` unless ``path`` is a readable, non-empty regular file (symlinks
+    followed): a directory, a device or a FIFO is named as such, not as a missing or empty file."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise AudioError(path, "no such file") from None
+    except OSError as exc:
+        raise AudioError(path, f"cannot read file ({os_problem(exc)})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = _FILE_KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+        raise AudioError(path, f"is {kind}, not an audio file")
+    if st.st_size == 0:
+        raise AudioError(path, "empty file (0 bytes)")
+    try:
+        os.close(os.open(path, os.O_RDONLY))
+    except OSError as exc:  # libsndfile would only say "System error."
+        raise AudioError(path, f"cannot read file ({os_problem(exc)})") from None
+
+
+def os_problem(exc: OSError) -> str:
+    """An ``OSError`` as a short lower-case phrase (``"no space left on device"``)."""
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return text[:1].lower() + text[1:]
+
+
+def _check_rate(path: str | os.PathLike[str], sr: int) -> None:
+    if sr < MIN_SAMPLE_RATE:
+        raise AudioError(path, f"implausible sample rate {sr} Hz (the minimum is {MIN_SAMPLE_RATE} Hz)")
+
+
 def load_audio(
     path: str | os.PathLike[str],
     sample_rate: int = SAMPLE_RATE,
@@ -126,26 +172,83 @@ def load_audio(
 
     Multi-channel audio is averaged to mono; other rates are resampled with soxr.
     Raises :class:`AudioError` (naming the file) for a missing, unreadable, empty, non-finite or
-    too-short file (``min_samples`` counted after resampling).
+    too-short file (``min_samples`` counted after resampling), one that is not a regular file,
+    or one whose sample rate is below :data:`MIN_SAMPLE_RATE`.
     """
     import soundfile as sf
 
-    p = Path(path)
-    if not p.exists():
-        raise AudioError(path, "no such file")
-    if p.is_dir():
-        raise AudioError(path, "is a directory, not an audio file")
-    if p.stat().st_size == 0:
-        raise AudioError(path, "empty file (0 bytes)")
+    check_file(path)
     try:
-        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+        data, sr = sf.read(os.fspath(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types (LibsndfileError, RuntimeError)
         raise AudioError(path, f"cannot decode audio ({type(exc).__name__}: {exc})") from None
+    _check_rate(path, int(sr))
     wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     check_waveform(wav, path)
     wav = resample(np.ascontiguousarray(wav, dtype=np.float32), int(sr), sample_rate)
     check_waveform(wav, path, min_samples)
     return wav
+
+
+def resampled_length(frames: int, sr: int, target_sr: int = SAMPLE_RATE) -> int:
+    """Samples soxr makes of ``frames`` samples at ``sr`` (whole or streamed alike)."""
+    return frames if sr == target_sr else round(frames * target_sr / sr)
+
+
+def read_blocks(
+    path: str | os.PathLike[str],
+    sample_rate: int = SAMPLE_RATE,
+    block_frames: int = BLOCK_FRAMES,
+) -> tuple[int, tp.Iterator[np.ndarray]]:
+    """``path`` read piece by piece: ``(expected_samples, blocks)``, each block mono float32
+    ``[n]`` at ``sample_rate``, so memory is set by ``block_frames``, not the file.
+
+    The blocks concatenated equal :func:`load_audio` (the streamed soxr resampler gives the same
+    samples as the one-shot one); ``expected_samples`` is their total according to the header.
+    The checks of :func:`load_audio` hold, raised while iterating for what only the samples show
+    (NaN/Inf, a file that decodes empty). ``min_samples`` is the caller's to check.
+    """
+    import soundfile as sf
+
+    check_file(path)
+    try:
+        f = sf.SoundFile(os.fspath(path))
+    except Exception as exc:
+        raise AudioError(path, f"cannot decode audio ({type(exc).__name__}: {exc})") from None
+    sr = int(f.samplerate)
+    try:
+        _check_rate(path, sr)
+    except AudioError:
+        f.close()
+        raise
+    return resampled_length(int(f.frames), sr, sample_rate), _blocks(f, path, sr, sample_rate, block_frames)
+
+
+def _blocks(
+    f: tp.Any, path: str | os.PathLike[str], sr: int, sample_rate: int, block_frames: int
+) -> tp.Iterator[np.ndarray]:
+    import soxr
+
+    stream = None if sr == sample_rate else soxr.ResampleStream(sr, sample_rate, 1, "float32", "HQ")
+    total = 0
+    with f:
+        while True:
+            try:
+                data = f.read(block_frames, dtype="float32", always_2d=True)
+            except Exception as exc:
+                raise AudioError(path, f"cannot decode audio ({type(exc).__name__}: {exc})") from None
+            last = len(data) < block_frames
+            wav = np.ascontiguousarray(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
+            if not np.all(np.isfinite(wav)):
+                raise AudioError(path, "audio contains NaN or Inf samples")
+            total += len(wav)
+            if last and total == 0:
+                raise AudioError(path, "empty audio (0 samples)")
+            out = wav if stream is None else np.asarray(stream.resample_chunk(wav, last=last), np.float32)
+            if len(out):
+                yield out
+            if last:
+                return
 
 
 def audio_info(path: str | os.PathLike[str]) -> tuple[int, int]:

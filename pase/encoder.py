@@ -32,6 +32,9 @@ RNNType = tp.Literal["qrnn", "lstm", "gru", "none"]
 #: "hop": zero-pad the input to a multiple of 160 (ours). "original": the original code's framing,
 #: see :meth:`Encoder.hidden_states`.
 Padding = tp.Literal["hop", "original"]
+#: Shortest window of :meth:`Encoder.infer_long`: shorter ones add little but the per-window
+#: context and call overhead (a 10 ms window made a 100 s file take minutes, not seconds).
+MIN_WINDOW_SECONDS = 0.25
 
 
 #: Bounds of an :class:`EncoderConfig` (PASE+ has 512 channels, kernels of at most 251 and
@@ -499,39 +502,79 @@ class Encoder(nn.Module):
         """Features of one long waveform in bounded memory (eval mode).
 
         ``wav: [T]`` -> ``[F, D]`` (``layers="final"``) or ``[L, F, D]`` (``"all"``, L hidden states).
-        The input is cut into windows of ``window_seconds``; each window's convolutions see
-        ``2 * receptive_frames`` frames of real signal on both sides (context frames are dropped),
-        and the recurrent state is carried from window to window, so the result equals whole-file
-        processing up to float rounding. Peak memory is set by the window, not the file.
+        The input is cut into windows of ``window_seconds`` (finite, at least
+        :data:`MIN_WINDOW_SECONDS`); each window's convolutions see ``2 * receptive_frames``
+        frames of real signal on both sides (context frames are dropped), and the recurrent state
+        is carried from window to window, so the result equals whole-file processing up to float
+        rounding. Peak memory is set by the window, not the file; :meth:`infer_long_blocks` also
+        takes the waveform piece by piece and yields the features window by window.
         """
         wav = as_waveform(wav, self.W.weight.device)
-        if self.training:
-            raise RuntimeError("infer_long needs eval mode: call encoder.eval() first")
         if wav.dim() != 1:
             raise ValueError(f"infer_long expects one waveform [T], got shape {tuple(wav.shape)}")
-        self._check_input(wav[None])
-        padded = self._pad_to_hop(wav[None])[0]
-        n_frames = padded.shape[0] // HOP
+        return torch.cat(list(self.infer_long_blocks([wav], layers, window_seconds)), dim=-2)
+
+    @torch.no_grad()
+    def infer_long_blocks(
+        self,
+        blocks: tp.Iterable[tp.Any],
+        layers: tp.Literal["final", "all"] = "final",
+        window_seconds: float = 30.0,
+    ) -> tp.Iterator[torch.Tensor]:
+        """:meth:`infer_long` of the waveform ``blocks`` (each ``[n]``, any lengths) concatenate to,
+        yielded as ``[f, D]`` (or ``[L, f, D]``) pieces along frames, one per window, as soon as
+        the audio a window needs has arrived: only a window and its context are held. The pieces
+        concatenated equal ``infer_long`` of the whole waveform, exactly (the same windows)."""
+        if self.training:
+            raise RuntimeError("infer_long needs eval mode: call encoder.eval() first")
+        if not (math.isfinite(window_seconds) and window_seconds >= MIN_WINDOW_SECONDS):
+            raise ValueError(
+                f"window_seconds must be finite and >= {MIN_WINDOW_SECONDS}, not {window_seconds}"
+            )
+        device = self.W.weight.device
         win = max(1, int(window_seconds * self.config.sample_rate) // HOP)
         ctx = 2 * self.receptive_frames
-        out_chunks: list[torch.Tensor] = []
+        pieces: list[torch.Tensor] = []  # the samples from frame `origin` on
+        origin, total, a = 0, 0, 0
         state: tp.Any = None
-        for a in range(0, n_frames, win):
+        source = iter(blocks)
+        ended = False
+        while True:
+            # A window is final once the audio reaches its right context (or the audio ends).
+            while not ended and total < (a + win + ctx) * HOP:
+                block = next(source, None)
+                if block is None:
+                    ended = True
+                    break
+                block = as_waveform(block, device)
+                if block.dim() != 1:
+                    raise ValueError(f"infer_long expects one waveform [T], got shape {tuple(block.shape)}")
+                pieces.append(block)
+                total += block.shape[0]
+            if ended and total < MIN_SAMPLES:
+                self._check_input(torch.empty(1, total))
+            n_frames = math.ceil(total / HOP) if ended else a + win + ctx
+            if a >= n_frames:
+                return
+            buf = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+            if ended:
+                buf = self._pad_to_hop(buf[None])[0]
             b = min(a + win, n_frames)
             lo, hi = max(0, a - ctx), min(n_frames, b + ctx)
             if hi - lo < 3:  # reflect padding needs a few frames; widen the tiny last window left
                 lo = max(0, hi - 3)
-            x, skips = self._frontend(padded[lo * HOP : hi * HOP][None])
+            x, skips = self._frontend(buf[(lo - origin) * HOP : (hi - origin) * HOP][None])
             keep = slice(a - lo, b - lo)
             x = x[..., keep]
             skips = [s[..., keep] for s in skips]
             top, state = self._top(x, skips, state)
             states = skips + top
-            if layers == "final":
-                out_chunks.append(states[-1][0].T)
-            else:
-                out_chunks.append(torch.stack([s[0].T for s in states]))
-        return torch.cat(out_chunks, dim=-2)
+            yield states[-1][0].T if layers == "final" else torch.stack([s[0].T for s in states])
+            a = b
+            # Later windows read from the next one's left context on (or 3 frames before its end).
+            drop = max(0, a - ctx - origin)
+            pieces = [buf[drop * HOP :]]
+            origin += drop
 
     if tp.TYPE_CHECKING:  # beside its one user, so the module's imports stay as they are
         from pase.streaming import EncoderStream
@@ -542,6 +585,12 @@ class Encoder(nn.Module):
         from pase.streaming import EncoderStream
 
         return EncoderStream(self, layers)
+
+
+def check_window_seconds(value: float, name: str = "window_seconds") -> None:
+    """A ``ValueError`` naming ``name`` unless ``value`` is finite and >= :data:`MIN_WINDOW_SECONDS`."""
+    if not (math.isfinite(value) and value >= MIN_WINDOW_SECONDS):
+        raise ValueError(f"{name} must be a finite number >= {MIN_WINDOW_SECONDS:g}, got {value:g}")
 
 
 def _pool_truncated(x: torch.Tensor, n_frames: int) -> torch.Tensor:

@@ -20,10 +20,14 @@ Output content (float32, frames first, 100 frames per second, frame ``t`` centre
 
 ``DIR/index.jsonl`` has one JSON line per output: ``input`` (absolute path), ``output``
 (relative to ``DIR``), ``frames``, ``seconds`` (duration at 16 kHz), ``dims`` (feature size
-``D``), ``shape``, ``layers``, ``format``. While a run goes, each process appends its lines to
-``DIR/.index.rank<R>.jsonl`` (crash-safe, one ``write`` per line); at the end they are merged
-into ``index.jsonl`` (atomically, one line per output: ``--overwrite`` replaces an output's line
-instead of adding one). Parts left by a crashed run are merged by the next run.
+``D``), ``shape``, ``layers``, ``format``. It is the truth about the outputs: while a run goes,
+each process appends its lines to its own part ``DIR/.index.rank<R>.<host>-<pid>.jsonl`` (one
+``write`` per line, after the output's atomic rename) under a shared ``fcntl.flock`` on
+``DIR/.index.lock``; at the end the parts are merged into ``index.jsonl`` under the exclusive lock
+(atomically, one line per output: ``--overwrite`` replaces an output's line instead of adding
+one), so concurrent runs lose no line. The merge drops lines whose output is gone, and a rerun
+gives an existing output without a line (a run killed between the two) its line; parts left by a
+crashed run, or by a merge that met a full disk, are merged by the next run.
 
 Scale-out: under ``torchrun --nproc_per_node N [--nnodes M] -m pase.cli extract ...`` every
 process resolves the same inputs and takes every N-th of them (rank R: items R, R + N, ...), so
@@ -39,8 +43,12 @@ count ``ceil(T / 160)`` share a batch: the encoder pads every input to a multipl
 so each output equals ``encoder(wav)`` up to float rounding (tested to 1e-5), while the fixed cost
 of a call is shared. Longer files go one by one on CPU, where batching does not help (measured:
 1 x 4 s ran ~30 % faster per second of audio than 8 x 4 s). ``batch_size=1`` processes every file
-alone, in input order. Files longer than ``long_seconds`` always go one by one through
-:meth:`Encoder.infer_long`, which bounds memory.
+alone, in input order. Files longer than ``long_seconds`` (by their header) always go one by
+one, streamed: read in blocks (:func:`pase.audio.read_blocks`), encoded window by window
+(:meth:`Encoder.infer_long_blocks`) and, for ``.npy``, written as they are computed
+(:class:`NpyWriter`), so memory is set by the window, not the file (``.safetensors`` is written
+whole: its writer needs every tensor at once). A file whose decoded length differs from its
+header is then read whole instead.
 
 Threads (``--num-threads``, CPU only). The default is 1 thread per process when most files are
 short, since small tensors gain little from intra-op threads and lose much when a core is busy
@@ -48,16 +56,21 @@ short, since small tensors gain little from intra-op threads and lose much when 
 torch's default 2); otherwise the available cores divided by the processes on this machine.
 To use many cores on many short files, run several processes with ``torchrun``.
 
-Bad inputs (missing, unreadable, empty, non-audio, NaN/Inf, shorter than
-:data:`pase.audio.MIN_SAMPLES`) are reported in one line each and skipped; the rest goes on.
+Bad inputs (missing, unreadable, empty, non-audio, not a regular file, NaN/Inf samples, a sample
+rate below :data:`pase.audio.MIN_SAMPLE_RATE`, shorter than :data:`pase.audio.MIN_SAMPLES`, or
+features that are not finite, e.g. from huge samples) are reported in one line each and skipped;
+so is an output or index line that cannot be written (a full disk); the rest goes on.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import math
 import os
+import socket
 import sys
 import time
 import typing as tp
@@ -74,6 +87,10 @@ from pase.audio import (
     audio_info,
     find_audio_files,
     load_audio,
+    num_frames,
+    os_problem,
+    read_blocks,
+    resampled_length,
     write_atomic,
 )
 
@@ -87,6 +104,8 @@ FORMATS: tuple[Format, ...] = ("npy", "safetensors")
 LAYERS: tuple[Layers, ...] = ("final", "all")
 LIST_SUFFIXES = (".txt", ".lst")
 INDEX_NAME = "index.jsonl"
+#: Held shared while a line is appended to an index part, exclusively while parts are merged.
+LOCK_NAME = ".index.lock"
 #: Files longer than this are not batched but streamed through ``Encoder.infer_long``.
 LONG_SECONDS = 30.0
 #: On CPU, files up to this long are batched by equal frame count (the rest go one by one).
@@ -309,14 +328,60 @@ def _encode_padded(
     return {i: out[row, ..., : int(frames[row]), :].float().cpu().numpy() for row, i in enumerate(rows)}
 
 
+class NpyWriter:
+    """A float32 ``.npy`` file of a known ``shape``, filled piece by piece (:meth:`write`).
+
+    The header is numpy's own (the bytes equal ``np.save``); the file's disk space is reserved
+    up front with ``posix_fallocate`` where the file system supports it, so a full disk is an
+    ``OSError`` at the start, and pieces go in with ``pwrite``, so nothing written stays in this
+    process's memory (a memory map would keep every written page resident).
+    """
+
+    def __init__(self, path: str, shape: tuple[int, ...]) -> None:
+        self.shape = shape
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            with os.fdopen(os.dup(self.fd), "wb") as f:
+                header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False}
+                np.lib.format.write_array_header_1_0(f, {**header, "shape": shape})
+                self.offset = f.tell()
+            size = self.offset + 4 * math.prod(shape)
+            try:
+                os.posix_fallocate(self.fd, 0, size)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    raise
+            os.ftruncate(self.fd, size)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def write(self, frame: int, piece: np.ndarray) -> None:
+        """``piece`` (``[n, D]``, or ``[L, n, D]`` for a 3-d file) at frames ``frame .. frame + n``."""
+        piece = np.ascontiguousarray(piece, dtype=np.float32)
+        rows = piece[None] if len(self.shape) == 2 else piece
+        frames, dims = self.shape[-2], self.shape[-1]
+        for layer, data in enumerate(rows):
+            view, at = memoryview(data).cast("B"), self.offset + 4 * dims * (layer * frames + frame)
+            while view:  # pwrite may write less than asked
+                done = os.pwrite(self.fd, view, at)
+                view, at = view[done:], at + done
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 def save_features(path: Path, feats: np.ndarray, fmt: Format, layers: Layers, source: Path) -> None:
     """Write ``feats`` (``[F, D]`` or ``[L, F, D]``) atomically as ``.npy`` or ``.safetensors``."""
     feats = np.ascontiguousarray(feats, dtype=np.float32)
     if fmt == "npy":
 
         def write(tmp: str) -> None:
-            with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to a name
-                np.save(f, feats)
+            writer = NpyWriter(tmp, feats.shape)
+            try:
+                writer.write(0, feats)
+            finally:
+                writer.close()
 
     else:
         from safetensors.numpy import save_file
@@ -333,42 +398,170 @@ def save_features(path: Path, feats: np.ndarray, fmt: Format, layers: Layers, so
     write_atomic(path, write)
 
 
+class FeaturesNotFinite(ValueError):
+    """Features with NaN or Inf values: the audio is out of any sane range (e.g. huge samples)."""
+
+    def __init__(self) -> None:
+        super().__init__("features contain NaN or Inf (audio out of range?); no output written")
+
+
+class LengthMismatch(Exception):
+    """The decoded audio is not as long as its header said (streamed extraction then reads it whole)."""
+
+
+def check_finite(feats: np.ndarray) -> np.ndarray:
+    """``feats`` if every value is finite, else :class:`FeaturesNotFinite`."""
+    if not np.isfinite(feats).all():
+        raise FeaturesNotFinite
+    return feats
+
+
+def extract_streamed(
+    encoder: Encoder, job: Job, fmt: Format, layers: Layers, window_seconds: float | None
+) -> tuple[tuple[int, ...], int]:
+    """Features of one long file, read in blocks and written as they are computed, in memory
+    bounded by the window (``.npy``; ``.safetensors`` is written whole, as its writer needs the
+    tensors at once). Returns ``(shape, samples)``. Raises :class:`AudioError` for a bad file,
+    :class:`FeaturesNotFinite`, and :class:`LengthMismatch` when the header was wrong."""
+    import torch
+
+    expected, blocks = read_blocks(job.source)
+    frames, dims = num_frames(expected), encoder.embedding_dim
+    shape = (frames, dims) if layers == "final" else (encoder.num_layers, frames, dims)
+    seen = [0]
+
+    def counted() -> tp.Iterator[np.ndarray]:
+        for block in blocks:
+            seen[0] += len(block)
+            yield block
+
+    kwargs = {} if window_seconds is None else {"window_seconds": window_seconds}
+    with torch.inference_mode():
+        pieces = (
+            check_finite(piece.float().cpu().numpy())
+            for piece in encoder.infer_long_blocks(counted(), layers=layers, **kwargs)
+        )
+        if fmt == "safetensors":
+            feats = np.concatenate(list(pieces), axis=-2)
+            if seen[0] != expected:
+                raise LengthMismatch
+            save_features(job.output, feats, fmt, layers, job.source)
+            return feats.shape, seen[0]
+
+        def write(tmp: str) -> None:
+            writer = NpyWriter(tmp, shape)
+            try:
+                done = 0
+                for piece in pieces:
+                    if done + piece.shape[-2] > frames:
+                        raise LengthMismatch
+                    writer.write(done, piece)
+                    done += piece.shape[-2]
+                if done != frames or seen[0] != expected:
+                    raise LengthMismatch
+            finally:
+                writer.close()
+
+        write_atomic(job.output, write)
+    return shape, seen[0]
+
+
 def _index_part(out_dir: Path, rank: int) -> Path:
-    return out_dir / f".index.rank{rank}.jsonl"
+    """This process's index part: one per process, so concurrent runs never share one."""
+    return out_dir / f".index.rank{rank}.{socket.gethostname()}-{os.getpid()}.jsonl"
+
+
+@contextlib.contextmanager
+def _index_lock(out_dir: Path, exclusive: bool) -> tp.Iterator[None]:
+    """``fcntl.flock`` on ``DIR/.index.lock``: appends share it, a merge holds it alone, so no
+    line is appended to a part between the merge reading it and removing it."""
+    import fcntl
+
+    fd = os.open(out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _append_index(out_dir: Path, record: dict[str, tp.Any], rank: int = 0) -> None:
-    """Append one JSON line to this rank's index part, one ``write`` on an ``O_APPEND`` descriptor."""
+    """Append one JSON line to this process's index part, one ``write`` on an ``O_APPEND``
+    descriptor, under the shared index lock."""
     line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-    fd = os.open(_index_part(out_dir, rank), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    with _index_lock(out_dir, exclusive=False):
+        fd = os.open(_index_part(out_dir, rank), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            if os.write(fd, line) != len(line):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        finally:
+            os.close(fd)
+
+
+def _read_lines(path: Path) -> list[str]:
     try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
 
 
-def merge_index(out_dir: str | os.PathLike[str]) -> int:
-    """Merge the per-rank index parts into ``index.jsonl``, one line per output (a later line for
-    the same output replaces the earlier one in place); returns the number of lines."""
-    out = Path(out_dir)
-    parts = sorted(out.glob(".index.rank*.jsonl"))
-    if not parts:
-        return 0
+def _index_records(out: Path) -> dict[str, str]:
+    """``{output: line}`` of ``index.jsonl`` and every part (a later line for an output wins)."""
     records: dict[str, str] = {}
-    for path in [out / INDEX_NAME, *parts]:
-        if not path.exists():
-            continue
-        for line in path.read_text(encoding="utf-8").splitlines():
+    for path in [out / INDEX_NAME, *sorted(out.glob(".index.rank*.jsonl"))]:
+        for line in _read_lines(path):
             try:
                 key = json.loads(line)["output"]
             except (ValueError, KeyError, TypeError):
-                continue  # a torn last line of a killed run; its output is redone or listed later
+                continue  # a torn last line of a killed run; its output is listed again later
             records[key] = line
-    text = "".join(line + "\n" for line in records.values())
-    write_atomic(out / INDEX_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    for path in parts:
-        path.unlink()
-    return len(records)
+    return records
+
+
+def merge_index(out_dir: str | os.PathLike[str]) -> int:
+    """Merge the index parts into ``index.jsonl``, one line per output (a later line for the same
+    output replaces the earlier one in place), dropping lines whose output is gone; returns the
+    number of lines. Runs under the exclusive index lock; raises ``OSError`` (the parts are then
+    kept for the next merge) when the index cannot be written."""
+    out = Path(out_dir)
+    with _index_lock(out, exclusive=True):
+        parts = sorted(out.glob(".index.rank*.jsonl"))
+        records = _index_records(out)
+        kept = {key: line for key, line in records.items() if (out / key).is_file()}
+        if not parts and len(kept) == len(records):
+            return len(kept)
+        text = "".join(line + "\n" for line in kept.values())
+        write_atomic(out / INDEX_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        for path in parts:
+            path.unlink(missing_ok=True)
+    return len(kept)
+
+
+def _existing_record(job: Job, out_dir: Path) -> dict[str, tp.Any]:
+    """The index record of an output already on disk (written by a run that died before its line)."""
+    if job.output.suffix == ".npy":
+        shape = tuple(np.load(job.output, mmap_mode="r").shape)
+        fmt: Format = "npy"
+    else:
+        from safetensors import safe_open
+
+        with safe_open(str(job.output), framework="numpy") as f:
+            keys = list(f.keys())
+            shapes = [tuple(f.get_slice(k).get_shape()) for k in keys]
+        shape = shapes[0] if keys == ["features"] else (len(keys), *shapes[0])
+        fmt = "safetensors"
+    try:
+        frames, sr = audio_info(job.source)
+        samples = resampled_length(frames, sr)
+    except AudioError:
+        samples = shape[-2] * HOP  # the source is gone: its duration to the frame
+    return _index_record(job, out_dir, shape, samples, fmt, "final" if len(shape) == 2 else "all")
+
+
+def _unindexed(jobs: list[Job], out: Path) -> list[Job]:
+    """Jobs whose output exists but has no line in the index or its parts."""
+    listed = set(_index_records(out))
+    return [j for j in jobs if j.output.relative_to(out).as_posix() not in listed]
 
 
 def extract_files(
@@ -410,6 +603,13 @@ def extract_files(
         raise ValueError(f"layers must be one of {LAYERS}, not {layers!r}")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+    if window_seconds is not None:
+        from pase.encoder import MIN_WINDOW_SECONDS
+
+        if not (math.isfinite(window_seconds) and window_seconds >= MIN_WINDOW_SECONDS):
+            raise ValueError(
+                f"window_seconds must be finite and >= {MIN_WINDOW_SECONDS}, not {window_seconds}"
+            )
     if num_threads is not None and num_threads != "auto" and num_threads < 1:
         raise ValueError(f"num_threads must be >= 1 or 'auto', not {num_threads!r}")
     rank, world_size = shard
@@ -438,25 +638,69 @@ def extract_files(
         bar.set_description_str(f"rank {rank}/{world_size}")
     todo = [j for j in jobs if overwrite or not j.output.exists()]
     summary.skipped = len(jobs) - len(todo)
+    done = set(todo)
+    # An output whose run died between writing it and appending its line gets the line now.
+    for job in _unindexed([j for j in jobs if j not in done], out):
+        try:
+            _append_index(out, _existing_record(job, out), rank)
+        except (OSError, ValueError) as exc:
+            fail(job.output, f"existing output not in the index and unreadable ({_problem(exc)})")
     bar.total = len(todo)
     bar.refresh()
     on_cpu = next(encoder.parameters()).device.type == "cpu"
     exact = batch_size is None and on_cpu
-    # Headers give durations for batching and the thread default; one file at a time needs neither.
-    headers = batch_size != 1 or (num_threads == "auto" and on_cpu)
-    seconds = _durations(todo) if headers else [0.0] * len(todo)
+    # Headers give durations for batching, the thread default and streaming long files.
+    seconds = _durations(todo)
     if num_threads is not None and on_cpu:
         import torch
 
         here = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         torch.set_num_threads(auto_num_threads(seconds, here) if num_threads == "auto" else num_threads)
+    long_jobs = {j for j, sec in zip(todo, seconds, strict=True) if sec > long_seconds}
     if batch_size == 1:
         batches = [[job] for job in todo]  # input order
     elif exact:
         batches = _plan(todo, seconds, AUTO_BATCH, SHORT_SECONDS, exact=True)
     else:
         batches = _plan(todo, seconds, batch_size or AUTO_BATCH, long_seconds, exact=False)
+
+    def done_one(job: Job, shape: tuple[int, ...], samples: int) -> None:
+        try:
+            _append_index(out, _index_record(job, out, shape, samples, fmt, layers), rank)
+        except OSError as exc:
+            fail(
+                _index_part(out, rank),
+                f"cannot append the line of {job.output} to the index ({_problem(exc)}); "
+                "the output is kept and the next run lists it",
+            )
+        else:
+            summary.extracted += 1
+            summary.outputs.append(job.output)
+            summary.audio_seconds += samples / SAMPLE_RATE
+
     for batch in batches:
+        if len(batch) == 1 and batch[0] in long_jobs:
+            job = batch[0]
+            try:
+                shape, samples = extract_streamed(encoder, job, fmt, layers, window_seconds)
+            except LengthMismatch:
+                pass  # a header that lied about the length: read the file whole below
+            except AudioError as err:
+                fail(err.path, err.problem)
+                bar.update(1)
+                continue
+            except OSError as exc:
+                fail(job.output, f"cannot write output ({_problem(exc)})")
+                bar.update(1)
+                continue
+            except (RuntimeError, ValueError) as exc:
+                fail(job.source, _extraction_problem(exc))
+                bar.update(1)
+                continue
+            else:
+                done_one(job, shape, samples)
+                bar.update(1)
+                continue
         loaded: list[tuple[Job, np.ndarray]] = []
         for job in batch:
             try:
@@ -471,39 +715,57 @@ def extract_files(
             feats = encode_batch(encoder, wavs, layers, long_seconds, window_seconds, exact=exact)
         except (RuntimeError, ValueError) as exc:  # e.g. out of memory: report, keep going
             for job, _ in loaded:
-                fail(job.source, f"extraction failed ({type(exc).__name__}: {exc})")
+                fail(job.source, _extraction_problem(exc))
             bar.update(len(loaded))
             continue
         for (job, wav), f in zip(loaded, feats, strict=True):
-            try:
-                save_features(job.output, f, fmt, layers, job.source)
-                _append_index(out, _index_record(job, out, f, len(wav), fmt, layers), rank)
-            except OSError as exc:
-                fail(job.output, f"cannot write output ({type(exc).__name__}: {exc})")
+            if not np.isfinite(f).all():
+                fail(job.source, str(FeaturesNotFinite()))
             else:
-                summary.extracted += 1
-                summary.outputs.append(job.output)
-                summary.audio_seconds += len(wav) / SAMPLE_RATE
+                try:
+                    save_features(job.output, f, fmt, layers, job.source)
+                except OSError as exc:
+                    fail(job.output, f"cannot write output ({_problem(exc)})")
+                else:
+                    done_one(job, f.shape, len(wav))
             bar.update(1)
         elapsed = time.perf_counter() - start
         bar.set_postfix_str(f"{summary.audio_seconds / max(elapsed, 1e-9):.1f}x real time")
     bar.close()
     if world_size == 1:
-        merge_index(out)
+        merge_reported(out, fail)
     summary.wall_seconds = time.perf_counter() - start
     return summary
 
 
+def _problem(exc: BaseException) -> str:
+    return os_problem(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+
+
+def _extraction_problem(exc: Exception) -> str:
+    if isinstance(exc, FeaturesNotFinite):
+        return str(exc)
+    return f"extraction failed ({type(exc).__name__}: {exc})"
+
+
+def merge_reported(out: Path, fail: tp.Callable[[str | os.PathLike[str], str], None]) -> None:
+    """:func:`merge_index`, an ``OSError`` (e.g. a full disk) passed to ``fail`` as one line."""
+    try:
+        merge_index(out)
+    except OSError as exc:
+        fail(out / INDEX_NAME, f"cannot write the index ({_problem(exc)}); the next run merges it")
+
+
 def _index_record(
-    job: Job, out_dir: Path, feats: np.ndarray, num_samples: int, fmt: Format, layers: Layers
+    job: Job, out_dir: Path, shape: tuple[int, ...], num_samples: int, fmt: Format, layers: Layers
 ) -> dict[str, tp.Any]:
     return {
         "input": str(job.source.resolve()),
         "output": job.output.relative_to(out_dir).as_posix(),
-        "frames": int(feats.shape[-2]),
+        "frames": int(shape[-2]),
         "seconds": round(num_samples / SAMPLE_RATE, 6),
-        "dims": int(feats.shape[-1]),
-        "shape": list(feats.shape),
+        "dims": int(shape[-1]),
+        "shape": [int(n) for n in shape],
         "layers": layers,
         "format": fmt,
     }
@@ -538,6 +800,10 @@ def _run(args: argparse.Namespace) -> int:
 
     import torch
 
+    problem = _check_options(args)
+    if problem is not None:
+        err_main(f"pase extract: {problem}")
+        return 2
     try:
         ranks = ranks.on(args.device)
     except RuntimeError as exc:  # torch's message lists the device types it knows
@@ -548,6 +814,8 @@ def _run(args: argparse.Namespace) -> int:
         err_main(f"pase extract: --device {device}, but CUDA is not available to torch {torch.__version__}")
         return 2
     problem = check_writable(args.out)
+    if problem is None and (args.out / INDEX_NAME).exists() and not (args.out / INDEX_NAME).is_file():
+        problem = f"{args.out / INDEX_NAME} is not a file"
     if problem is not None:
         err_main(f"pase extract: cannot write to --out {args.out} ({problem})")
         return 2
@@ -611,12 +879,19 @@ def _extract_ranked(
     )
     counts = (summary.extracted, summary.skipped, summary.failed, summary.audio_seconds, summary.wall_seconds)
     parts = gather(counts, ranks)
+    merge_failed = 0
     if ranks.is_main and ranks.world_size > 1:
-        merge_index(args.out)
+
+        def merge_fail(path: str | os.PathLike[str], problem: str) -> None:
+            nonlocal merge_failed
+            merge_failed += 1
+            err(_one_line(f"{path}: {problem}"))
+
+        merge_reported(args.out, merge_fail)
     total = ExtractSummary(
         extracted=sum(p[0] for p in parts),
         skipped=sum(p[1] for p in parts),
-        failed=sum(p[2] for p in parts),
+        failed=sum(p[2] for p in parts) + merge_failed,
         audio_seconds=sum(p[3] for p in parts),
         wall_seconds=max(p[4] for p in parts),
     )
@@ -626,6 +901,21 @@ def _extract_ranked(
         f"{procs}, {total.real_time_factor:.1f}x real time) -> {args.out}"
     )
     return 0 if total.ok else 1
+
+
+def _check_options(args: argparse.Namespace) -> str | None:
+    """The first bad option value, as one line; None when all are usable."""
+    from pase.cli_args import check_device
+    from pase.encoder import check_window_seconds
+
+    try:
+        if args.window_seconds is not None:
+            check_window_seconds(args.window_seconds, "--window-seconds")
+        if args.device != "auto":
+            check_device(args.device)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _threads(text: str) -> int | str:

@@ -220,6 +220,15 @@ def _main(args: argparse.Namespace) -> int:
     feature_names = _split_list(args.features)
     if not feature_names:
         return fail("--features is empty")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        return fail(f"--out {out}: is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from pase.audio import os_problem
+
+        return fail(f"--out {out}: cannot create the folder ({os_problem(exc)})")
     data = Path(args.data) if args.data else default_data_dir()
 
     tasks: list[tuple[str, tp.Callable[[], Task]]]
@@ -269,7 +278,7 @@ def _main(args: argparse.Namespace) -> int:
     results, errors = run_grid(
         tasks,
         [(name, feature_factory(name)) for name in feature_names],
-        Path(args.out),
+        out,
         cache,
         probe=args.probe,
         seeds=seeds,

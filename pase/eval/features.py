@@ -323,10 +323,10 @@ def extract_files(
 
     ``distortion`` (test files only, chosen by the caller) is applied to the waveform first;
     ``transform`` (e.g. pooling) is applied to each file's features before they are kept, so
-    only its output stays in memory. Without ``bad_files`` a file that cannot be read raises
-    :class:`pase.audio.AudioError` naming it; with it, such a file is reported there and left
-    out, as are the files it already holds: the output is then one array per path of
-    ``bad_files.keep(paths)`` (called after this returns).
+    only its output stays in memory. Without ``bad_files`` a file that cannot be read, or whose
+    features are not finite (huge samples), raises :class:`pase.audio.AudioError` naming it;
+    with it, such a file is reported there and left out, as are the files it already holds: the
+    output is then one array per path of ``bad_files.keep(paths)`` (called after this returns).
     """
     from pase.progress import progress
 
@@ -340,15 +340,19 @@ def extract_files(
         if feats is None:
             try:
                 wav = load_audio(path, min_samples=MIN_SAMPLES)
+                if distortion is not None:
+                    wav = distortion(wav, path)
+                raw = features.extract(wav)
+                if not np.isfinite(raw).all():  # before to_half, which would clip Inf to 65000
+                    problem = f"{features.name} features contain NaN or Inf (audio out of range?)"
+                    raise AudioError(path, problem)
             except AudioError as err:
                 if bad_files is None:
                     raise
                 bad_files.add(path, err)
                 continue
-            if distortion is not None:
-                wav = distortion(wav, path)
             # rounded like the cache stores it, so a first run and a cached run agree exactly
-            feats = to_half(features.extract(wav)).astype(np.float32)
+            feats = to_half(raw).astype(np.float32)
             cache.save(fingerprint, key, feats)
         out.append(transform(feats) if transform else feats)
     return out

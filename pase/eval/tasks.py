@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pase.audio import AUDIO_EXTENSIONS, HOP, SAMPLE_RATE, AudioError, audio_info
+from pase.audio import AUDIO_EXTENSIONS, HOP, SAMPLE_RATE, AudioError, audio_info, check_file
 
 Split = tp.Literal["train", "valid", "test"]
 SPLITS: tuple[Split, ...] = ("train", "valid", "test")
@@ -514,8 +514,7 @@ def load_manifest(csv_path: str | os.PathLike[str], warn: tp.Callable[[str], Non
                 report(f"{where}: {path_s}: not an audio file extension, row skipped")
                 continue
             try:
-                if not path.is_file():
-                    raise AudioError(path, "no such file")
+                check_file(path)
                 frames, _ = audio_info(path)
                 if frames == 0:
                     raise AudioError(path, "empty audio (0 samples)")
