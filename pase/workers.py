@@ -222,7 +222,7 @@ class Regressor(StandardisedTarget):
 class WaveformDecoder(StandardisedTarget):
     """Decodes the clean waveform from the features (x160 by transposed convs); L1.
 
-    Two **ours** changes, measured on the packaged encoder and at init (issue 10): the original's
+    Two **ours** changes, measured on the packaged encoder and at init: the original's
     decoder, with PyTorch's default init and PReLU slopes 0, shrank its signal about 3x per layer,
     so its output stayed near silence (std 0.001 vs 0.12 for the target) and the gradient it sent
     to the encoder was 100-500x smaller than any other worker's: it never learned. Here every conv

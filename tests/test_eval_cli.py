@@ -12,7 +12,7 @@ import torch
 from conftest import synth_speechlike
 
 from pase.eval.__main__ import main
-from pase.eval.features import Distortion, EncoderFeatures, FeatureCache, extract_files, make_feature_set
+from pase.eval.features import EncoderFeatures, EvalCondition, FeatureCache, cache_features, make_feature_set
 
 
 def _tone(seconds: float, freq: float, seed: int) -> np.ndarray:
@@ -136,7 +136,7 @@ def test_random_encoder_reestimates_batchnorm_on_training_files(manifest: Path, 
     feats.calibrate_on(train)
     assert feats.fingerprint() != before  # the calibration files are part of the cache key
     norm = next(m for m in feats.encoder.modules() if isinstance(m, torch.nn.BatchNorm1d))
-    out = extract_files(feats, train[:2], FeatureCache(tmp_path))
+    out = cache_features(feats, train[:2], FeatureCache(tmp_path))
     assert norm.num_batches_tracked is not None and norm.running_mean is not None
     assert int(norm.num_batches_tracked) == len(train)  # one cumulative pass per training file
     assert not torch.allclose(norm.running_mean, torch.zeros_like(norm.running_mean))
@@ -152,10 +152,10 @@ def test_distortion_changes_only_what_it_is_given_and_is_deterministic(
 ) -> None:
     files = sorted(manifest.parent.glob("wavs/v*.wav"))[:3]
     mfcc, cache = make_feature_set("mfcc"), FeatureCache(tmp_path)
-    noisy = Distortion("noise:0dB", tmp_path)  # no noise folder there: synthetic noise
-    clean = extract_files(mfcc, files, cache)
-    first = extract_files(mfcc, files, cache, noisy)
-    second = extract_files(mfcc, files, FeatureCache(tmp_path / "fresh"), noisy)
+    noisy = EvalCondition("noise:0dB", tmp_path)  # no noise folder there: synthetic noise
+    clean = cache_features(mfcc, files, cache)
+    first = cache_features(mfcc, files, cache, noisy)
+    second = cache_features(mfcc, files, FeatureCache(tmp_path / "fresh"), noisy)
     assert not np.allclose(first[0], clean[0])
     for a, b in zip(first, second, strict=True):
         np.testing.assert_array_equal(a, b)

@@ -45,7 +45,7 @@ from pase.eval.phones import PHONES
 from pase.eval.text import BLANK, CHARS, VOCAB_SIZE, normalise
 
 if tp.TYPE_CHECKING:
-    from pase.eval.features import Distortion, FeatureCache, FeatureSet
+    from pase.eval.features import EvalCondition, FeatureCache, FeatureSet
     from pase.eval.probes import TrainedProbes
     from pase.eval.tasks import Item, Task
 
@@ -685,17 +685,17 @@ def _cached_data(
     features: FeatureSet,
     items: tp.Sequence[Item],
     cache: FeatureCache,
-    distortion: Distortion | None,
+    distortion: EvalCondition | None,
     desc: str,
 ) -> AsrData:
     """Extract (or find cached) features of ``items`` and read them back lazily from the cache."""
-    from pase.eval.features import extract_files, file_key
+    from pase.eval.features import cache_features, file_key
 
     paths = [it.path for it in items]
-    shapes = extract_files(
+    shapes = cache_features(
         features, paths, cache, distortion, desc=desc, transform=lambda f: np.array(f.shape)
     )
-    # the same key extract_files stored each file under
+    # the same key cache_features stored each file under
     suffix = f"|distort={distortion.spec}" if distortion else ""
     fingerprint = features.fingerprint()
     cached = [cache.path(fingerprint, file_key(p) + suffix) for p in paths]
@@ -720,7 +720,7 @@ def evaluate_asr(
     cache: FeatureCache,
     *,
     seeds: tp.Sequence[int] = (0, 1, 2),
-    distortion: Distortion | None = None,
+    distortion: EvalCondition | None = None,
     device: str = "cpu",
     config: CtcConfig | None = None,
     lm: LmConfig | None = None,

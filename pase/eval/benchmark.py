@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pase.eval import probes
-from pase.eval.features import BadFiles, Distortion, FeatureCache, FeatureSet, extract_files, folder_names
+from pase.eval.features import BadFiles, EvalCondition, FeatureCache, FeatureSet, cache_features, folder_names
 from pase.eval.report import Result, write_results, write_summary
 from pase.eval.tasks import Item, Task, TaskError, frame_labels, with_valid_split
 
@@ -46,7 +46,7 @@ def evaluate(
     *,
     probe: probes.ProbeKind = "mlp",
     seeds: tp.Sequence[int] = (0, 1, 2),
-    distortion: Distortion | None = None,
+    distortion: EvalCondition | None = None,
     bad_files: BadFiles | None = None,
     trained_out: probes.TrainedProbes | None = None,
 ) -> tuple[Result, np.ndarray]:
@@ -68,7 +68,7 @@ def evaluate(
     pool = None if task.frame_level else probes.pool_utterance
     feats_of: dict[str, list[np.ndarray]] = {}
     for name, items in parts.items():
-        feats_of[name] = extract_files(
+        feats_of[name] = cache_features(
             features,
             [it.path for it in items],
             cache,
@@ -150,7 +150,7 @@ def run_grid(
     *,
     probe: probes.ProbeKind = "mlp",
     seeds: tp.Sequence[int] = (0, 1, 2),
-    distortion: Distortion | None = None,
+    distortion: EvalCondition | None = None,
     log: tp.Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
     device: str = "cpu",
     finetune: FinetuneConfig | None = None,
@@ -267,7 +267,7 @@ def _run_asr(
     make_features: tp.Callable[[], FeatureSet],
     cache: FeatureCache,
     seeds: tp.Sequence[int],
-    distortion: Distortion | None,
+    distortion: EvalCondition | None,
     device: str,
     run_dir: Path,
     log: tp.Callable[[str], None],

@@ -191,7 +191,7 @@ def _split_list(text: str) -> list[str]:
 def _main(args: argparse.Namespace) -> int:
     from pase.eval.benchmark import run_grid
     from pase.eval.features import (
-        Distortion,
+        EvalCondition,
         FeatureCache,
         FeatureError,
         FeatureSet,
@@ -266,7 +266,7 @@ def _main(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
     try:
-        distortion = Distortion(args.distort, _distortion_dir(data)) if args.distort else None
+        distortion = EvalCondition(args.distort, _distortion_dir(data)) if args.distort else None
         finetune = _finetune_config(args)
         asr_options = _asr_options(args)
         if args.save_encoder is not None and finetune is None:

@@ -280,8 +280,9 @@ class FeatureCache:
         write_atomic(self.path(fingerprint, key), write)
 
 
-class Distortion:
-    """One test-time distortion (``noise:5dB``, ``reverb``, ...) from :mod:`pase.distortions`.
+class EvalCondition:
+    """The test condition of an evaluation: one test-time distortion (``noise:5dB``, ``reverb``,
+    ...) from :mod:`pase.distortions`, applied to the test files' waveforms.
 
     Each file gets its own generator, seeded from the spec and the file name, so a file is
     distorted the same way in every run and for every feature set.
@@ -310,11 +311,11 @@ class Distortion:
         return out[0].numpy().astype(np.float32)
 
 
-def extract_files(
+def cache_features(
     features: FeatureSet,
     paths: tp.Sequence[Path],
     cache: FeatureCache,
-    distortion: Distortion | None = None,
+    distortion: EvalCondition | None = None,
     desc: str = "",
     transform: tp.Callable[[np.ndarray], np.ndarray] | None = None,
     bad_files: BadFiles | None = None,

@@ -45,7 +45,7 @@ from pase.progress import progress, say
 
 if tp.TYPE_CHECKING:
     from pase.encoder import Encoder
-    from pase.eval.features import Distortion, EncoderFeatures, FeatureCache
+    from pase.eval.features import EncoderFeatures, EvalCondition, FeatureCache
 
 Result = dict[str, tp.Any]
 
@@ -233,13 +233,13 @@ def _initial_stats(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Standardisation of the probe's input from the initial encoder's (cached) training features:
     pooled vectors ``[L, 2D]`` for utterance tasks, frames ``[L, D]`` otherwise."""
-    from pase.eval.features import extract_files
+    from pase.eval.features import cache_features
 
     paths = [it.path for it in items]
     desc = f"{task.name} {features.name} stats"
     if not task.frame_level and not task.sequence_level:
         pooled = torch.from_numpy(
-            np.stack(extract_files(features, paths, cache, desc=desc, transform=probes.pool_utterance))
+            np.stack(cache_features(features, paths, cache, desc=desc, transform=probes.pool_utterance))
         )
         return pooled.mean(0), pooled.std(0).clamp_min(1e-5)
 
@@ -249,7 +249,7 @@ def _initial_stats(
             [f64.sum(axis=1), (f64 * f64).sum(axis=1), np.full(f.shape[::2], f.shape[1], np.float64)]
         )
 
-    total = np.sum(extract_files(features, paths, cache, desc=desc, transform=sums), axis=0)
+    total = np.sum(cache_features(features, paths, cache, desc=desc, transform=sums), axis=0)
     mean = total[0] / total[2]
     std = np.sqrt(np.maximum(total[1] / total[2] - mean * mean, 0.0))
     return torch.from_numpy(mean).float(), torch.from_numpy(std).float().clamp_min(1e-5)
@@ -292,7 +292,7 @@ def _predict(
     items: list[Item],
     layers: str,
     device: str,
-    distortion: Distortion | None = None,
+    distortion: EvalCondition | None = None,
 ) -> tuple[list[tp.Any], list[tp.Any]]:
     """Whole-file predictions in eval mode: ``(predictions, references)``; class indices (one per
     file, or one per labelled frame) or transcripts."""
@@ -336,7 +336,7 @@ def finetune(
     cache: FeatureCache,
     *,
     seeds: tp.Sequence[int] = (0, 1, 2),
-    distortion: Distortion | None = None,
+    distortion: EvalCondition | None = None,
     probe: probes.ProbeKind = "mlp",
     device: str = "cpu",
     config: FinetuneConfig | None = None,

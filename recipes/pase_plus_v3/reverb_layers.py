@@ -118,7 +118,7 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     test = subset(task.split("test"), max(1, args.per_speaker // 2))
     ytr = np.array([it.label for it in train])
     yte = np.array([it.label for it in test])
-    reverb = F.Distortion("reverb", args.data)
+    reverb = F.EvalCondition("reverb", args.data)
     results: dict[str, tp.Any] = {"task": args.task, "train": len(train), "test": len(test), "layers": {}}
     for spec in args.features.split(","):
         fs = feature_set(spec, [it.path for it in train])
