@@ -312,7 +312,7 @@ def ablation_markdown(rows: tp.Sequence[Row]) -> str:
 def plot_ablation(rows: tp.Sequence[Row], path: Path) -> bool:
     """Grouped bars: accuracy per task per variant. False when matplotlib is missing."""
     try:
-        from pase.plots import pyplot
+        from pase.plots import pyplot, save_figure
 
         plt = pyplot()
     except ImportError:
@@ -330,8 +330,7 @@ def plot_ablation(rows: tp.Sequence[Row], path: Path) -> bool:
     ax.set_title("pase ablate: equal training budget per variant")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return True
 
 

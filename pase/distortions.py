@@ -662,7 +662,7 @@ def _write_wav(path: str, audio: np.ndarray) -> None:
 
 
 def _save_spectrograms(panels: tp.Sequence[tuple[str, np.ndarray]], path: Path) -> None:
-    from pase.plots import pyplot
+    from pase.plots import pyplot, save_figure
 
     plt = pyplot()
 
@@ -690,8 +690,7 @@ def _save_spectrograms(panels: tp.Sequence[tuple[str, np.ndarray]], path: Path) 
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def drawn_rir(distorter: Distorter, seed: int) -> int:

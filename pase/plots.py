@@ -40,6 +40,20 @@ def pyplot() -> tp.Any:
     return plt
 
 
+def save_figure(fig: tp.Any, path: str | os.PathLike[str], **savefig_kwargs: tp.Any) -> None:
+    """Write ``fig`` to ``path`` atomically (:func:`pase.audio.write_atomic`), then close it.
+
+    ``savefig_kwargs`` go to ``Figure.savefig`` (``dpi``, ...); the format is PNG unless
+    ``format`` says otherwise (the temporary file's name has no extension to infer it from).
+    The figure is closed even when writing fails, so a long grid of plots never piles them up.
+    """
+    kwargs = {"format": "png", **savefig_kwargs}
+    try:
+        write_atomic(path, lambda tmp: fig.savefig(tmp, **kwargs))
+    finally:
+        pyplot().close(fig)
+
+
 def binary_workers(run: Path) -> set[str]:
     """Names of the run's workers with a balanced binary loss (preset names, and any worker of
     such a kind listed in the run's config.json)."""
@@ -109,8 +123,7 @@ def plot_run(run: str | os.PathLike[str], out: str | os.PathLike[str] | None = N
     fig.supxlabel("step", fontsize=9)
     fig.tight_layout()
     target = Path(out) if out is not None else run / "curves.png"
-    write_atomic(target, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_figure(fig, target, dpi=110)
     return target
 
 

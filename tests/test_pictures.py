@@ -103,3 +103,19 @@ def test_confusion_matrix_shows_counts(tmp_path: Path, figures: list) -> None:  
     plot_confusion(cm, ["a", "b", "c"], "t", tmp_path / "c.png")
     texts = sorted(int(t.get_text()) for t in figures[0].axes[0].texts)
     assert texts == [1, 2, 5, 7, 9]
+
+
+def test_save_figure_writes_a_png_and_closes_the_figure(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from pase.plots import pyplot, save_figure
+
+    fig, _ = pyplot().subplots()
+    save_figure(fig, tmp_path / "sub" / "f.png", dpi=50)
+    assert (tmp_path / "sub" / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["f.png"]  # no temporary left
+    assert not plt.fignum_exists(fig.number)
+    broken, _ = pyplot().subplots()
+    with pytest.raises(ValueError):
+        save_figure(broken, tmp_path / "g.png", format="no-such-format")
+    assert not plt.fignum_exists(broken.number) and not (tmp_path / "g.png").exists()

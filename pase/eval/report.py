@@ -83,7 +83,7 @@ def layer_weights_markdown(result: Result) -> str:
 
 def plot_confusion(cm: np.ndarray, classes: tp.Sequence[str], title: str, path: Path) -> None:
     """Row-normalised confusion matrix as a PNG, with the counts written in the cells."""
-    from pase.plots import pyplot
+    from pase.plots import pyplot, save_figure
 
     plt = pyplot()
 
@@ -104,8 +104,7 @@ def plot_confusion(cm: np.ndarray, classes: tp.Sequence[str], title: str, path: 
                 color = "white" if norm[row, col] > 0.5 else "black"
                 ax.text(col, row, str(count), ha="center", va="center", fontsize=fontsize, color=color)
     fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def write_results(result: Result, cm: np.ndarray, out_dir: Path) -> None:
@@ -146,7 +145,7 @@ def summary_markdown(results: tp.Sequence[Result], errors: tp.Mapping[str, str])
 
 def plot_summary(results: tp.Sequence[Result], path: Path) -> None:
     """One bar chart per task: accuracy per feature set with the seed spread as error bars."""
-    from pase.plots import pyplot
+    from pase.plots import pyplot, save_figure
 
     plt = pyplot()
 
@@ -171,8 +170,7 @@ def plot_summary(results: tp.Sequence[Result], path: Path) -> None:
     for ax in list(axes.flat)[len(tasks) :]:
         ax.axis("off")
     fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def write_summary(results: tp.Sequence[Result], errors: tp.Mapping[str, str], out_dir: Path) -> None:

@@ -180,11 +180,9 @@ def markdown(rows: list[Row]) -> str:
 
 def plot(rows: list[Row], path: Path) -> None:
     """MLP accuracy per built-in task and feature set, one panel per test condition."""
-    from pase.plots import pyplot
+    from pase.plots import pyplot, save_figure
 
     plt = pyplot()
-
-    from pase.audio import write_atomic
 
     conditions = [c for c in CONDITIONS if _cells(rows, "mlp", c)]
     fig, axes = plt.subplots(1, len(conditions), figsize=(5 * len(conditions), 4), sharey=True, squeeze=False)
@@ -201,8 +199,7 @@ def plot(rows: list[Row], path: Path) -> None:
     axes[0][0].set_ylabel("accuracy")
     axes[0][-1].legend(fontsize=8)
     fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def main(argv: tp.Sequence[str] | None = None) -> int:

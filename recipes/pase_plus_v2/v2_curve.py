@@ -192,7 +192,7 @@ def write_curve(run: Path) -> Path:
     ref_file = curve / "reference" / "point.json"
     ref = json.loads(ref_file.read_text())["eval"] if ref_file.exists() else {}
     try:
-        from pase.plots import pyplot
+        from pase.plots import pyplot, save_figure
 
         plt = pyplot()
     except ImportError:
@@ -212,8 +212,7 @@ def write_curve(run: Path) -> Path:
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     png = curve / "curve.png"
-    write_atomic(png, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    save_figure(fig, png, dpi=110)
     return png
 
 
@@ -234,7 +233,7 @@ def write_full_curve(run: Path, baseline_dir: Path) -> Path | None:
     text = "\n".join(lines) + "\n"
     write_atomic(curve / "curve_full.csv", lambda tmp: Path(tmp).write_text(text))
     try:
-        from pase.plots import pyplot
+        from pase.plots import pyplot, save_figure
 
         plt = pyplot()
     except ImportError:
@@ -258,8 +257,7 @@ def write_full_curve(run: Path, baseline_dir: Path) -> Path | None:
     fig.suptitle("v2 on the acceptance cells (MLP probe; dashed: the baseline grid)", fontsize=10)
     fig.tight_layout()
     png = curve / "curve_full.png"
-    write_atomic(png, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
+    save_figure(fig, png, dpi=100)
     return png
 
 
