@@ -36,6 +36,18 @@ Tensor = torch.Tensor
 DISTORTIONS = ("reverb", "overlap", "noise", "clip", "codec2", "chop", "bandrop", "downsample")
 #: VAD frame: 20 ms windows every 10 ms.
 _VAD_FRAME = 320
+#: DistortionConfig's simulated-room fields (its ``--distortions.*`` flags and ``config.json``
+#: keys) and the :class:`~pase.rirs.RoomSpec` field each one sets: RoomSpec is the recipe, and
+#: its defaults are these fields' defaults.
+ROOM_FIELDS = {
+    "n_sim_rooms": "n_rooms",
+    "rooms_seed": "seed",
+    "room_size_min": "size_min",
+    "room_size_max": "size_max",
+    "room_rt60_range": "rt60_range",
+    "rir_max_len": "max_len",
+}
+_ROOMS = RoomSpec()
 
 
 @dataclasses.dataclass
@@ -66,18 +78,19 @@ class DistortionConfig:
 
     rir_dir: str | None = None
     """Folder of measured RIRs added to the simulated ones (e.g. ``../shared/speech/rir``)."""
-    n_sim_rooms: int = 200
-    """Simulated rooms in the RIR bank (0 with ``rir_dir`` for measured RIRs only)."""
-    rooms_seed: int = 0
-    """Seed of the simulated rooms (part of the cache key)."""
-    room_size_min: tuple[float, float, float] = (3.0, 3.0, 2.5)
-    """Smallest simulated room (length, width, height) in metres."""
-    room_size_max: tuple[float, float, float] = (10.0, 8.0, 4.0)
-    """Largest simulated room (length, width, height) in metres."""
-    room_rt60_range: tuple[float, float] = (0.2, 1.0)
-    """Target RT60 range (s) of the simulated rooms."""
-    rir_max_len: int = 24000
-    """RIRs are peak-normalised and truncated to this many samples."""
+    n_sim_rooms: int = _ROOMS.n_rooms
+    """Simulated rooms in the RIR bank, ``RoomSpec.n_rooms`` (0 with ``rir_dir`` for measured RIRs
+    only)."""
+    rooms_seed: int = _ROOMS.seed
+    """Seed of the simulated rooms, ``RoomSpec.seed`` (part of the cache key)."""
+    room_size_min: tuple[float, float, float] = _ROOMS.size_min
+    """Smallest simulated room (length, width, height) in metres, ``RoomSpec.size_min``."""
+    room_size_max: tuple[float, float, float] = _ROOMS.size_max
+    """Largest simulated room (length, width, height) in metres, ``RoomSpec.size_max``."""
+    room_rt60_range: tuple[float, float] = _ROOMS.rt60_range
+    """Target RT60 range (s) of the simulated rooms, ``RoomSpec.rt60_range``."""
+    rir_max_len: int = _ROOMS.max_len
+    """RIRs are peak-normalised and truncated to this many samples, ``RoomSpec.max_len``."""
     rir_cache_dir: str | None = None
     """Where the simulated bank is cached (default ``$PASE_CACHE_DIR/rirs`` or
     ``~/.cache/pase/rirs``)."""
@@ -158,15 +171,8 @@ class DistortionConfig:
         return cls(**{**{f"{name}_p": 0.0 for name in DISTORTIONS}, **overrides})
 
     def room_spec(self) -> RoomSpec:
-        """The simulated-room recipe of this config."""
-        return RoomSpec(
-            n_rooms=self.n_sim_rooms,
-            seed=self.rooms_seed,
-            size_min=self.room_size_min,
-            size_max=self.room_size_max,
-            rt60_range=self.room_rt60_range,
-            max_len=self.rir_max_len,
-        )
+        """The simulated-room recipe of this config (``RoomSpec``'s own values for the rest)."""
+        return RoomSpec(**{spec: getattr(self, ours) for ours, spec in ROOM_FIELDS.items()})
 
     def to_dict(self) -> dict[str, tp.Any]:
         """JSON-ready fields (saved beside a checkpoint)."""

@@ -4,6 +4,7 @@ bank cache, and ``pase show-distortions``."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -341,3 +342,17 @@ def test_cuda_matches_cpu(distorter: Distorter) -> None:
     distorter.to("cpu")
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=1e-3)
+
+
+def test_room_fields_are_the_room_spec() -> None:
+    """DistortionConfig's room fields set RoomSpec's: same defaults, same rooms, same cache file."""
+    from pase.distortions import ROOM_FIELDS
+
+    spec_fields = {f.name for f in dataclasses.fields(RoomSpec)}
+    assert set(ROOM_FIELDS.values()) <= spec_fields
+    defaults = DistortionConfig()
+    assert all(getattr(defaults, ours) == getattr(RoomSpec(), spec) for ours, spec in ROOM_FIELDS.items())
+    assert defaults.room_spec() == RoomSpec() and RoomSpec().key() == "3edf5fdbb40959e8"
+    custom = DistortionConfig(n_sim_rooms=3, rooms_seed=2, room_rt60_range=(0.2, 0.4), rir_max_len=8000)
+    assert custom.room_spec() == RoomSpec(n_rooms=3, seed=2, rt60_range=(0.2, 0.4), max_len=8000)
+    assert DistortionConfig.from_dict(custom.to_dict()).room_spec() == custom.room_spec()
