@@ -28,6 +28,8 @@ PASE_PLUS_DIMS = {
     "prosody": 12,
 }
 PASE_V1_DIMS = {"lps_v1": 1025, "mfcc_v1": 20, "prosody_v1": 4}
+#: The LPS pair on a 512-point FFT (257 bins x 3), a cheaper candidate for the CPU recipe.
+CHEAP_LPS_DIMS = {"lps_512": 771, "lps_long_512": 771}
 
 
 def _batch(seconds: float, n: int = 2) -> torch.Tensor:
@@ -35,8 +37,16 @@ def _batch(seconds: float, n: int = 2) -> torch.Tensor:
 
 
 def test_registry_has_the_spec_dims() -> None:
-    assert {k: t.dim for k, t in T.TARGETS.items()} == PASE_PLUS_DIMS | PASE_V1_DIMS
+    assert {k: t.dim for k, t in T.TARGETS.items()} == PASE_PLUS_DIMS | PASE_V1_DIMS | CHEAP_LPS_DIMS
     assert all(name == t.name for name, t in T.TARGETS.items())
+
+
+def test_cheap_lps_is_the_lps_on_a_512_point_fft() -> None:
+    wav = _batch(0.5)
+    static = T.TARGETS["lps_512"].fn(wav)[..., :257]
+    torch.testing.assert_close(static, T.lps(wav, n_fft=512))
+    long_static = T.TARGETS["lps_long_512"].fn(wav)[..., :257]
+    torch.testing.assert_close(long_static, T.lps(wav, win_length=512, n_fft=512))
 
 
 @pytest.mark.parametrize("num_samples", [32000, 16007, 400])
