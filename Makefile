@@ -11,7 +11,7 @@ TORCH_VERSION := 2.13.0
 # Where pip finds torch; empty: decided by .ci/torch_source.sh (GPU -> CUDA build, else CPU build).
 TORCH_INDEX ?=
 # pytest's temporary files: inside the build tree, removed after a passing run.
-TEST_TMP := build/pytest
+TEST_TMP := $(CURDIR)/build/pytest
 
 .PHONY: demo test lint bench bench-gpu clean
 
@@ -38,7 +38,7 @@ demo: $(VENV)/.core
 
 test: $(VENV)/.dev
 	@echo "make test: the whole suite, about 10-15 minutes on 2 CPU cores (tests of real speech skip without ../shared/speech)"
-	@$(PY) -m pytest -q -ra --basetemp=$(TEST_TMP) && rm -rf $(TEST_TMP) \
+	@mkdir -p $(dir $(TEST_TMP)) && $(PY) -m pytest -q -ra --basetemp=$(TEST_TMP) && rm -rf $(TEST_TMP) \
 	  || { status=$$?; echo "make test: failed; the failed tests' folders are under $(TEST_TMP)"; exit $$status; }
 
 lint: $(VENV)/.dev
