@@ -7,11 +7,14 @@ import importlib.util
 import os
 import sys
 import types
+import typing as tp
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from pase import Encoder, EncoderConfig
 
 SPEECH_DIR = Path(
     os.environ.get("PASE_SPEECH_DIR", Path(__file__).resolve().parents[1] / ".." / "shared" / "speech")
@@ -52,3 +55,28 @@ def synth_speechlike(seconds: float = 1.0, sr: int = 16000, seed: int = 0) -> np
     wav = sum(np.sin(k * phase) / k for k in range(1, 12))
     wav = 0.3 * wav / np.max(np.abs(wav)) + 0.01 * rng.standard_normal(t.size)
     return wav.astype(np.float32)
+
+
+def perturbed_encoder(config: EncoderConfig | str, seed: int) -> Encoder:
+    """A random :class:`pase.Encoder` moved off its init (BatchNorm statistics too), in eval mode:
+    a stand-in for trained weights wherever a test compares two ways of computing features."""
+    torch.manual_seed(seed)
+    enc = Encoder.from_config(config)
+    with torch.no_grad():
+        for p in enc.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        for m in enc.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                assert m.running_mean is not None and m.running_var is not None
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+    return enc.eval()
+
+
+@pytest.fixture
+def one_thread() -> tp.Iterator[None]:
+    """torch on one thread for the test (tiny ops gain nothing from threads, and cores are shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import perturbed_encoder
 
 from pase import Encoder
 from pase.hub import CheckpointError, ours_to_original
@@ -44,26 +45,11 @@ def expected_frames(T: int) -> int:
     return T // 160 + (1 if T % 160 >= 151 else 0)
 
 
-def _perturbed(config: str) -> Encoder:
-    """A random encoder moved off its init (BatchNorm statistics too), in eval mode."""
-    torch.manual_seed(11)
-    enc = Encoder.from_config(config)
-    with torch.no_grad():
-        for p in enc.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-        for m in enc.modules():
-            if isinstance(m, torch.nn.BatchNorm1d):
-                assert m.running_mean is not None and m.running_var is not None
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 2.0)
-    return enc.eval()
-
-
 @pytest.fixture(scope="module")
 def original_plus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Encoder]:
     """(PASE+.cfg, FE_e199.ckpt in the original layout wrapped as the trainer saved it, source encoder)."""
     d = tmp_path_factory.mktemp("orig")
-    enc = _perturbed("pase+")
+    enc = perturbed_encoder("pase+", seed=11)
     ckpt = d / "FE_e199.ckpt"
     torch.save({"step": 199, "state_dict": ours_to_original(enc.state_dict())}, ckpt)
     cfg = d / "PASE+.cfg"
@@ -238,7 +224,7 @@ def test_pase_v1_config_and_presets(tmp_path: Path) -> None:
 
 
 def test_v1_checkpoint_in_original_layout(tmp_path: Path) -> None:
-    enc = _perturbed("pase")
+    enc = perturbed_encoder("pase", seed=11)
     ckpt = tmp_path / "FE_e149.ckpt"
     torch.save(ours_to_original(enc.state_dict()), ckpt)
     fe = wf_builder("pase")

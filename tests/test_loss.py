@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import typing as tp
 from pathlib import Path
 
 import pytest
@@ -14,13 +13,7 @@ from conftest import SPEECH_DIR, synth_speechlike
 
 from pase import Encoder, EncoderConfig, FeatureLoss, load_audio
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> tp.Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import typing as tp
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import load_script
+from conftest import load_script, perturbed_encoder
 
 from pase import Encoder, EncoderConfig, load_audio
 from pase.audio import HOP, MIN_SAMPLES
@@ -25,19 +24,7 @@ REL_TOL = 4e-6
 CHUNKS = (1, 159, 160, 161, 1600, 48000)
 
 
-def _perturbed(config: EncoderConfig | str, seed: int = 3) -> Encoder:
-    """A random encoder moved off its init (BatchNorm statistics too), in eval mode."""
-    torch.manual_seed(seed)
-    enc = Encoder.from_config(config)
-    with torch.no_grad():
-        for p in enc.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-        for m in enc.modules():
-            if isinstance(m, torch.nn.BatchNorm1d):
-                assert m.running_mean is not None and m.running_var is not None
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 2.0)
-    return enc.eval()
+pytestmark = pytest.mark.usefixtures("one_thread")  # pushes of a few samples are many tiny ops
 
 
 def small_config(**kw: object) -> EncoderConfig:
@@ -48,18 +35,9 @@ def small_config(**kw: object) -> EncoderConfig:
     return EncoderConfig(**base)  # type: ignore[arg-type]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> tp.Iterator[None]:
-    """Pushes of a few samples are many tiny ops; threads only add overhead (and share cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def small() -> Encoder:
-    return _perturbed(small_config())
+    return perturbed_encoder(small_config(), seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +125,7 @@ def test_all_layers(small: Encoder, pase_plus: Encoder) -> None:
 
 
 def test_pase_v1() -> None:
-    enc = _perturbed(small_config(rnn="none", dense_skips=False))
+    enc = perturbed_encoder(small_config(rnn="none", dense_skips=False), seed=3)
     wav = _signal(16000 + 3)
     for layers in ("final", "all"):
         got = _stream_all(enc.stream(layers), wav, _random_sizes(wav.shape[0], seed=7))
@@ -179,7 +157,7 @@ def _measured_lookahead(stream: EncoderStream, n_frames: int) -> list[int]:
     "kernels", [(20, 11, 11, 11, 11, 11, 11), (20, 5, 7, 3, 9, 5, 11), (10, 3, 3, 3, 3, 3, 3)]
 )
 def test_latency_matches_measurement(kernels: tuple[int, ...]) -> None:
-    enc = _perturbed(small_config(kernels=kernels))
+    enc = perturbed_encoder(small_config(kernels=kernels), seed=3)
     stream = enc.stream()
     assert _measured_lookahead(stream, 6) == [stream.latency_samples] * 6
     assert stream.latency_ms == 1000 * stream.latency_samples / 16000
