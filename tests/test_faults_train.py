@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train_compat import FIXTURE, write_corpus
+from test_train_compat import old_layout_run, write_corpus
 
 from pase import Encoder
 from pase.cli import main
@@ -50,11 +50,19 @@ def _resume_argv(run: Path, corpus: Path, max_steps: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def digested(tmp_path_factory: pytest.TempPathFactory, corpus: Path) -> Path:
+def old_run(tmp_path_factory: pytest.TempPathFactory, corpus: Path) -> Path:
+    """A 2-step run in the layout written before checkpoint digests (test_train_compat's)."""
+    run = tmp_path_factory.mktemp("old") / "run"
+    old_layout_run(corpus, run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def digested(tmp_path_factory: pytest.TempPathFactory, corpus: Path, old_run: Path) -> Path:
     """The compat fixture's run resumed to step 3: ``checkpoint.pt`` (step 3), ``checkpoint.prev.pt``
     (step 2) and their digests."""
     run = tmp_path_factory.mktemp("faults") / "run"
-    shutil.copytree(FIXTURE, run)
+    shutil.copytree(old_run, run)
     assert main(_resume_argv(run, corpus, 3)) == 0
     return run
 
@@ -85,22 +93,22 @@ def test_a_checkpoint_write_keeps_the_previous_one_and_records_both_digests(dige
 
 
 # -- item 1: a run folder's plugins are code ----------------------------------------------------
-def _run_with_plugin(tmp_path: Path) -> tuple[Path, Path]:
+def _run_with_plugin(tmp_path: Path, old_run: Path) -> tuple[Path, Path]:
     marker = tmp_path / "ran"
     helper = tmp_path / "helper.py"
     helper.write_text(f"open({str(marker)!r}, 'w').close()\n")
     run = tmp_path / "run"
-    shutil.copytree(FIXTURE, run)
+    shutil.copytree(old_run, run)
     config = json.loads((run / "config.json").read_text())
     (run / "config.json").write_text(json.dumps({**config, "plugins": [str(helper)]}))
     return run, marker
 
 
 def test_resume_refuses_plugins_named_only_by_the_run_folder(
-    tmp_path: Path, corpus: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, corpus: Path, old_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Before: the helper was imported (and ran) on --resume.
-    run, marker = _run_with_plugin(tmp_path)
+    run, marker = _run_with_plugin(tmp_path, old_run)
     assert main(_resume_argv(run, corpus, 3)) == 2
     line = _one_line(capsys.readouterr().err, f"pase train: {run / 'config.json'} names worker plugins")
     assert "--plugins" in line and "--trust-plugins" in line
@@ -108,11 +116,11 @@ def test_resume_refuses_plugins_named_only_by_the_run_folder(
 
 
 @pytest.mark.parametrize("allow", [["--trust-plugins"], ["--plugins", "HELPER"]])
-def test_plugins_named_again_or_trusted_are_imported(tmp_path: Path, allow: list[str]) -> None:
+def test_plugins_named_again_or_trusted_are_imported(tmp_path: Path, old_run: Path, allow: list[str]) -> None:
     from pase.cli import build_parser
     from pase.train import config_from_args
 
-    run, _ = _run_with_plugin(tmp_path)
+    run, _ = _run_with_plugin(tmp_path, old_run)
     allow = [str(tmp_path / "helper.py") if a == "HELPER" else a for a in allow]
     args = build_parser().parse_args(["train", "--out", str(run), "--resume", *allow])
     assert config_from_args(args).plugins == [str(tmp_path / "helper.py")]
@@ -160,11 +168,11 @@ def _pickle_flipped(path: Path) -> bytes:
 
 @pytest.mark.parametrize("content", ["truncated", "empty", "random", "pickle"])
 def test_an_unreadable_checkpoint_of_an_older_run_is_one_line(
-    tmp_path: Path, corpus: Path, capsys: pytest.CaptureFixture[str], content: str
+    tmp_path: Path, corpus: Path, old_run: Path, capsys: pytest.CaptureFixture[str], content: str
 ) -> None:
     # Before: a traceback each (the pickle case: "'utf-8' codec can't decode..." without the file).
     run = tmp_path / "run"
-    shutil.copytree(FIXTURE, run)  # no digests: written before they existed
+    shutil.copytree(old_run, run)  # no digests: written before they existed
     original = (run / CHECKPOINT).read_bytes()
     bad = {
         "truncated": original[: len(original) // 2],
