@@ -21,6 +21,21 @@ THREADS="${THREADS:-2}"
 for f in "$EXTRA/pretrain.csv" "$EXTRA/pretrain_more.csv" "$SPEECH/librispeech/train-clean-100"; do
   [ -e "$f" ] || { echo "v3 ablation: $f not found (see ../shared/data/README.md)" >&2; exit 2; }
 done
+# Rows committed in results/ablation_partial.json (a machine can be replaced between sessions)
+# are put back as finished variants, so only the missing ones train again.
+PY="$(dirname "$PASE")/python"; [ -x "$PY" ] || PY=python3
+"$PY" - "$OUT" recipes/pase_plus_v3/results/ablation_partial.json <<'EOF'
+import json, os, sys
+out, committed = sys.argv[1], sys.argv[2]
+for row in json.load(open(committed)) if os.path.exists(committed) else []:
+    done = os.path.join(out, "variants", row["variant"], "done.json")
+    if not os.path.exists(done):
+        os.makedirs(os.path.dirname(done), exist_ok=True)
+        with open(done + ".tmp", "w") as f:
+            json.dump(row, f, indent=2)
+        os.replace(done + ".tmp", done)
+        print(f"v3 ablation: {row['variant']}: row read back from {committed}", file=sys.stderr)
+EOF
 OLD_DATA="[\"$EXTRA/pretrain.csv\",\"$SPEECH/librispeech/train-clean-100\"]"
 source recipes/malloc_env.sh  # glibc malloc keeps its memory: 23 % less wall time, same losses
 exec "$PASE" ablate --preset pase+cpu \
