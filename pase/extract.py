@@ -113,10 +113,15 @@ SHORT_SECONDS = 2.0
 #: Files per batch of short files on CPU, and of any files on CUDA, when ``batch_size`` is not given.
 AUTO_BATCH = 8
 #: What runs the encoder: PyTorch, or ONNX Runtime on a cached ONNX export (:mod:`pase.onnx`; files
-#: over ``LONG_SECONDS`` still stream through PyTorch). The default is torch until bench/onnx_speed.py
-#: shows ONNX Runtime faster; flipping it is this one line.
-BACKENDS = ("torch", "onnxruntime")
-DEFAULT_BACKEND = "torch"
+#: over ``LONG_SECONDS`` still stream through PyTorch), or ``auto`` (:func:`choose_backend`).
+BACKENDS = ("auto", "torch", "onnxruntime")
+DEFAULT_BACKEND = "auto"
+#: ``auto`` picks ONNX Runtime on the CPU when the model's export is already cached or the job has
+#: at least this much audio to extract. ONNX Runtime ran 1.4-2.3x faster than PyTorch in every cell
+#: of bench/onnx_speed.py (bench/results/onnx.json: 0.008-0.014 s saved per second of audio) and the
+#: one-time export took 10 s there, so it repays itself from 12-20 minutes of audio; below that the
+#: export costs more than it saves and PyTorch is the faster choice.
+AUTO_ONNX_SECONDS = 1800.0
 #: tqdm's default layout, but always in files/s (its default flips to s/file below 1 file/s).
 BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]"
 
@@ -239,6 +244,42 @@ def _durations(jobs: list[Job]) -> list[float]:
         except AudioError:
             seconds.append(0.0)
     return seconds
+
+
+def choose_backend(
+    requested: str,
+    encoder: Encoder,
+    layers: Layers,
+    device: str,
+    jobs: list[Job],
+    overwrite: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> tuple[str, str]:
+    """The backend that runs ``encoder`` (``torch`` or ``onnxruntime``) and, for ``auto``, why.
+
+    ``auto``: ONNX Runtime when the device is the CPU, ONNX Runtime is installed, the encoder is a
+    QRNN or v1 one (LSTM and GRU do not export) and either its export is cached or ``jobs`` hold at
+    least :data:`AUTO_ONNX_SECONDS` of audio not yet extracted; PyTorch otherwise."""
+    if requested != "auto":
+        return requested, ""
+    if not device.startswith("cpu"):
+        return "torch", f"{device} runs PyTorch"
+    if encoder.config.rnn not in ("qrnn", "none"):
+        return "torch", f"a {encoder.config.rnn.upper()} encoder does not export to ONNX"
+    from pase.onnx import cached_export_path, runtime_problem
+
+    problem = runtime_problem()
+    if problem is not None:
+        return "torch", f"onnxruntime: {problem}"
+    if cached_export_path(encoder, layers, cache_dir).is_file():
+        return "onnxruntime", "its ONNX export is cached"
+    todo = [job for job in jobs if overwrite or not job.output.exists()]
+    total = 0.0
+    for seconds in _durations(todo):
+        total += seconds
+        if total >= AUTO_ONNX_SECONDS:
+            return "onnxruntime", f"at least {AUTO_ONNX_SECONDS / 60:.0f} min of audio repay the ONNX export"
+    return "torch", f"{total / 60:.1f} min of audio do not repay an ONNX export"
 
 
 def _chunks(items: list[Job], size: int) -> list[list[Job]]:
@@ -846,13 +887,20 @@ def _extract_ranked(
     except Exception as exc:  # any reason a model cannot load is one line for the user
         hint = "" if args.random_init else " (or pass --random-init to test with an untrained one)"
         load_error = _one_line(f"pase extract: cannot load model {args.model!r}: {exc}{hint}")
-    if load_error is None and args.backend == "onnxruntime":
+    backend, why = args.backend, ""
+    if load_error is None:
+        jobs, _ = resolve_inputs(args.inputs, args.out, "." + args.format)
+        backend, why = choose_backend(args.backend, encoder, args.layers, device, jobs, args.overwrite)
+    if load_error is None and backend == "onnxruntime":
         from pase.onnx import onnxruntime_backend
 
         try:
             encoder = onnxruntime_backend(encoder, args.layers)
         except Exception as exc:  # no onnxruntime, a failed export: one line, as for loading
-            load_error = _one_line(f"pase extract: --backend onnxruntime: {exc}")
+            if args.backend == "onnxruntime":
+                load_error = _one_line(f"pase extract: --backend onnxruntime: {exc}")
+            else:  # auto: what the user did not ask for cannot fail the job
+                backend, why = "torch", _one_line(f"the ONNX export failed: {exc}")
     errors = [e for e in gather(load_error, ranks) if e is not None]
     if errors:
         err_main(errors[0])
@@ -898,7 +946,8 @@ def _extract_ranked(
     procs = f", {ranks.world_size} processes" if ranks.world_size > 1 else ""
     err_main(
         f"pase extract: {total} ({total.audio_seconds:.1f} s of audio in {total.wall_seconds:.1f} s"
-        f"{procs}, {total.real_time_factor:.1f}x real time) -> {args.out}"
+        f"{procs}, {total.real_time_factor:.1f}x real time, {backend}) -> {args.out}"
+        + (f" [backend auto: {why}]" if why else "")
     )
     return 0 if total.ok else 1
 
@@ -966,8 +1015,10 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "--backend",
         choices=BACKENDS,
         default=DEFAULT_BACKEND,
-        help=f"what runs the encoder (default {DEFAULT_BACKEND}); onnxruntime (CPU, pase-speech[onnx]) "
-        "exports the model once to the pase cache and runs that",
+        help=f"what runs the encoder (default {DEFAULT_BACKEND}); onnxruntime (CPU, the [onnx] extra) "
+        "exports the model once to the pase cache and runs that; auto runs onnxruntime on the CPU "
+        f"when it is installed and the export is cached or the job holds {AUTO_ONNX_SECONDS / 60:.0f}+ "
+        "min of audio, else torch",
     )
     p.add_argument(
         "--batch-size",

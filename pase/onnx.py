@@ -123,7 +123,7 @@ def export_onnx(encoder: Encoder, path: str | os.PathLike[str], layers: Layers =
         raise ValueError(f"layers must be 'final' or 'all', not {layers!r}")
     missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
     if missing:
-        raise OnnxError(f"ONNX export needs {' and '.join(missing)}: pip install 'pase-speech[onnx]'")
+        raise OnnxError(f"ONNX export needs {' and '.join(missing)}: {_hint()}")
     graph = _Graph(encoder, layers)
     batch = torch.export.Dim("batch")
     time = torch.export.Dim("time", min=MIN_SAMPLES)
@@ -190,10 +190,29 @@ def cached_export(
 ) -> Path:
     """The ONNX export of ``encoder``, written to ``cache_dir`` (default :func:`default_cache_dir`)
     the first time this model and ``layers`` are asked for, reused afterwards."""
-    path = Path(cache_dir or default_cache_dir()) / f"{fingerprint(encoder, layers)[:24]}-{layers}.onnx"
+    path = cached_export_path(encoder, layers, cache_dir)
     if not path.is_file():
         export_onnx(encoder, path, layers)
     return path
+
+
+def _hint() -> str:
+    from pase.cli_args import install_hint
+
+    return install_hint("onnx")
+
+
+def runtime_problem() -> str | None:
+    """Why the onnxruntime backend cannot run in this installation (a missing package), or None."""
+    missing = [m for m in ("onnxruntime", "onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+    return f"{' and '.join(missing)} not installed ({_hint()})" if missing else None
+
+
+def cached_export_path(
+    encoder: Encoder, layers: Layers = "final", cache_dir: str | os.PathLike[str] | None = None
+) -> Path:
+    """Where :func:`cached_export` keeps (or will keep) the export of ``encoder`` with ``layers``."""
+    return Path(cache_dir or default_cache_dir()) / f"{fingerprint(encoder, layers)[:24]}-{layers}.onnx"
 
 
 def _one_line(text: str) -> str:
@@ -215,7 +234,7 @@ class OnnxEncoder:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise OnnxError("ONNX Runtime is not installed: pip install 'pase-speech[onnx]'") from None
+            raise OnnxError(f"ONNX Runtime is not installed: {_hint()}") from None
         self.path = Path(path)
         if not self.path.is_file():
             raise OnnxError(f"{self.path}: no such ONNX file (write one with `pase export SPEC --onnx FILE`)")
@@ -312,9 +331,11 @@ class _OnnxRuntimeEncoder(Encoder):
         return self.runtime().extract_features(wav, lengths)
 
 
-def onnxruntime_backend(encoder: Encoder, layers: Layers = "final") -> Encoder:
+def onnxruntime_backend(
+    encoder: Encoder, layers: Layers = "final", cache_dir: str | os.PathLike[str] | None = None
+) -> Encoder:
     """``encoder`` with its batch calls run by ONNX Runtime on its cached export
     (:func:`cached_export`); what ``pase extract --backend onnxruntime`` runs. CPU only."""
     if next(encoder.parameters()).device.type != "cpu":
         raise OnnxError("the onnxruntime backend runs on the CPU; use --device cpu or --backend torch")
-    return _OnnxRuntimeEncoder(encoder, cached_export(encoder, layers))
+    return _OnnxRuntimeEncoder(encoder, cached_export(encoder, layers, cache_dir))

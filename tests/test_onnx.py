@@ -203,3 +203,49 @@ def test_extract_with_onnxruntime_writes_the_same_files(
     assert index(outs["onnxruntime"]) == index(outs["torch"])
     # The fixture's export of this model was found in the cache, not written again.
     assert [p.name for p in (cache_dir / "onnx").iterdir()] == [plus_onnx.path.name]
+
+
+def test_auto_backend_runs_onnxruntime_only_where_it_pays(
+    plus: Encoder, plus_onnx: OnnxEncoder, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    import pase.onnx
+    from pase import extract
+
+    wav = tmp_path / "a.wav"
+    sf.write(wav, synth_speechlike(2.0, seed=1), 16000)
+    out = tmp_path / "out"
+    jobs, _ = extract.resolve_inputs([wav], out, ".npy")
+    cached, empty = cache_dir / "onnx", tmp_path / "empty_cache"
+
+    def choose(requested: str = "auto", device: str = "cpu", encoder: Encoder = plus, **kw: object) -> str:
+        return extract.choose_backend(requested, encoder, "all", device, jobs, **kw)[0]  # type: ignore[arg-type]
+
+    assert choose("torch", cache_dir=cached) == "torch"  # what the user asks for is kept
+    assert choose(cache_dir=cached) == "onnxruntime"  # the export is there: nothing to repay
+    backend, why = extract.choose_backend("auto", plus, "all", "cpu", jobs, cache_dir=empty)
+    assert backend == "torch" and "0.0 min of audio do not repay" in why
+    monkeypatch.setattr(extract, "AUTO_ONNX_SECONDS", 1.5)
+    assert choose(cache_dir=empty) == "onnxruntime"  # 2 s of audio >= the (lowered) threshold
+    out.mkdir()
+    (out / "a.npy").write_bytes(b"")
+    assert choose(cache_dir=empty) == "torch"  # its output exists: nothing left to extract
+    assert choose(cache_dir=empty, overwrite=True) == "onnxruntime"
+    assert choose(device="cuda:0", cache_dir=cached) == "torch"
+    lstm = Encoder(dataclasses.replace(plus.config, rnn="lstm"))
+    assert choose(encoder=lstm, cache_dir=cached) == "torch"
+    monkeypatch.setattr(pase.onnx, "runtime_problem", lambda: "onnxruntime not installed")
+    assert choose(cache_dir=cached) == "torch"
+
+
+def test_extract_says_which_backend_auto_chose(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PASE_CACHE_DIR", str(tmp_path / "cache"))
+    sf.write(tmp_path / "a.wav", synth_speechlike(1.0, seed=1), 16000)
+    argv = ["extract", str(tmp_path / "a.wav"), "--out", str(tmp_path / "out"), "--random-init"]
+    assert main([*argv, "--no-progress", "--device", "cpu", "--num-threads", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "torch) ->" in err and "[backend auto: 0.0 min of audio do not repay an ONNX export]" in err
+    assert not (tmp_path / "cache" / "onnx").exists()  # nothing was exported for one second of audio
