@@ -90,7 +90,26 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
             from pase.progress import disabled
 
             settings.enter_context(disabled())
+        settings.enter_context(_warnings_as_lines(command or "pase"))
         return _run(args)
+
+
+@contextlib.contextmanager
+def _warnings_as_lines(command: str) -> tp.Iterator[None]:
+    """Python warnings printed as one line naming the command, not with the warning's source line."""
+    import warnings
+
+    previous = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], *_: tp.Any, **kw: tp.Any) -> None:
+        text = " ".join(str(message).split())
+        print(f"pase {command}: warning: {text}", file=kw.get("file") or sys.stderr)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
 
 
 @contextlib.contextmanager

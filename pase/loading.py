@@ -155,10 +155,34 @@ def _from_file(path: Path, run: bool = False) -> tuple[Encoder, Origin]:
     return Encoder.from_state(state, config, str(path)), Origin("original", path)
 
 
+def _from_run_folder(path: Path) -> tuple[Encoder, Origin]:
+    """A run folder's encoder from its latest checkpoint that reads, as ``--resume`` picks it: a
+    ``checkpoint.pt`` that fails its digest (or is torn) gives way, with a warning, to the
+    ``checkpoint.prev.pt`` the trainer keeps beside it."""
+    import warnings
+
+    from pase import hub
+
+    problems = []
+    for name in (hub.RUN_CHECKPOINT, hub.PREVIOUS_CHECKPOINT):
+        if not (path / name).is_file():
+            continue
+        try:
+            loaded = _from_file(path / name, run=True)
+        except hub.CheckpointError as err:
+            problems.append(str(err))
+            continue
+        if problems:
+            warnings.warn(f"{problems[0]}; loaded {path / name}, the checkpoint before it", stacklevel=4)
+        return loaded
+    raise hub.CheckpointError(problems[0] if len(problems) == 1 else f"{problems[0]}; and {problems[1]}")
+
+
 def _holds_encoder(path: Path) -> bool:
     from pase import hub
 
-    names = (hub.RUN_CHECKPOINT, hub.CONFIG_NAME, hub.WEIGHTS_NAME, f"encoder/{hub.CONFIG_NAME}")
+    names = (hub.RUN_CHECKPOINT, hub.PREVIOUS_CHECKPOINT, hub.CONFIG_NAME, hub.WEIGHTS_NAME)
+    names += (f"encoder/{hub.CONFIG_NAME}",)
     return any((path / name).exists() for name in names)
 
 
@@ -166,8 +190,8 @@ def _from_folder(path: Path, spec: str) -> tuple[Encoder, Origin]:
     from pase import hub
     from pase.encoder import Encoder
 
-    if (path / hub.RUN_CHECKPOINT).is_file():
-        return _from_file(path / hub.RUN_CHECKPOINT, run=True)
+    if any((path / name).is_file() for name in (hub.RUN_CHECKPOINT, hub.PREVIOUS_CHECKPOINT)):
+        return _from_run_folder(path)
     own = any((path / name).exists() for name in (hub.CONFIG_NAME, hub.WEIGHTS_NAME))
     # A run folder's own config.json is its training config: its encoder is in encoder/.
     if (path / "encoder" / hub.CONFIG_NAME).is_file() and not (path / hub.WEIGHTS_NAME).exists():

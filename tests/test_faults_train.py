@@ -373,6 +373,32 @@ def test_a_run_checkpoint_with_a_bad_digest_is_refused_by_every_reader(
 ) -> None:
     run = _copy(digested, tmp_path)
     _flip(run / CHECKPOINT)
-    assert main(["export", str(run), str(tmp_path / "out")]) == 2
+    assert main(["export", str(run / CHECKPOINT), str(tmp_path / "out")]) == 2
     _one_line(capsys.readouterr().err, f"pase export: {run / CHECKPOINT}: checksum mismatch")
     assert (run / CHECKPOINT_DIGESTS).exists()
+    # The run folder: its encoder comes from the checkpoint before, with one warning line.
+    assert main(["export", str(run), str(tmp_path / "out")]) == 0
+    warning = capsys.readouterr().err.splitlines()[0]
+    assert warning.startswith(f"pase export: warning: {run / CHECKPOINT}: checksum mismatch")
+    assert warning.endswith(f"loaded {run / PREVIOUS_CHECKPOINT}, the checkpoint before it")
+
+
+def test_an_encoder_loads_from_the_previous_checkpoint_when_the_latest_is_corrupt(
+    digested: Path, tmp_path: Path
+) -> None:
+    from pase.hub import CheckpointError
+    from pase.loading import read_encoder
+
+    run = _copy(digested, tmp_path)
+    assert read_encoder(str(run))[1].step == 3
+    _flip(run / CHECKPOINT)
+    with pytest.warns(
+        UserWarning, match=r"checkpoint\.pt: checksum mismatch .*; loaded .*checkpoint\.prev\.pt"
+    ):
+        encoder, origin = read_encoder(str(run))
+    assert origin.step == 2 and origin.path == run / PREVIOUS_CHECKPOINT
+    _flip(run / PREVIOUS_CHECKPOINT, at=0.3)
+    with pytest.raises(
+        CheckpointError, match=r"checkpoint\.pt: checksum mismatch .*; and .*prev\.pt: checksum mismatch"
+    ):
+        read_encoder(str(run))
