@@ -181,8 +181,8 @@ def _from_run_folder(path: Path) -> tuple[Encoder, Origin]:
 def _holds_encoder(path: Path) -> bool:
     from pase import hub
 
-    names = (hub.RUN_CHECKPOINT, hub.PREVIOUS_CHECKPOINT, hub.CONFIG_NAME, hub.WEIGHTS_NAME)
-    names += (f"encoder/{hub.CONFIG_NAME}",)
+    encoder_config = f"encoder/{hub.CONFIG_NAME}"
+    names = (hub.RUN_CHECKPOINT, hub.PREVIOUS_CHECKPOINT, hub.CONFIG_NAME, hub.WEIGHTS_NAME, encoder_config)
     return any((path / name).exists() for name in names)
 
 
