@@ -21,15 +21,20 @@ $(VENV)/.torch:
 	$(PIP) install -q $(PIP_NET) $$(PYTHON=$(PY) TORCH_VERSION=$(TORCH_VERSION) TORCH_INDEX=$(TORCH_INDEX) bash .ci/torch_source.sh)
 	touch $@
 
+# editable_mode=compat puts the checkout itself on sys.path (a .pth line) instead of an import
+# hook: Python started in the clone's parent folder, where the clone `pase/` is a namespace
+# package, then still finds the real package (the hook never got a say there).
+EDITABLE := --config-settings editable_mode=compat -e
+
 $(VENV)/.core: $(VENV)/.torch pyproject.toml
-	$(PIP) install -q $(PIP_NET) -e '.[eval]'
+	$(PIP) install -q $(PIP_NET) $(EDITABLE) '.[eval]'
 	touch $@
 
 # The asr extra's decoder, pyctcdecode, declares numpy<2 though it runs on numpy 2: its own
 # dependencies are installed first and it comes without them, so pip never downgrades numpy.
 $(VENV)/.dev: $(VENV)/.torch pyproject.toml
-	$(PIP) install -q $(PIP_NET) -e '.[dev]'
-	$(PIP) install -q $(PIP_NET) -e '.[asr]'
+	$(PIP) install -q $(PIP_NET) $(EDITABLE) '.[dev]'
+	$(PIP) install -q $(PIP_NET) $(EDITABLE) '.[asr]'
 	$(PIP) install -q $(PIP_NET) --no-deps 'pyctcdecode>=0.5'
 	touch $@ $(VENV)/.core
 
