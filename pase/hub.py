@@ -423,6 +423,34 @@ def verify_run_checkpoint(path: Path) -> None:
 _ENCODER_PREFIX = "encoder."
 
 
+_T = tp.TypeVar("_T")
+
+
+def read_latest_checkpoint(
+    run: Path, read: tp.Callable[[Path], _T], fell_back: tp.Callable[[str, Path], None] | None = None
+) -> tuple[Path, _T]:
+    """``(path, read(path))`` of the newest checkpoint of the run folder ``run`` that reads:
+    ``checkpoint.pt``, else ``checkpoint.prev.pt`` (then ``fell_back(why the latest was refused,
+    that path)`` is called). Neither: a :class:`CheckpointError` that says why each was refused."""
+    problems = []
+    for path in (run / RUN_CHECKPOINT, run / PREVIOUS_CHECKPOINT):
+        if not path.exists():
+            continue
+        try:
+            contents = read(path)
+        except CheckpointError as err:
+            problems.append(str(err))
+            continue
+        if problems and fell_back is not None:
+            fell_back(problems[0], path)
+        return path, contents
+    if not problems:
+        raise CheckpointError(f"no checkpoint in {run}")
+    if len(problems) == 1:
+        raise CheckpointError(f"{problems[0]}; no previous checkpoint to resume from")
+    raise CheckpointError(f"{problems[0]}; and {problems[1]}")
+
+
 def is_run_checkpoint(obj: tp.Any) -> bool:
     """Whether a loaded checkpoint is a ``pase train`` one (model and its config) rather than an
     original encoder state dict."""

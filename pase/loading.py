@@ -163,19 +163,10 @@ def _from_run_folder(path: Path) -> tuple[Encoder, Origin]:
 
     from pase import hub
 
-    problems = []
-    for name in (hub.RUN_CHECKPOINT, hub.PREVIOUS_CHECKPOINT):
-        if not (path / name).is_file():
-            continue
-        try:
-            loaded = _from_file(path / name, run=True)
-        except hub.CheckpointError as err:
-            problems.append(str(err))
-            continue
-        if problems:
-            warnings.warn(f"{problems[0]}; loaded {path / name}, the checkpoint before it", stacklevel=4)
-        return loaded
-    raise hub.CheckpointError(problems[0] if len(problems) == 1 else f"{problems[0]}; and {problems[1]}")
+    def fell_back(problem: str, previous: Path) -> None:
+        warnings.warn(f"{problem}; loaded {previous}, the checkpoint before it", stacklevel=6)
+
+    return hub.read_latest_checkpoint(path, lambda f: _from_file(f, run=True), fell_back)[1]
 
 
 def _holds_encoder(path: Path) -> bool:

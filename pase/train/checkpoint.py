@@ -31,6 +31,7 @@ from pase.hub import (
     CheckpointError,
     load_checkpoint,
     read_digests,
+    read_latest_checkpoint,
     sha256_file,
 )
 
@@ -131,23 +132,12 @@ def read_latest(
     """``(path, read(path))`` of the newest checkpoint of ``out`` that reads: ``checkpoint.pt``,
     else (reported through ``report``) ``checkpoint.prev.pt``. Neither: a
     :class:`~pase.hub.CheckpointError` that says why each was refused."""
-    problems = []
-    for path in (out / CHECKPOINT, out / PREVIOUS_CHECKPOINT):
-        if not path.exists():
-            continue
-        try:
-            contents = read(path)
-        except CheckpointError as err:
-            problems.append(str(err))
-            continue
-        if problems and report is not None:
-            report(f"{problems[0]}; resuming from {path.name}, the checkpoint before it")
-        return path, contents
-    if not problems:
-        raise CheckpointError(f"no checkpoint in {out}")
-    if len(problems) == 1:
-        raise CheckpointError(f"{problems[0]}; no previous checkpoint to resume from")
-    raise CheckpointError(f"{problems[0]}; and {problems[1]}")
+
+    def fell_back(problem: str, path: Path) -> None:
+        if report is not None:
+            report(f"{problem}; resuming from {path.name}, the checkpoint before it")
+
+    return read_latest_checkpoint(out, read, fell_back)
 
 
 def checkpoint_step(out: Path) -> int:
