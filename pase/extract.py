@@ -264,9 +264,10 @@ def choose_backend(
         return requested, ""
     if not device.startswith("cpu"):
         return "torch", f"{device} runs PyTorch"
-    if encoder.config.rnn not in ("qrnn", "none"):
+    from pase.onnx import EXPORTABLE_RNNS, cached_export_path, runtime_problem
+
+    if encoder.config.rnn not in EXPORTABLE_RNNS:
         return "torch", f"a {encoder.config.rnn.upper()} encoder does not export to ONNX"
-    from pase.onnx import cached_export_path, runtime_problem
 
     problem = runtime_problem()
     if problem is not None:
@@ -888,7 +889,7 @@ def _extract_ranked(
         hint = "" if args.random_init else " (or pass --random-init to test with an untrained one)"
         load_error = _one_line(f"pase extract: cannot load model {args.model!r}: {exc}{hint}")
     backend, why = args.backend, ""
-    if load_error is None:
+    if load_error is None and backend == "auto":  # extract_files resolves the inputs again: cheap
         jobs, _ = resolve_inputs(args.inputs, args.out, "." + args.format)
         backend, why = choose_backend(args.backend, encoder, args.layers, device, jobs, args.overwrite)
     if load_error is None and backend == "onnxruntime":

@@ -431,7 +431,8 @@ def read_latest_checkpoint(
 ) -> tuple[Path, _T]:
     """``(path, read(path))`` of the newest checkpoint of the run folder ``run`` that reads:
     ``checkpoint.pt``, else ``checkpoint.prev.pt`` (then ``fell_back(why the latest was refused,
-    that path)`` is called). Neither: a :class:`CheckpointError` that says why each was refused."""
+    that path)`` is called). Neither: a :class:`CheckpointError` that says why each was refused
+    (the one problem alone when there is no previous checkpoint)."""
     problems = []
     for path in (run / RUN_CHECKPOINT, run / PREVIOUS_CHECKPOINT):
         if not path.exists():
@@ -447,7 +448,7 @@ def read_latest_checkpoint(
     if not problems:
         raise CheckpointError(f"no checkpoint in {run}")
     if len(problems) == 1:
-        raise CheckpointError(f"{problems[0]}; no previous checkpoint to resume from")
+        raise CheckpointError(problems[0])
     raise CheckpointError(f"{problems[0]}; and {problems[1]}")
 
 

@@ -54,6 +54,8 @@ OUTPUTS = ("features", "feat_lengths", "hidden_states")
 _META_CONFIG = "pase.config"
 _META_LAYERS = "pase.layers"
 _META_GRAPH = "pase.graph_version"
+#: The recurrent layers the graph exports (``EncoderConfig.rnn``); LSTM and GRU do not.
+EXPORTABLE_RNNS = ("qrnn", "none")
 
 
 class OnnxError(ValueError):
@@ -88,7 +90,7 @@ class _Graph(nn.Module):
 
     def __init__(self, encoder: Encoder, layers: Layers) -> None:
         super().__init__()
-        if encoder.config.rnn not in ("qrnn", "none"):
+        if encoder.config.rnn not in EXPORTABLE_RNNS:
             raise OnnxError(
                 f"ONNX export supports QRNN and recurrence-free encoders, not {encoder.config.rnn}"
             )
@@ -331,11 +333,9 @@ class _OnnxRuntimeEncoder(Encoder):
         return self.runtime().extract_features(wav, lengths)
 
 
-def onnxruntime_backend(
-    encoder: Encoder, layers: Layers = "final", cache_dir: str | os.PathLike[str] | None = None
-) -> Encoder:
+def onnxruntime_backend(encoder: Encoder, layers: Layers = "final") -> Encoder:
     """``encoder`` with its batch calls run by ONNX Runtime on its cached export
     (:func:`cached_export`); what ``pase extract --backend onnxruntime`` runs. CPU only."""
     if next(encoder.parameters()).device.type != "cpu":
         raise OnnxError("the onnxruntime backend runs on the CPU; use --device cpu or --backend torch")
-    return _OnnxRuntimeEncoder(encoder, cached_export(encoder, layers, cache_dir))
+    return _OnnxRuntimeEncoder(encoder, cached_export(encoder, layers))

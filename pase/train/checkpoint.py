@@ -137,7 +137,12 @@ def read_latest(
         if report is not None:
             report(f"{problem}; resuming from {path.name}, the checkpoint before it")
 
-    return read_latest_checkpoint(out, read, fell_back)
+    try:
+        return read_latest_checkpoint(out, read, fell_back)
+    except CheckpointError as err:
+        if (out / CHECKPOINT).exists() and not (out / PREVIOUS_CHECKPOINT).exists():
+            raise CheckpointError(f"{err}; no previous checkpoint to resume from") from None
+        raise
 
 
 def checkpoint_step(out: Path) -> int:
