@@ -51,11 +51,16 @@ lint: $(VENV)/.dev
 	$(VENV)/bin/ruff format --check pase tests bench recipes hubconf.py
 	$(VENV)/bin/mypy pase bench recipes hubconf.py
 
+# Every benchmark under bench/ and its results; stop any training run first (they time the cores).
+# onnx_speed.py times wav2vec2 Base beside PASE+: `transformers` is a bench-only dependency.
 bench: $(VENV)/.dev
+	$(PIP) install -q $(PIP_NET) 'transformers>=4.40'
 	$(PY) bench/extract.py --throughput --out bench/results/extract.json
 	$(PY) bench/targets.py --out bench/results/targets.json
 	$(PY) bench/train.py --presets pase+,pase+cpu --out bench/results/train.json
 	$(PY) bench/corpus.py --out bench/results/corpus.json
+	$(PY) bench/onnx_speed.py --out bench/results/onnx.json
+	$(PY) bench/streaming.py --out bench/results/streaming.json
 
 # On a lent GPU machine, from the repository root (speech packed by bench/pack_speech.py first):
 # CUDA tests, extraction and training throughput, then the reference recipe for the time left.
