@@ -34,7 +34,7 @@ COMMANDS = {
     "ablate": ("pase.ablate", "train recipe variants under one budget and compare them downstream"),
     "plot": ("pase.plots", "draw a training run's per-worker loss curves (PNG)"),
     "show-distortions": (
-        "pase.distortions",
+        "pase.show_distortions",
         "write each PASE+ distortion of a file as WAV plus one spectrogram PNG",
     ),
     "convert-original": (

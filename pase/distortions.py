@@ -7,35 +7,67 @@ downsampling. The original ran them per utterance with NumPy/SciPy in the data-l
 (unseeded RNG, so draws repeated across workers); ours draws every parameter per example from
 an optional ``torch.Generator``, so a seeded generator reproduces a batch exactly.
 
-The individual operations (:func:`reverberate`, :func:`mix_at_snr`, :func:`clip`, :func:`chop`,
-:func:`band_stop`, :func:`lowpass`) are public and deterministic; :class:`Distorter` draws
-their parameters. ``pase show-distortions FILE --out DIR`` renders each one on a file.
+This module holds the recipe (:class:`DistortionConfig`, saved in a run's ``config.json``), the
+:class:`Distorter` that draws each distortion's parameters, and :func:`apply_distortion` for one
+named distortion (the eval's test conditions). The operations themselves (:func:`reverberate`,
+:func:`mix_at_snr`, :func:`clip`, :func:`chop`, :func:`band_stop`, :func:`lowpass`) are public
+and deterministic; they live in :mod:`pase.distortion_ops` and are re-exported here.
+``pase show-distortions FILE --out DIR`` (:mod:`pase.show_distortions`) renders each one on a file.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import functools
-import importlib.util
 import math
-import os
-import sys
 import typing as tp
-from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from pase.audio import HOP, SAMPLE_RATE, AudioError, load_audio, write_atomic
+from pase.audio import HOP, SAMPLE_RATE
+from pase.distortion_ops import (
+    VAD_FRAME,
+    band_stop,
+    chop,
+    clip,
+    codec2_available,
+    codec2_roundtrip,
+    fft_convolve,
+    lowpass,
+    match_energy,
+    mix_at_snr,
+    reverberate,
+    speech_regions,
+)
 from pase.rirs import NoiseBank, RirBank, RoomSpec
+
+__all__ = [
+    "DISTORTIONS",
+    "ROOM_FIELDS",
+    "DistortionConfig",
+    "Distorter",
+    "rir_bank_from_config",
+    "available_distortions",
+    "parse_spec",
+    "apply_distortion",
+    "drawn_rir",
+    # the operations, from pase.distortion_ops
+    "match_energy",
+    "fft_convolve",
+    "reverberate",
+    "mix_at_snr",
+    "clip",
+    "speech_regions",
+    "chop",
+    "band_stop",
+    "lowpass",
+    "codec2_available",
+    "codec2_roundtrip",
+]
 
 Tensor = torch.Tensor
 
 DISTORTIONS = ("reverb", "overlap", "noise", "clip", "codec2", "chop", "bandrop", "downsample")
-#: VAD frame: 20 ms windows every 10 ms.
-_VAD_FRAME = 320
 #: DistortionConfig's simulated-room fields (its ``--distortions.*`` flags and ``config.json``
 #: keys) and the :class:`~pase.rirs.RoomSpec` field each one sets: RoomSpec is the recipe, and
 #: its defaults are these fields' defaults.
@@ -190,190 +222,6 @@ class DistortionConfig:
             return tuple(tupled(x) for x in v) if isinstance(v, list) else v
 
         return cls(**{k: tupled(v) for k, v in d.items()})
-
-
-# --------------------------------------------------------------------------------------------
-# Deterministic batched operations
-# --------------------------------------------------------------------------------------------
-
-
-def _energy(x: Tensor) -> Tensor:
-    """``x: [B, T]`` -> ``[B, 1]`` sum of squares."""
-    return x.pow(2).sum(-1, keepdim=True)
-
-
-def match_energy(y: Tensor, ref: Tensor) -> Tensor:
-    """Rescale each row of ``y: [B, T]`` to the energy of the same row of ``ref: [B, T]``."""
-    return y * torch.sqrt(_energy(ref) / _energy(y).clamp_min(1e-20))
-
-
-def fft_convolve(x: Tensor, h: Tensor) -> Tensor:
-    """Full linear convolution of ``x: [B, T]`` with ``h: [B or 1, L]`` -> ``[B, T + L - 1]``."""
-    n = x.shape[-1] + h.shape[-1] - 1
-    nfft = 1 << (n - 1).bit_length()
-    y = torch.fft.irfft(torch.fft.rfft(x, nfft) * torch.fft.rfft(h, nfft), nfft)
-    return y[..., :n]
-
-
-def reverberate(wav: Tensor, rir: Tensor, peak: Tensor) -> Tensor:
-    """Convolve ``wav: [B, T]`` with ``rir: [B, L]``, shift left by the RIR's ``peak: [B]``
-    index (the direct path stays where the dry sound was), cut to ``T``, restore the energy."""
-    wet = fft_convolve(wav, rir)
-    index = peak[:, None] + torch.arange(wav.shape[-1], device=wav.device)
-    return match_energy(wet.gather(1, index), wav)
-
-
-def mix_at_snr(clean: Tensor, interference: Tensor, snr_db: Tensor) -> Tensor:
-    """Add ``interference: [B, T]`` to ``clean: [B, T]`` at ``snr_db: [B]`` (energy over the
-    chunk), then rescale the mix to the clean energy. A silent interference leaves ``clean``."""
-    gain = torch.sqrt(
-        _energy(clean) / (_energy(interference).clamp_min(1e-20) * 10 ** (snr_db[:, None] / 10))
-    )
-    return match_energy(clean + gain * interference, clean)
-
-
-def clip(wav: Tensor, level: Tensor) -> Tensor:
-    """Clip each row of ``wav: [B, T]`` to ``level: [B]`` times its own minimum and maximum."""
-    return torch.clamp(
-        wav, min=level[:, None] * wav.amin(-1, keepdim=True), max=level[:, None] * wav.amax(-1, keepdim=True)
-    )
-
-
-def _dilate(mask: Tensor, radius: int) -> Tensor:
-    return F.max_pool1d(mask[:, None], 2 * radius + 1, stride=1, padding=radius)[:, 0]
-
-
-def speech_regions(
-    wav: Tensor, threshold_db: float = 20.0, min_silence_ms: float = 40.0, min_speech_ms: float = 40.0
-) -> tuple[Tensor, Tensor]:
-    """Energy VAD: speech regions of ``wav: [B, T]`` as ``(first, last): [B, R]`` frame indices
-    (frame ``f`` covers samples ``[160 f, 160 f + 320)``; ``last = -1`` pads absent regions).
-
-    A frame is speech when its energy is within ``threshold_db`` of the row's loudest frame
-    (and above -100 dB); pauses up to ``min_silence_ms`` are bridged and regions up to
-    ``min_speech_ms`` dropped (morphological closing, then opening). The original fed malformed
-    frames to its VAD; **ours** is computed on the true frames, batched.
-    """
-    batch = wav.shape[0]
-    if wav.shape[-1] < _VAD_FRAME:
-        empty = torch.zeros(batch, 0, dtype=torch.long, device=wav.device)
-        return empty, empty
-    db = 10 * torch.log10(wav.unfold(-1, _VAD_FRAME, HOP).pow(2).mean(-1).clamp_min(1e-10))
-    mask = ((db > db.amax(-1, keepdim=True) - threshold_db) & (db > -100.0)).float()
-    ms_per_frame = 1000 * HOP / SAMPLE_RATE
-    close, open_ = round(min_silence_ms / ms_per_frame / 2), round(min_speech_ms / ms_per_frame / 2)
-    mask = 1 - _dilate(1 - _dilate(mask, close), close)
-    speech = _dilate(1 - _dilate(1 - mask, open_), open_) > 0.5
-    starts = speech & ~F.pad(speech[:, :-1], (1, 0), value=False)
-    region = (torch.cumsum(starts.long(), -1) * speech.long()).long()  # 0 = silence, 1.. = region
-    n_regions = int(starts.sum(-1).max())
-    frames = torch.arange(speech.shape[-1], device=wav.device).expand_as(region)
-    first = torch.full((batch, n_regions + 1), speech.shape[-1], device=wav.device, dtype=torch.long)
-    last = torch.full_like(first, -1)
-    first = first.scatter_reduce(1, region, frames, "amin")[:, 1:]
-    last = last.scatter_reduce(1, region, frames, "amax")[:, 1:]
-    return first, last
-
-
-def chop(wav: Tensor, durations: Tensor, scores: Tensor, **vad: float) -> Tensor:
-    """Zero one segment centred in each of the best-scoring speech regions of ``wav: [B, T]``.
-
-    ``durations: [B, K]`` (samples) are the segment lengths, 0 for no segment; segment ``k``
-    goes to the region with the ``k``-th highest ``scores: [B, F]`` value at its first frame
-    (``F >= (T - 320) // 160 + 1``), so a row with fewer regions than segments gets one per
-    region. ``vad`` goes to :func:`speech_regions`. The original always chopped the first
-    regions; **ours** picks them at random through ``scores``.
-    """
-    first, last = speech_regions(wav, **vad)
-    n_regions = first.shape[-1]
-    k = min(durations.shape[-1], n_regions)
-    if k == 0:
-        return wav
-    region_score = scores.gather(1, first.clamp_max(scores.shape[-1] - 1))
-    region_score = region_score.masked_fill(last < 0, -math.inf)
-    best = region_score.topk(k, dim=-1)
-    centre = ((first + last).gather(1, best.indices) * HOP + _VAD_FRAME) // 2
-    length = durations[:, :k].round().long() * torch.isfinite(best.values)
-    lo = centre - length // 2
-    t = torch.arange(wav.shape[-1], device=wav.device)
-    zero = ((t >= lo[..., None]) & (t < (lo + length)[..., None])).any(1)
-    return wav.masked_fill(zero, 0.0)
-
-
-def _kaiser_design(n_taps: int, stopband_db: float) -> tuple[float, float]:
-    """Kaiser window ``beta`` and transition width (Hz) for a given length and attenuation."""
-    if stopband_db > 50:
-        beta = 0.1102 * (stopband_db - 8.7)
-    elif stopband_db > 21:
-        beta = 0.5842 * (stopband_db - 21) ** 0.4 + 0.07886 * (stopband_db - 21)
-    else:
-        beta = 0.0
-    width = (stopband_db - 8) / (2.285 * (n_taps - 1)) / (2 * math.pi) * SAMPLE_RATE
-    return beta, width
-
-
-def _lowpass_taps(cutoff_hz: Tensor, n_taps: int, beta: float) -> Tensor:
-    """Windowed-sinc low-pass FIRs ``[K, n_taps]`` with -6 dB points at ``cutoff_hz: [K]``."""
-    n = torch.arange(n_taps, device=cutoff_hz.device, dtype=cutoff_hz.dtype) - (n_taps - 1) / 2
-    fc = (cutoff_hz / SAMPLE_RATE)[:, None]
-    window = torch.kaiser_window(n_taps, periodic=False, beta=beta, device=cutoff_hz.device)
-    return 2 * fc * torch.sinc(2 * fc * n) * window.to(cutoff_hz.dtype)
-
-
-def _filter_same(wav: Tensor, taps: Tensor) -> Tensor:
-    """Zero-phase FIR filtering of ``wav: [B, T]`` with odd-length ``taps: [B or 1, N]``."""
-    delay = (taps.shape[-1] - 1) // 2
-    return fft_convolve(wav, taps)[..., delay : delay + wav.shape[-1]]
-
-
-def band_stop(
-    wav: Tensor, low_hz: Tensor, high_hz: Tensor, n_taps: int = 1025, stopband_db: float = 60.0
-) -> Tensor:
-    """Remove ``[low_hz, high_hz]`` (``[B]`` each) from ``wav: [B, T]`` with one band-stop FIR
-    per row, then restore each row's energy. The transitions lie outside the band, so the
-    whole nominal band is attenuated by ``stopband_db``."""
-    beta, width = _kaiser_design(n_taps, stopband_db)
-    nyquist = SAMPLE_RATE / 2
-    edges = torch.stack([(low_hz - width / 2).clamp_min(0.0), (high_hz + width / 2).clamp_max(nyquist)])
-    lp = _lowpass_taps(edges.flatten().to(wav), n_taps, beta).view(2, -1, n_taps)
-    taps = -(lp[1] - lp[0])
-    taps[:, (n_taps - 1) // 2] += 1.0
-    return match_energy(_filter_same(wav, taps), wav)
-
-
-def lowpass(wav: Tensor, stop_hz: float = 4000.0, n_taps: int = 255, stopband_db: float = 60.0) -> Tensor:
-    """Low-pass ``wav: [B, T]`` with one FIR whose stop band starts at ``stop_hz`` (the 16 ->
-    8 kHz telephone band for 4 kHz). Like the original, the level is not restored."""
-    beta, width = _kaiser_design(n_taps, stopband_db)
-    cutoff = torch.tensor([stop_hz - width / 2], device=wav.device, dtype=wav.dtype)
-    return _filter_same(wav, _lowpass_taps(cutoff, n_taps, beta))
-
-
-def codec2_available() -> bool:
-    """Whether the optional ``pycodec2`` binding is installed."""
-    return importlib.util.find_spec("pycodec2") is not None
-
-
-def codec2_roundtrip(wav: Tensor, bitrate: int = 1600) -> Tensor:
-    """Encode and decode each row of ``wav: [B, T]`` with Codec2 at 8 kHz (CPU, per row), back
-    to 16 kHz at the original energy. Needs ``pycodec2``."""
-    import pycodec2
-    import soxr
-
-    codec = pycodec2.Codec2(bitrate)
-    frame = codec.samples_per_frame()
-    rows = []
-    for row in wav.detach().float().cpu().numpy():
-        peak = max(float(np.abs(row).max()), 1e-9)
-        narrow = soxr.resample(row / peak, SAMPLE_RATE, 8000)
-        pcm = np.clip(narrow * 32767, -32768, 32767).astype(np.int16)
-        pcm = np.pad(pcm, (0, -pcm.size % frame))
-        decoded = np.concatenate(
-            [codec.decode(codec.encode(pcm[i : i + frame])) for i in range(0, pcm.size, frame)]
-        )
-        wide = soxr.resample(decoded.astype(np.float32) / 32767, 8000, SAMPLE_RATE)
-        rows.append(np.pad(wide, (0, max(0, row.size - wide.size)))[: row.size] * peak)
-    return match_energy(torch.from_numpy(np.stack(rows)).to(wav), wav)
 
 
 # --------------------------------------------------------------------------------------------
@@ -565,7 +413,7 @@ class Distorter(torch.nn.Module):
         kind = draw.integers(0, len(cfg.chop_durations_ms), batch, most)
         ms = stats[kind, 0] + stats[kind, 1] * (2 * draw.uniform(batch, most) - 1)
         durations = ms * SAMPLE_RATE / 1000 * (torch.arange(most, device=x.device) < count[:, None])
-        scores = draw.uniform(batch, max(1, (length - _VAD_FRAME) // HOP + 1))
+        scores = draw.uniform(batch, max(1, (length - VAD_FRAME) // HOP + 1))
         vad = dict(
             threshold_db=cfg.vad_threshold_db,
             min_silence_ms=cfg.vad_min_silence_ms,
@@ -651,54 +499,6 @@ def apply_distortion(
     return distorter.distort(wav, parse_spec(spec, distorter.config), other=other, generator=generator)
 
 
-# --------------------------------------------------------------------------------------------
-# pase show-distortions
-# --------------------------------------------------------------------------------------------
-
-
-def _speech_dir() -> Path:
-    return Path(os.environ.get("PASE_SPEECH_DIR", Path("..") / "shared" / "speech"))
-
-
-def _write_wav(path: str, audio: np.ndarray) -> None:
-    import soundfile as sf
-
-    # Float samples: energy-matched distortions may exceed full scale.
-    sf.write(path, audio, SAMPLE_RATE, subtype="FLOAT", format="WAV")
-
-
-def _save_spectrograms(panels: tp.Sequence[tuple[str, np.ndarray]], path: Path) -> None:
-    from pase.plots import pyplot, save_figure
-
-    plt = pyplot()
-
-    cols = min(4, len(panels))
-    rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False, sharey=True)
-    window = torch.hann_window(512)
-    for ax, (title, wav) in zip(axes.flat, panels, strict=False):
-        spec = torch.stft(torch.from_numpy(wav), 512, HOP, window=window, return_complex=True)
-        db = 10 * torch.log10(spec.abs().pow(2).clamp_min(1e-10)).numpy()
-        seconds = wav.size / SAMPLE_RATE
-        ax.imshow(
-            db,
-            origin="lower",
-            aspect="auto",
-            extent=(0, seconds, 0, SAMPLE_RATE / 2000),
-            vmin=db.max() - 80,
-            vmax=db.max(),
-            cmap="magma",
-        )
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("time (s)")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("frequency (kHz)")
-    for ax in list(axes.flat)[len(panels) :]:
-        ax.axis("off")
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
-
-
 def drawn_rir(distorter: Distorter, seed: int) -> int:
     """Index of the RIR that ``apply_distortion("reverb", one_row, distorter, gen)`` uses with
     ``gen`` seeded by ``seed``: the same draws in the same order (whether it fires, then the RIR)."""
@@ -706,127 +506,3 @@ def drawn_rir(distorter: Distorter, seed: int) -> int:
     draw = _Draw(gen, torch.device("cpu"))
     draw.uniform(1)
     return int(draw.integers(0, distorter.rirs.shape[0], 1)[0])
-
-
-def _panels(cfg: DistortionConfig, distorter: Distorter, seed: int) -> list[tuple[str, str, str]]:
-    """``(name, spec, title)`` per distortion. SNRs and the clip level are drawn here (seeded)
-    and passed in the spec, and the room is the one the seeded draw picks, so each title states
-    what its panel shows; the other distortions' titles give their ranges."""
-    rng = np.random.default_rng(seed)
-    ranges = ", ".join(f"{lo / 1000:g}-{hi / 1000:g}" for lo, hi in cfg.bandrop_ranges_hz)
-    panels = []
-    for name in available_distortions():
-        spec, title = name, name
-        if name == "reverb":
-            pick = drawn_rir(distorter, seed)
-            assert distorter.rir_bank is not None
-            source = distorter.rir_bank.names[pick]
-            room = "simulated room" if source.startswith("sim:") else Path(source).name
-            title = f"reverb: RT60 {float(distorter.rir_bank.rt60[pick]):.2f} s ({room})"
-        elif name in ("noise", "overlap"):
-            snr = float(rng.choice(cfg.noise_snrs if name == "noise" else cfg.overlap_snrs))
-            spec, title = f"{name}:{snr:g}dB", f"{name}: SNR {snr:g} dB"
-        elif name == "clip":
-            level = float(rng.choice(cfg.clip_levels))
-            spec, title = f"clip:{level:g}", f"clip at {100 * level:g} % of the peaks"
-        elif name == "chop":
-            title = f"chop: {cfg.chop_counts[0]}-{cfg.chop_counts[1]} speech regions silenced"
-        elif name == "bandrop":
-            title = f"band-drop: one band in {ranges} kHz"
-        elif name == "downsample":
-            title = f"downsample to 8 kHz (low-pass {cfg.downsample_cutoff_hz / 1000:g} kHz)"
-        elif name == "codec2":
-            title = f"codec2 at {cfg.codec2_bitrate} bit/s"
-        panels.append((name, spec, title))
-    return panels
-
-
-def show_distortions(
-    path: str | os.PathLike[str],
-    out_dir: str | os.PathLike[str],
-    other: str | os.PathLike[str] | None = None,
-    noise_dir: str | os.PathLike[str] | None = None,
-    rir_dir: str | os.PathLike[str] | None = None,
-    seed: int = 0,
-    n_rooms: int = 200,
-    max_seconds: float = 10.0,
-) -> list[Path]:
-    """Write ``clean.wav``, one ``<distortion>.wav`` per distortion and ``distortions.png``
-    (their spectrograms side by side) to ``out_dir``; returns the written paths.
-
-    The first ``max_seconds`` of ``path`` are used. Overlap mixes in ``other`` (tiled or cut to
-    length) or, by default, another excerpt of the same file (shifted by half its length).
-    Without ``rir_dir``, ``n_rooms`` simulated rooms are used (cached); without ``noise_dir``,
-    synthetic noise. Raises :class:`AudioError` for an unusable file.
-    """
-    wav = load_audio(path, min_samples=_VAD_FRAME)[: int(max_seconds * SAMPLE_RATE)]
-    if other is None:
-        second = np.roll(wav, wav.size // 2)
-    else:
-        second = np.resize(load_audio(other, min_samples=1), wav.size)
-    cfg = DistortionConfig(
-        noise_dir=None if noise_dir is None else str(noise_dir),
-        rir_dir=None if rir_dir is None else str(rir_dir),
-        n_sim_rooms=0 if rir_dir is not None else n_rooms,
-    )
-    distorter = Distorter(cfg)
-    clean = torch.from_numpy(wav)[None]
-    panels = [("clean", "clean", wav)]
-    for name, spec, title in _panels(cfg, distorter, seed):
-        generator = torch.Generator().manual_seed(seed)
-        out = apply_distortion(spec, clean, distorter, generator, other=torch.from_numpy(second)[None])
-        panels.append((name, title, out[0].numpy()))
-    out_dir = Path(out_dir)
-    written = []
-    for name, _, audio in panels:
-        target = out_dir / f"{name}.wav"
-        write_atomic(target, functools.partial(_write_wav, audio=audio))
-        written.append(target)
-    _save_spectrograms([(title, audio) for _, title, audio in panels], out_dir / "distortions.png")
-    return [*written, out_dir / "distortions.png"]
-
-
-def _show_cli(args: argparse.Namespace) -> int:
-    speech = _speech_dir()
-    noise_dir = args.noise_dir or (speech / "noise" if (speech / "noise").is_dir() else None)
-    rir_dir = args.rir_dir or (speech / "rir" if (speech / "rir").is_dir() else None)
-    try:
-        written = show_distortions(
-            args.file,
-            args.out,
-            other=args.other,
-            noise_dir=noise_dir,
-            rir_dir=rir_dir,
-            seed=args.seed,
-            n_rooms=args.rooms,
-            max_seconds=args.max_seconds,
-        )
-    except (AudioError, ValueError, OSError) as exc:
-        print(f"pase show-distortions: {exc}", file=sys.stderr)
-        return 1
-    for p in written:
-        print(p)
-    return 0
-
-
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``pase show-distortions FILE --out DIR``."""
-    p = subparsers.add_parser(
-        "show-distortions",
-        help="write each PASE+ distortion of a file as WAV plus one spectrogram PNG",
-        description="Apply each online distortion alone to FILE and write clean.wav, one WAV "
-        "per distortion and distortions.png (spectrograms side by side).",
-    )
-    p.add_argument("file", help="audio file (any rate, mixed to mono, resampled to 16 kHz)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--other", help="speech to overlap (default: another excerpt of FILE)")
-    p.add_argument(
-        "--noise-dir", help="noise folder (default ../shared/speech/noise if present, else synthetic)"
-    )
-    p.add_argument(
-        "--rir-dir", help="RIR folder (default ../shared/speech/rir if present, else simulated rooms)"
-    )
-    p.add_argument("--rooms", type=int, default=200, help="simulated rooms without a RIR folder (cached)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random draws")
-    p.add_argument("--max-seconds", type=float, default=10.0, help="use at most this much of FILE")
-    p.set_defaults(func=_show_cli)

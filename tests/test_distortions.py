@@ -23,10 +23,10 @@ from pase.distortions import (
     available_distortions,
     band_stop,
     chop,
-    register_cli,
     speech_regions,
 )
 from pase.rirs import NoiseBank, RirBank, RoomSpec, measure_rt60
+from pase.show_distortions import register_cli
 
 SR = 16000
 TINY_ROOMS = RoomSpec(n_rooms=3, rt60_range=(0.2, 0.4), seed=1)

@@ -68,12 +68,12 @@ def test_show_distortions_titles_state_the_drawn_parameters() -> None:
     from pase.distortions import (
         Distorter,
         DistortionConfig,
-        _panels,
         apply_distortion,
         drawn_rir,
         reverberate,
     )
     from pase.rirs import NoiseBank, RirBank
+    from pase.show_distortions import _panels
 
     rng = np.random.default_rng(0)
     t = np.arange(4000) / 16000
