@@ -71,14 +71,12 @@ from pase.extract.core import (
     FORMATS,
     INDEX_NAME,
     LAYERS,
-    LIST_SUFFIXES,
     LOCK_NAME,
     LONG_SECONDS,
     SHORT_SECONDS,
     ExtractSummary,
     FeaturesNotFinite,
     Format,
-    Job,
     Layers,
     LengthMismatch,
     NpyWriter,
@@ -93,9 +91,9 @@ from pase.extract.core import (
     merge_reported,
     model_spec,
     register_cli,
-    resolve_inputs,
     save_features,
 )
+from pase.extract.inputs import LIST_SUFFIXES, Job, resolve_inputs
 
 __all__ = [
     "AUTO_BATCH",

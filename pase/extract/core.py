@@ -1,5 +1,5 @@
-"""All of ``pase extract`` for now (see :mod:`pase.extract`); the index, the writers, the inputs
-and the command line move to modules of their own next."""
+"""All of ``pase extract`` (see :mod:`pase.extract`) but its inputs (:mod:`pase.extract.inputs`);
+the index, the writers and the command line move to modules of their own next."""
 
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from pase.audio import (
     SAMPLE_RATE,
     AudioError,
     audio_info,
-    find_audio_files,
     load_audio,
     num_frames,
     os_problem,
@@ -32,6 +31,7 @@ from pase.audio import (
     resampled_length,
     write_atomic,
 )
+from pase.extract.inputs import Job, resolve_inputs
 
 if tp.TYPE_CHECKING:
     from pase.distributed import Ranks
@@ -41,7 +41,6 @@ Format = tp.Literal["npy", "safetensors"]
 Layers = tp.Literal["final", "all"]
 FORMATS: tuple[Format, ...] = ("npy", "safetensors")
 LAYERS: tuple[Layers, ...] = ("final", "all")
-LIST_SUFFIXES = (".txt", ".lst")
 INDEX_NAME = "index.jsonl"
 #: Held shared while a line is appended to an index part, exclusively while parts are merged.
 LOCK_NAME = ".index.lock"
@@ -63,14 +62,6 @@ DEFAULT_BACKEND = "auto"
 AUTO_ONNX_SECONDS = 1800.0
 #: tqdm's default layout, but always in files/s (its default flips to s/file below 1 file/s).
 BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]"
-
-
-@dataclass(frozen=True)
-class Job:
-    """One input file and the output path it is written to."""
-
-    source: Path
-    output: Path
 
 
 @dataclass
@@ -100,65 +91,6 @@ class ExtractSummary:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
-
-
-def _read_list(list_path: Path) -> list[Path]:
-    try:
-        lines = list_path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AudioError(list_path, f"cannot read list file ({type(exc).__name__}: {exc})") from None
-    entries = (line.strip() for line in lines)
-    return [list_path.parent / e for e in entries if e and not e.startswith("#")]
-
-
-def _is_list_file(path: Path) -> bool:
-    return path.suffix.lower() in LIST_SUFFIXES and path.is_file()
-
-
-def resolve_inputs(
-    inputs: tp.Iterable[str | os.PathLike[str]], out_dir: str | os.PathLike[str], suffix: str
-) -> tuple[list[Job], list[tuple[str, str]]]:
-    """Map command-line inputs to :class:`Job` s (see the module docstring for the layout).
-
-    Returns ``(jobs, problems)``: ``problems`` are ``(input, problem)`` pairs for list files that
-    cannot be read, folders without audio, and outputs that two inputs would both write. A path
-    that does not exist stays a job so that loading reports it like any other bad file.
-    """
-    out = Path(out_dir)
-    jobs: dict[Path, Job] = {}
-    problems: list[tuple[str, str]] = []
-
-    def add(source: Path, output: Path) -> None:
-        previous = jobs.get(output)
-        if previous is None:
-            jobs[output] = Job(source, output)
-        elif previous.source.resolve() != source.resolve():
-            problems.append((str(source), f"output {output} is already written for {previous.source}"))
-
-    def visit(path: Path, from_list: bool) -> None:
-        if path.is_dir():
-            files = find_audio_files(path)
-            if not files:
-                problems.append((str(path), "folder holds no audio files"))
-            for f in files:
-                add(f, out / f.relative_to(path).with_suffix(suffix))
-        elif not from_list and _is_list_file(path):
-            for entry in _read_list(path):
-                visit(entry, from_list=True)
-        else:
-            add(path, out / (path.stem + suffix))
-
-    for item in inputs:
-        text = os.fspath(item)
-        try:
-            if text.startswith("@"):
-                for entry in _read_list(Path(text[1:])):
-                    visit(entry, from_list=True)
-            else:
-                visit(Path(text), from_list=False)
-        except AudioError as err:
-            problems.append((err.path, err.problem))
-    return list(jobs.values()), problems
 
 
 def model_spec(model: str, random_init: bool = False, seed: int = 0) -> str:
