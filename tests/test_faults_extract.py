@@ -20,6 +20,7 @@ from conftest import synth_speechlike
 import pase.audio
 import pase.extract
 import pase.extract.core
+import pase.extract.writers
 from pase.audio import AudioError, load_audio, read_blocks
 from pase.cli import main
 from pase.eval.__main__ import main as eval_main
@@ -133,7 +134,7 @@ def test_full_disk_at_the_feature_write(tmp_path: Path, capsys, monkeypatch: pyt
     def full(fd: int, offset: int, length: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(pase.extract.core.os, "posix_fallocate", full)
+    monkeypatch.setattr(pase.extract.writers.os, "posix_fallocate", full)
     rc, lines = run(capsys, src, "--out", out, *RANDOM)
     assert rc == 1 and len(lines) == 2, lines
     assert lines[0] == f"{out / 'f0.npy'}: cannot write output (no space left on device)"

@@ -68,20 +68,13 @@ from pase.extract.core import (
     BACKENDS,
     BAR_FORMAT,
     DEFAULT_BACKEND,
-    FORMATS,
     INDEX_NAME,
-    LAYERS,
     LOCK_NAME,
     LONG_SECONDS,
     SHORT_SECONDS,
     ExtractSummary,
-    FeaturesNotFinite,
-    Format,
-    Layers,
     LengthMismatch,
-    NpyWriter,
     auto_num_threads,
-    check_finite,
     check_writable,
     choose_backend,
     encode_batch,
@@ -91,9 +84,18 @@ from pase.extract.core import (
     merge_reported,
     model_spec,
     register_cli,
-    save_features,
 )
 from pase.extract.inputs import LIST_SUFFIXES, Job, resolve_inputs
+from pase.extract.writers import (
+    FORMATS,
+    LAYERS,
+    FeaturesNotFinite,
+    Format,
+    Layers,
+    NpyWriter,
+    check_finite,
+    save_features,
+)
 
 __all__ = [
     "AUTO_BATCH",
