@@ -68,8 +68,6 @@ from pase.extract.core import (
     BACKENDS,
     BAR_FORMAT,
     DEFAULT_BACKEND,
-    INDEX_NAME,
-    LOCK_NAME,
     LONG_SECONDS,
     SHORT_SECONDS,
     ExtractSummary,
@@ -80,11 +78,10 @@ from pase.extract.core import (
     encode_batch,
     extract_files,
     extract_streamed,
-    merge_index,
-    merge_reported,
     model_spec,
     register_cli,
 )
+from pase.extract.index import INDEX_NAME, LOCK_NAME, merge_index, merge_reported
 from pase.extract.inputs import LIST_SUFFIXES, Job, resolve_inputs
 from pase.extract.writers import (
     FORMATS,
