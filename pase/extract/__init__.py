@@ -62,6 +62,7 @@ features that are not finite, e.g. from huge samples) are reported in one line e
 so is an output or index line that cannot be written (a full disk); the rest goes on.
 """
 
+from pase.extract.cli import check_writable, model_spec, register_cli
 from pase.extract.core import (
     AUTO_BATCH,
     AUTO_ONNX_SECONDS,
@@ -73,13 +74,10 @@ from pase.extract.core import (
     ExtractSummary,
     LengthMismatch,
     auto_num_threads,
-    check_writable,
     choose_backend,
     encode_batch,
     extract_files,
     extract_streamed,
-    model_spec,
-    register_cli,
 )
 from pase.extract.index import INDEX_NAME, LOCK_NAME, merge_index, merge_reported
 from pase.extract.inputs import LIST_SUFFIXES, Job, resolve_inputs
