@@ -60,6 +60,15 @@ Bad inputs (missing, unreadable, empty, non-audio, not a regular file, NaN/Inf s
 rate below :data:`pase.audio.MIN_SAMPLE_RATE`, shorter than :data:`pase.audio.MIN_SAMPLES`, or
 features that are not finite, e.g. from huge samples) are reported in one line each and skipped;
 so is an output or index line that cannot be written (a full disk); the rest goes on.
+
+Modules (every public name is importable from ``pase.extract``):
+
+- :mod:`pase.extract.inputs`: command-line inputs -> :class:`Job` s (input file, output path);
+- :mod:`pase.extract.core`: :func:`extract_files`, backend and thread choice, batching, encoding;
+- :mod:`pase.extract.writers`: the output formats and their writers (:func:`save_features`,
+  :class:`NpyWriter`);
+- :mod:`pase.extract.index`: ``index.jsonl``, its per-process parts, lock and merge;
+- :mod:`pase.extract.cli`: the ``pase extract`` command (``register_cli``).
 """
 
 from pase.extract.cli import check_writable, model_spec, register_cli

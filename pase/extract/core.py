@@ -167,7 +167,7 @@ def _plan(
 
 
 def auto_num_threads(seconds: list[float], processes_here: int = 1) -> int:
-    """CPU threads per process: 1 when most files are short (see the module docstring), else the
+    """CPU threads per process: 1 when most files are short (see :mod:`pase.extract`), else the
     available cores divided by the processes on this machine."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if seconds and sorted(seconds)[len(seconds) // 2] <= SHORT_SECONDS:
@@ -301,7 +301,7 @@ def extract_files(
     shard: tuple[int, int] = (0, 1),
     num_threads: int | tp.Literal["auto"] | None = None,
 ) -> ExtractSummary:
-    """Extract features of every input into ``out_dir`` (layout: module docstring).
+    """Extract features of every input into ``out_dir`` (layout: :mod:`pase.extract`).
 
     ``shard=(rank, world_size)`` processes only this rank's share of the inputs and leaves the
     index part for the caller to merge (:func:`merge_index`, after every rank is done); input
@@ -312,8 +312,8 @@ def extract_files(
     ``LOCAL_WORLD_SIZE`` processes torchrun started here); None leaves torch's setting alone.
 
     ``encoder`` should be in eval mode (see :func:`pase.load_encoder`). ``batch_size`` defaults to
-    equal-length batches of short files on CPU and 8 on CUDA (module docstring). Existing outputs are skipped
-    unless ``overwrite``. Each bad input is counted in ``summary.failed``, recorded in
+    equal-length batches of short files on CPU and 8 on CUDA (:mod:`pase.extract`). Existing
+    outputs are skipped unless ``overwrite``. Each bad input is counted in ``summary.failed``, recorded in
     ``summary.failures`` and passed to ``report`` as one line ``"<path>: <problem>"`` (use
     ``tqdm.write`` there when ``progress`` is on); it never stops the run. ``progress`` shows a
     tqdm bar on stderr with files/s and x-real-time.
