@@ -23,7 +23,7 @@ from pase.cli_args import Parser, missing_extra
 #: (torch alone takes seconds); a test checks that it matches the module's own.
 COMMANDS = {
     "demo": ("pase.demo", "extract and draw PASE+ features of a few real recordings"),
-    "extract": ("pase.extract", "extract features of audio files, folders or list files"),
+    "extract": ("pase.extract.cli", "extract features of audio files, folders or list files"),
     "train": ("pase.train", "self-supervised training (one process, or DDP under torchrun)"),
     "export": (
         "pase.export",

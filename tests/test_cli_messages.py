@@ -305,11 +305,11 @@ def test_command_list_matches_the_commands_and_imports_no_torch() -> None:
 
 
 def test_no_progress_reaches_a_command_that_has_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
-    import pase.extract
+    import pase.extract.cli
 
     seen = {}
     monkeypatch.setattr(
-        pase.extract, "_run", lambda args: seen.setdefault("no_progress", args.no_progress) and 0
+        pase.extract.cli, "_run", lambda args: seen.setdefault("no_progress", args.no_progress) and 0
     )
     monkeypatch.setenv("PASE_NO_PROGRESS", "0")
     monkeypatch.setenv("TQDM_DISABLE", "0")

@@ -19,6 +19,9 @@ from conftest import synth_speechlike
 
 import pase.audio
 import pase.extract
+import pase.extract.core
+import pase.extract.index
+import pase.extract.writers
 from pase.audio import AudioError, load_audio, read_blocks
 from pase.cli import main
 from pase.eval.__main__ import main as eval_main
@@ -93,7 +96,7 @@ def test_full_disk_at_the_index_append_is_one_line_and_the_rerun_lists_the_outpu
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(pase.extract, "_append_index", full)
+    monkeypatch.setattr(pase.extract.index, "_append_index", full)
     rc, lines = run(capsys, src, "--out", out, *RANDOM)
     assert rc == 1 and len(lines) == 2, lines
     assert "no space left on device" in lines[0] and "f0.npy" in lines[0]
@@ -109,14 +112,14 @@ def test_full_disk_at_the_merge_still_prints_the_summary(
     tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     src, out = wavs(tmp_path / "in", 1), tmp_path / "out"
-    write_atomic = pase.extract.write_atomic
+    write_atomic = pase.extract.index.write_atomic
 
     def full_for_index(path: Path, write: object) -> None:
         if Path(path).name == "index.jsonl":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         write_atomic(path, write)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pase.extract, "write_atomic", full_for_index)
+    monkeypatch.setattr(pase.extract.index, "write_atomic", full_for_index)
     rc, lines = run(capsys, src, "--out", out, *RANDOM)
     assert rc == 1 and len(lines) == 2, lines
     assert f"{out / 'index.jsonl'}: cannot write the index (no space left on device)" in lines[0]
@@ -132,7 +135,7 @@ def test_full_disk_at_the_feature_write(tmp_path: Path, capsys, monkeypatch: pyt
     def full(fd: int, offset: int, length: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(pase.extract.os, "posix_fallocate", full)
+    monkeypatch.setattr(pase.extract.writers.os, "posix_fallocate", full)
     rc, lines = run(capsys, src, "--out", out, *RANDOM)
     assert rc == 1 and len(lines) == 2, lines
     assert lines[0] == f"{out / 'f0.npy'}: cannot write output (no space left on device)"
@@ -156,17 +159,18 @@ def test_file_size_limit_in_a_subprocess_is_one_line(tmp_path: Path) -> None:
 
 CRASH = """
 import os, sys
-import pase.extract as ex
+import pase.extract.index as index
 from pase import load_encoder
+from pase.extract import extract_files
 calls = []
-append = ex._append_index
+append = index._append_index
 def dying(out, record, rank=0):
     calls.append(record)
     if len(calls) == 3:
         os._exit(9)  # killed after the third output's rename, before its line
     append(out, record, rank)
-ex._append_index = dying
-ex.extract_files([sys.argv[1]], sys.argv[2], load_encoder("random:pase+:0", "cpu"), batch_size=1)
+index._append_index = dying
+extract_files([sys.argv[1]], sys.argv[2], load_encoder("random:pase+:0", "cpu"), batch_size=1)
 """
 
 
@@ -191,7 +195,7 @@ def test_a_line_whose_output_is_gone_is_dropped(tmp_path: Path, capsys) -> None:
 WRITER = """
 import sys
 from pathlib import Path
-from pase.extract import _append_index, merge_index
+from pase.extract.index import _append_index, merge_index
 out, tag = Path(sys.argv[1]), sys.argv[2]
 for i in range(300):
     name = f"{tag}{i}.npy"
@@ -327,13 +331,13 @@ def test_long_files_stream_to_the_same_output(tmp_path: Path, layers: str, monke
     sf.write(tmp_path / "long.wav", synth_speechlike(2.5, 8000, seed=3), 8000)
     whole = pase.extract.extract_files([tmp_path / "long.wav"], tmp_path / "whole", encoder, layers=layers)
     calls = []
-    streamed = pase.extract.extract_streamed
+    streamed = pase.extract.core.extract_streamed
 
     def spy(*args: object) -> tuple[tuple[int, ...], int]:
         calls.append(args)
         return streamed(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pase.extract, "extract_streamed", spy)
+    monkeypatch.setattr(pase.extract.core, "extract_streamed", spy)
     summary = pase.extract.extract_files(
         [tmp_path / "long.wav"],
         tmp_path / "long",

@@ -226,7 +226,7 @@ def test_auto_backend_runs_onnxruntime_only_where_it_pays(
     assert choose(cache_dir=cached) == "onnxruntime"  # the export is there: nothing to repay
     backend, why = extract.choose_backend("auto", plus, "all", "cpu", jobs, cache_dir=empty)
     assert backend == "torch" and "0.0 min of audio do not repay" in why
-    monkeypatch.setattr(extract, "AUTO_ONNX_SECONDS", 1.5)
+    monkeypatch.setattr(extract.core, "AUTO_ONNX_SECONDS", 1.5)
     assert choose(cache_dir=empty) == "onnxruntime"  # 2 s of audio >= the (lowered) threshold
     out.mkdir()
     (out / "a.npy").write_bytes(b"")
