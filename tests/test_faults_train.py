@@ -307,12 +307,35 @@ def test_a_link_to_a_device_is_refused(tmp_path: Path) -> None:
         Encoder.from_pretrained(folder)
 
 
-def test_a_missing_checksum_is_an_error_unless_verify_is_off(tmp_path: Path) -> None:
-    # Before: a config without its sha256 loaded modified weights without a word.
+MISSING_SHA256 = (
+    ": records no sha256 of model.safetensors, so the weights cannot be verified; if you trust them, "
+    'add "sha256": "<the digest `sha256sum model.safetensors` prints>" to config.json, or re-save the '
+    "folder with Encoder.from_pretrained(FOLDER, verify=False).save_pretrained(NEW_FOLDER) "
+    "(in Python, verify=False also loads them unverified)"
+)
+
+
+def test_a_missing_checksum_is_an_error_unless_verify_is_off(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before: a config without its sha256 loaded modified weights without a word; then the message
+    # told command line users to pass verify=False, which no option does.
     folder = _saved(tmp_path, sha256=None)
-    with pytest.raises(CheckpointError, match="records no sha256 of model.safetensors.*verify=False"):
+    with pytest.raises(CheckpointError) as refused:
         Encoder.from_pretrained(folder)
+    assert str(refused.value) == f"{folder / 'config.json'}{MISSING_SHA256}"
     assert Encoder.from_pretrained(folder, verify=False).config.rnn_hidden == 8
+    assert main(["export", str(folder), str(tmp_path / "out")]) == 2
+    assert _one_line(capsys.readouterr().err, "pase export: ") == (
+        f"pase export: {folder / 'config.json'}{MISSING_SHA256}"
+    )
+    # Both ways the message offers give a folder that loads verified.
+    Encoder.from_pretrained(folder, verify=False).save_pretrained(tmp_path / "resaved")
+    assert Encoder.from_pretrained(tmp_path / "resaved").config.rnn_hidden == 8
+    meta = json.loads((folder / "config.json").read_text())
+    meta["sha256"] = sha256_file(folder / "model.safetensors")  # what sha256sum prints
+    (folder / "config.json").write_text(json.dumps(meta))
+    assert main(["export", str(folder), str(tmp_path / "out")]) == 0
 
 
 def test_weights_larger_than_their_config_needs_are_refused(tmp_path: Path) -> None:
