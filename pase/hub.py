@@ -220,9 +220,12 @@ def read_pretrained(
             )
     expected = meta.get("sha256")
     if expected is None and verify:
+        # No command line option turns the check off: the message says how to record the digest.
         raise CheckpointError(
-            f"{cfg_path}: records no sha256 of {weights.name}, so the weights cannot be verified "
-            "(load with verify=False to accept them unverified)"
+            f"{cfg_path}: records no sha256 of {weights.name}, so the weights cannot be verified; if "
+            f'you trust them, add "sha256": "<the digest `sha256sum {weights.name}` prints>" to '
+            f"{cfg_path.name}, or re-save the folder with Encoder.from_pretrained(FOLDER, verify=False)"
+            ".save_pretrained(NEW_FOLDER) (in Python, verify=False also loads them unverified)"
         )
     if expected is not None:
         actual = sha256_file(weights)

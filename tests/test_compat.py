@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from conftest import perturbed_encoder
 
-from pase import Encoder
+from pase import Encoder, FeatureLoss
 from pase.hub import CheckpointError, ours_to_original
 from pase.models.frontend import WaveFe, wf_builder
 
@@ -250,3 +250,36 @@ def test_clear_errors(original_plus: tuple[Path, Path, Encoder], tmp_path: Path)
         wf_builder(bad)
     with pytest.raises(ValueError, match=r"\[B, 1, T\]"):
         wf_builder("pase+")(torch.randn(2, 16000))
+
+
+@pytest.mark.parametrize("freeze", ["requires_grad_", "each parameter", "not frozen"])
+def test_the_original_frontend_as_a_loss(original_plus: tuple[Path, Path, Encoder], freeze: str) -> None:
+    """PASE+ as a perceptual loss the way code written for the original does it: build, load,
+    freeze, then an L1 between the features of an estimate and of a reference."""
+    _, ckpt, _ = original_plus
+    fe = wf_builder("PASE+").eval()
+    fe.load_pretrained(str(ckpt), load_last=True, verbose=False)
+    if freeze == "requires_grad_":
+        fe.requires_grad_(False)
+    elif freeze == "each parameter":
+        for p in fe.parameters():
+            p.requires_grad = False
+    weights = {k: v.clone() for k, v in fe.state_dict().items()}
+    gen = torch.Generator().manual_seed(3)
+    reference = 0.3 * torch.randn(2, 1, 160 * 60, generator=gen)
+    estimate = (reference + 0.1 * torch.randn(reference.shape, generator=gen)).requires_grad_(True)
+    loss = F.l1_loss(fe(estimate), fe(reference))
+    loss.backward()
+    assert estimate.grad is not None and torch.isfinite(estimate.grad).all()
+    assert estimate.grad.abs().sum() > 0
+    if freeze == "not frozen":  # fine-tuning the frontend: every parameter gets its gradient
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in fe.parameters())
+    else:
+        assert all(p.grad is None for p in fe.parameters())
+    for k, v in fe.state_dict().items():  # eval mode: BatchNorm running statistics untouched
+        assert torch.equal(v, weights[k]), k
+    # The gradient is pase.FeatureLoss's (the length a multiple of 160: the same features).
+    modern = estimate.detach()[:, 0].clone().requires_grad_(True)
+    FeatureLoss(Encoder.from_original(ckpt))(modern, reference[:, 0]).backward()
+    assert modern.grad is not None
+    torch.testing.assert_close(estimate.grad[:, 0], modern.grad, rtol=1e-4, atol=1e-7)

@@ -64,7 +64,8 @@ def test_huge_samples_are_a_bad_file_in_extract(tmp_path: Path, capsys) -> None:
     assert not (out / "huge.npy").exists() and sorted(index_outputs(out)) == ["f0.npy", "f1.npy"]
 
 
-def test_huge_samples_are_skipped_files_in_eval(tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("features", ["mfcc", "fbank", "pase+"])
+def test_huge_samples_are_skipped_files_in_eval(tmp_path: Path, capsys, features: str) -> None:
     rows = ["path,label,split"]
     for i in range(8):
         split = "train" if i < 6 else "test"
@@ -75,14 +76,26 @@ def test_huge_samples_are_skipped_files_in_eval(tmp_path: Path, capsys) -> None:
         )
         rows += [f"v{i}.wav,voiced,{split}", f"t{i}.wav,tone,{split}"]
     sf.write(tmp_path / "huge.wav", synth_speechlike(0.3, seed=9) * 1.5e38, 16000, subtype="FLOAT")
+    (tmp_path / "clean.csv").write_text("\n".join(rows) + "\n")
     rows.append("huge.wav,voiced,test")
     (tmp_path / "tasks.csv").write_text("\n".join(rows) + "\n")
-    out = tmp_path / "out"
-    args = ["--manifest", str(tmp_path / "tasks.csv"), "--features", "mfcc", "--seeds", "0"]
-    assert eval_main([*args, "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
-    result = json.loads((out / "results.json").read_text())
-    assert list(result["skipped_files"]) == [str(tmp_path / "huge.wav")]
-    assert "NaN or Inf" in capsys.readouterr().err
+    cache = ["--cache-dir", str(tmp_path / "cache"), "--num-threads", "1"]
+    args = ["--features", features, "--seeds", "0", *cache]
+    results = {}
+    for manifest in ("clean", "tasks"):
+        out = tmp_path / f"out-{manifest}"
+        assert eval_main(["--manifest", str(tmp_path / f"{manifest}.csv"), *args, "--out", str(out)]) == 0
+        results[manifest] = json.loads((out / "results.json").read_text())
+    result = results["tasks"]
+    assert results["clean"]["skipped_files"] == {} and result["skipped_files"] == {
+        str(tmp_path / "huge.wav"): f"{features} features contain NaN or Inf (audio out of range?)"
+    }
+    line = f"pase eval: {tmp_path / 'huge.wav'}: {features} features contain NaN or Inf (audio out of range?)"
+    assert f"{line}; file skipped\n" in capsys.readouterr().err
+    # The other files are scored as without the huge one (the packaged pase+: all of them right).
+    for key in ("accuracy", "macro_f1", "per_seed", "n_files", "classes"):
+        assert result[key] == results["clean"][key], key
+    assert result["n_files"]["test"] == 4 and (features != "pase+" or result["accuracy"] == 1.0)
 
 
 # -- item 4: the index is the truth about the outputs -----------------------------------------

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train_compat import old_layout_run, write_corpus
+from test_train_compat import TINY_RUN, old_layout_run, write_corpus
 
+import pase
 from pase import Encoder
 from pase.cli import main
 from pase.hub import (
@@ -307,12 +308,35 @@ def test_a_link_to_a_device_is_refused(tmp_path: Path) -> None:
         Encoder.from_pretrained(folder)
 
 
-def test_a_missing_checksum_is_an_error_unless_verify_is_off(tmp_path: Path) -> None:
-    # Before: a config without its sha256 loaded modified weights without a word.
+MISSING_SHA256 = (
+    ": records no sha256 of model.safetensors, so the weights cannot be verified; if you trust them, "
+    'add "sha256": "<the digest `sha256sum model.safetensors` prints>" to config.json, or re-save the '
+    "folder with Encoder.from_pretrained(FOLDER, verify=False).save_pretrained(NEW_FOLDER) "
+    "(in Python, verify=False also loads them unverified)"
+)
+
+
+def test_a_missing_checksum_is_an_error_unless_verify_is_off(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before: a config without its sha256 loaded modified weights without a word; then the message
+    # told command line users to pass verify=False, which no option does.
     folder = _saved(tmp_path, sha256=None)
-    with pytest.raises(CheckpointError, match="records no sha256 of model.safetensors.*verify=False"):
+    with pytest.raises(CheckpointError) as refused:
         Encoder.from_pretrained(folder)
+    assert str(refused.value) == f"{folder / 'config.json'}{MISSING_SHA256}"
     assert Encoder.from_pretrained(folder, verify=False).config.rnn_hidden == 8
+    assert main(["export", str(folder), str(tmp_path / "out")]) == 2
+    assert _one_line(capsys.readouterr().err, "pase export: ") == (
+        f"pase export: {folder / 'config.json'}{MISSING_SHA256}"
+    )
+    # Both ways the message offers give a folder that loads verified.
+    Encoder.from_pretrained(folder, verify=False).save_pretrained(tmp_path / "resaved")
+    assert Encoder.from_pretrained(tmp_path / "resaved").config.rnn_hidden == 8
+    meta = json.loads((folder / "config.json").read_text())
+    meta["sha256"] = sha256_file(folder / "model.safetensors")  # what sha256sum prints
+    (folder / "config.json").write_text(json.dumps(meta))
+    assert main(["export", str(folder), str(tmp_path / "out")]) == 0
 
 
 def test_weights_larger_than_their_config_needs_are_refused(tmp_path: Path) -> None:
@@ -323,6 +347,22 @@ def test_weights_larger_than_their_config_needs_are_refused(tmp_path: Path) -> N
         Encoder.from_pretrained(folder)
 
 
+def _huge(tmp_path: Path, change: dict[str, object]) -> Path:
+    """A save_pretrained folder of the tiny encoder whose config.json asks for ``change``."""
+    folder = _saved(tmp_path)
+    meta = json.loads((folder / "config.json").read_text())
+    meta["config"].update(change)
+    (folder / "config.json").write_text(json.dumps(meta))
+    return folder
+
+
+def _wav_folder(tmp_path: Path) -> Path:
+    """Audio for ``pase extract`` to read once its model loads (it never does here)."""
+    folder = tmp_path / "audio"
+    write_corpus(tmp_path)
+    return folder
+
+
 @pytest.mark.parametrize(
     "change",
     [{"sinc_channels": 10**9}, {"rnn_hidden": 10**6}, {"channels": [4096] * 7, "kernels": [4096] * 7}],
@@ -331,14 +371,20 @@ def test_huge_configs_are_refused_before_anything_is_allocated(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], change: dict[str, object]
 ) -> None:
     # Before: 4.2 GB / 12.3 GB asked of the allocator, a raw RuntimeError, a traceback from export.
-    folder = _saved(tmp_path)
-    meta = json.loads((folder / "config.json").read_text())
-    meta["config"].update(change)
-    (folder / "config.json").write_text(json.dumps(meta))
+    folder = _huge(tmp_path, change)
     with pytest.raises(CheckpointError, match="invalid encoder config"):
         Encoder.from_pretrained(folder)
+    with pytest.raises(CheckpointError, match="invalid encoder config"):
+        pase.load_encoder(str(folder))
     assert main(["export", str(folder), str(tmp_path / "out")]) == 2
     _one_line(capsys.readouterr().err, f"pase export: {folder / 'config.json'}: invalid encoder config")
+    argv = ["extract", str(_wav_folder(tmp_path)), "--model", str(folder), "--out", str(tmp_path / "feats")]
+    assert main(argv) == 2
+    _one_line(
+        capsys.readouterr().err,
+        f"pase extract: cannot load model '{folder}': {folder / 'config.json'}: invalid encoder config",
+    )
+    assert not (tmp_path / "out").exists() and not list((tmp_path / "feats").glob("*"))
 
 
 def _original(tmp_path: Path, **replace: torch.Tensor) -> Path:
@@ -348,14 +394,80 @@ def _original(tmp_path: Path, **replace: torch.Tensor) -> Path:
     return path
 
 
+def _absurd(tmp_path: Path) -> Path:
+    """An original checkpoint whose (3e6, 0) QRNN weight (no bytes) says rnn_hidden is 1e6: a
+    12.3 GB encoder."""
+    return _original(tmp_path, **{"rnn.layers.0.linear.weight": torch.empty(3_000_000, 0)})
+
+
+ABSURD = "invalid encoder config (rnn_hidden must be an integer from 1 to 8192, got 1000000)"
+
+
 def test_an_original_checkpoint_of_absurd_shapes_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Before: a (3e6, 0) tensor (no bytes) made rnn_hidden 1e6: 12.3 GB asked, then a traceback.
-    ckpt = _original(tmp_path, **{"rnn.layers.0.linear.weight": torch.empty(3_000_000, 0)})
+    ckpt = _absurd(tmp_path)
     assert main(["convert-original", str(ckpt), str(tmp_path / "out")]) == 1
     line = _one_line(capsys.readouterr().err, f"pase convert-original: {ckpt}: invalid encoder config")
     assert "rnn_hidden must be an integer from 1 to 8192" in line
+
+
+def test_an_original_checkpoint_of_absurd_shapes_is_refused_by_every_reader(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pase.models.frontend import wf_builder
+
+    ckpt = _absurd(tmp_path)
+    # Python: the project's error, naming the file (a raw RuntimeError of the allocator before).
+    with pytest.raises(CheckpointError) as refused:
+        Encoder.from_original(ckpt)
+    assert str(refused.value) == f"{ckpt}: {ABSURD}"
+    with pytest.raises(CheckpointError) as refused:
+        pase.load_encoder(str(ckpt))
+    assert str(refused.value) == f"{ckpt}: {ABSURD}"
+    with pytest.raises(CheckpointError, match=f"{ckpt}: rnn.rnn.linear.weight has shape"):
+        wf_builder("PASE+").load_pretrained(ckpt)  # into a built PASE+: a shape mismatch
+    # The command line: one line each, exit 2, no output written.
+    assert main(["export", str(ckpt), str(tmp_path / "out")]) == 2
+    assert _one_line(capsys.readouterr().err, "pase export: ") == f"pase export: {ckpt}: {ABSURD}"
+    argv = ["extract", str(_wav_folder(tmp_path)), "--model", str(ckpt), "--out", str(tmp_path / "feats")]
+    assert main(argv) == 2
+    line = _one_line(capsys.readouterr().err, f"pase extract: cannot load model '{ckpt}': {ckpt}: {ABSURD}")
+    assert not (tmp_path / "out").exists() and not list((tmp_path / "feats").glob("*")), line
+
+
+#: The address space of a ``pase train`` process below (its peak is under 1 GB on the CPU): an
+#: encoder of several gigabytes then fails to allocate at once instead of swapping the machine.
+ADDRESS_SPACE = 4 << 30
+
+
+@pytest.mark.parametrize("init", ["huge folder", "absurd original"])
+def test_train_init_of_a_huge_encoder_is_one_line_and_allocates_nothing(
+    tmp_path: Path, corpus: Path, init: str
+) -> None:
+    # Before: refused before building (4.2 GB, 12.3 GB), but the line did not name --init. A
+    # regression that builds the encoder fails here at once (RLIMIT_AS), not after gigabytes.
+    spec = _huge(tmp_path, {"sinc_channels": 10**9}) if init == "huge folder" else _absurd(tmp_path)
+    problem = f"{spec / 'config.json'}: invalid encoder config" if spec.is_dir() else f"{spec}: {ABSURD}"
+    run, peak = tmp_path / "run", tmp_path / "peak_rss_kib"
+    prelude = f"""
+        import atexit, resource
+        resource.setrlimit(resource.RLIMIT_AS, ({ADDRESS_SPACE}, {ADDRESS_SPACE}))
+        def record_peak():
+            with open({str(peak)!r}, "w") as fh:
+                fh.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+        atexit.register(record_peak)
+    """
+    argv = [
+        "--no-progress", "train", "--out", str(run), "--data", str(corpus / "audio"), *TINY_RUN,
+        "--distortions.rir-dir", str(corpus / "rir"), "--max-steps", "1", "--init", str(spec),
+    ]  # fmt: skip
+    result = _train_in_subprocess(prelude, argv)
+    assert result.returncode == 2, result.stderr
+    _one_line(result.stderr, f"pase train: --init {problem}")
+    assert int(peak.read_text()) < 1 << 20, "peak RSS of 1 GiB or more"  # KiB: about 400 MB measured
+    assert not run.exists()
 
 
 def test_convert_original_to_a_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -219,11 +219,12 @@ def _init_encoder(model: torch.nn.Module, spec: str) -> None:
     updates them from there).
     """
     from pase.encoder import Encoder
+    from pase.hub import CheckpointError
     from pase.loading import EncoderSpecError, load_encoder
 
     try:
         source = load_encoder(spec)
-    except EncoderSpecError as exc:
+    except (EncoderSpecError, CheckpointError) as exc:  # each names the spec or the file read
         raise ValueError(f"--init {exc}") from None
     target = tp.cast(Encoder, model.encoder)
     ours, theirs = target.config.to_dict(), source.config.to_dict()
