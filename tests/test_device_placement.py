@@ -1,6 +1,6 @@
 """Device placement on a simulated CUDA device, with no GPU: the commonest GPU-only failure, a
 tensor made on the CPU (``torch.zeros(n)`` without ``device=``) meeting the model's CUDA
-tensors, fails here on a CPU-only machine, in a training step.
+tensors, fails here on a CPU-only machine, in a training step and in feature extraction.
 
 How (and why not ``FakeTensorMode`` or ``meta``): under ``simulated_cuda()`` a tensor "on cuda"
 is a :class:`SimCudaTensor`, a wrapper subclass that reports ``device == cuda:0`` and holds its
@@ -35,7 +35,10 @@ PASE+ target and worker, the discriminators' bilinear/cosine heads with batch ne
 total loss, backward, gradient clipping and Adam; then ``validate()`` (the workers' metrics).
 PASE v1's workers (SPC, the v1 targets) with ``rand`` taken from the batch run on a
 ``PaseModel``. ``Trainer.run()`` for 2 steps (prefetch, logs, validation, checkpoints, export)
-and a resumed run (model, Adam state and generator restored onto the device).
+and a resumed run (model, Adam state and generator restored onto the device). (b) the encoder on
+a padded batch with ``lengths`` (QRNN scan and loop, LSTM, no RNN), ``extract_features``,
+``infer_long`` / ``infer_long_blocks``, ``encoder.stream()``, ``pase.extract.encode_batch`` /
+``extract_files`` and ``FeatureLoss``, each compared with the same encoder on the CPU.
 :func:`test_planted_device_bug_is_caught` shows the check failing on a ``torch.zeros(n)``
 planted in a target and in a distortion, code that runs fine on the CPU.
 
@@ -49,6 +52,7 @@ dtypes). The modes are per thread: the prefetch thread (which only reads and pin
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import typing as tp
 import warnings
@@ -58,7 +62,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import synth_speechlike
+from conftest import perturbed_encoder, synth_speechlike
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
@@ -555,3 +559,106 @@ def test_planted_device_bug_is_caught(
     with simulated_cuda(), pytest.raises(RuntimeError, match=DEVICE_ERROR) as caught:
         cuda_trainer.train_step(cuda_trainer.batches.batch(0, 1))
     assert any(entry.name.startswith("planted_") for entry in caught.traceback)  # raised there
+
+
+# --------------------------------------------------------------------------------------------
+# (b) feature extraction
+# --------------------------------------------------------------------------------------------
+ENCODERS = {
+    "qrnn-scan": TINY_ENCODER,
+    "qrnn-loop": {**TINY_ENCODER, "qrnn_impl": "loop"},
+    "lstm": {**TINY_ENCODER, "rnn": "lstm"},
+    "none": {**TINY_ENCODER, "rnn": "none", "dense_skips": False},
+}
+
+
+def cpu_and_cuda(config: dict[str, tp.Any]) -> tuple[Encoder, Encoder]:
+    """The same eval-mode encoder on the CPU and (under ``simulated_cuda()``) on cuda."""
+    encoder = perturbed_encoder(EncoderConfig.from_dict(config), seed=0)
+    on_device = copy.deepcopy(encoder)
+    with simulated_cuda():
+        on_device.to("cuda")
+    return encoder, on_device
+
+
+def close(got: torch.Tensor, want: torch.Tensor) -> None:
+    assert on_cuda(got)
+    torch.testing.assert_close(cpu(got), want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("rnn", list(ENCODERS))
+def test_encoder_on_padded_batch_with_lengths(rnn: str, one_thread: None) -> None:
+    encoder, cuda_encoder = cpu_and_cuda(ENCODERS[rnn])
+    # lengths that are not multiples of the hop, so the end padding paths run too
+    wavs = [synth_speechlike(0.5, seed=i)[:n] for i, n in enumerate((8000, 5301, 3377))]
+    batch = torch.zeros(3, len(wavs[0]))
+    for i, w in enumerate(wavs):
+        batch[i, : len(w)] = torch.from_numpy(w)
+    lengths = torch.tensor([len(w) for w in wavs])
+    want, want_frames = encoder(batch, lengths)
+    want_states, _ = encoder.extract_features(batch, lengths)
+    with simulated_cuda():
+        # lengths from the CPU (the usual call) or from the device
+        for lens in (lengths, lengths.to("cuda")):
+            feats, frames = cuda_encoder(batch.to("cuda"), lens)
+            close(feats, want)
+            assert cpu(frames).tolist() == want_frames.tolist()
+        states, _ = cuda_encoder.extract_features(batch.to("cuda"), lengths)
+        for got, ref in zip(states, want_states, strict=True):
+            close(got, ref)
+        close(cuda_encoder(wavs[1][None]), encoder(torch.from_numpy(wavs[1])[None]))  # NumPy in: moved
+
+
+def test_long_file_and_stream_on_cuda(one_thread: None) -> None:
+    encoder, cuda_encoder = cpu_and_cuda(TINY_ENCODER)
+    # NumPy, as pase.load_audio gives it (infer_long moves it to the device); not a multiple of the hop
+    wav: tp.Any = synth_speechlike(1.3, seed=3)[:20763]
+    want = encoder.infer_long(wav, window_seconds=0.25)
+    want_all = encoder.infer_long(wav, layers="all", window_seconds=0.25)
+    blocks = np.array_split(wav, [1000, 1500, 9000])
+    with simulated_cuda():
+        close(cuda_encoder.infer_long(wav, window_seconds=0.25), want)
+        close(cuda_encoder.infer_long(torch.from_numpy(wav).to("cuda"), window_seconds=0.25), want)
+        close(cuda_encoder.infer_long(wav, layers="all", window_seconds=0.25), want_all)
+        pieces = list(cuda_encoder.infer_long_blocks(iter(blocks), window_seconds=0.25))
+        assert len(pieces) > 2
+        close(torch.cat(pieces), want)
+        for layers, ref in (("final", want), ("all", want_all)):
+            stream = cuda_encoder.stream(layers)  # type: ignore[arg-type]
+            parts = [stream.push(b) for b in blocks[:-1]]
+            parts += [stream.push(torch.from_numpy(blocks[-1]).to("cuda")), stream.flush()]
+            close(torch.cat(parts, dim=-2), ref)
+
+
+def test_extract_and_feature_loss_on_cuda(tmp_path: Path, one_thread: None) -> None:
+    from pase import FeatureLoss
+    from pase.extract import encode_batch, extract_files
+
+    encoder, cuda_encoder = cpu_and_cuda(TINY_ENCODER)
+    wavs = [synth_speechlike(1.2, seed=i)[:n] for i, n in enumerate((6401, 4000, 19213))]
+    (tmp_path / "in").mkdir()
+    for i, w in enumerate(wavs):
+        sf.write(tmp_path / "in" / f"{i}.wav", w, 16000, subtype="FLOAT")
+    estimate = torch.from_numpy(np.stack([wavs[0][:4000], wavs[1][:4000]]))
+    reference = torch.from_numpy(np.stack([wavs[1][:4000], wavs[0][:4000]]))
+    with simulated_cuda():
+        # the padded batch and, for the file over long_seconds, infer_long
+        got = encode_batch(cuda_encoder, wavs, long_seconds=1.0, window_seconds=0.25)
+        summary = extract_files(
+            [tmp_path / "in"], tmp_path / "out", cuda_encoder, long_seconds=1.0, window_seconds=0.25
+        )
+        # a differentiable loss through the frozen encoder, lengths from the CPU
+        loss_fn = FeatureLoss(cuda_encoder, layers={0: 0.5, -1: 1.0})
+        est = estimate.to("cuda").requires_grad_()
+        loss = loss_fn(est, reference.to("cuda"), lengths=torch.tensor([4000, 3000]))
+        loss.backward()
+        assert on_cuda(loss, tp.cast(torch.Tensor, est.grad))
+    want = encode_batch(encoder, wavs, long_seconds=1.0, window_seconds=0.25)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+    assert summary.ok and summary.extracted == 3
+    assert np.load(tmp_path / "out" / "2.npy").shape == want[2].shape
+    want_loss = FeatureLoss(encoder, layers={0: 0.5, -1: 1.0})(
+        estimate, reference, lengths=torch.tensor([4000, 3000])
+    )
+    torch.testing.assert_close(cpu(loss).detach(), want_loss.detach(), rtol=1e-4, atol=1e-6)
