@@ -507,7 +507,9 @@ class Encoder(nn.Module):
         frames of real signal on both sides (context frames are dropped), and the recurrent state
         is carried from window to window, so the result equals whole-file processing up to float
         rounding. Peak memory is set by the window, not the file; :meth:`infer_long_blocks` also
-        takes the waveform piece by piece and yields the features window by window.
+        takes the waveform piece by piece and yields the features window by window. A tensor on
+        another device than the encoder's (a file read on the host, a CUDA encoder) stays there
+        and each window is moved to the encoder's device, so its memory there is the window's too.
         """
         wav = as_waveform(wav, self.W.weight.device)
         if wav.dim() != 1:
@@ -549,7 +551,9 @@ class Encoder(nn.Module):
                 block = as_waveform(block, device)
                 if block.dim() != 1:
                     raise ValueError(f"infer_long expects one waveform [T], got shape {tuple(block.shape)}")
-                pieces.append(block)
+                # A long file is usually read into host memory: its blocks stay where they come
+                # (on the first block's device) and each window is moved to the encoder alone.
+                pieces.append(block.to(pieces[0].device) if pieces else block)
                 total += block.shape[0]
             if ended and total < MIN_SAMPLES:
                 self._check_input(torch.empty(1, total))
@@ -563,7 +567,7 @@ class Encoder(nn.Module):
             lo, hi = max(0, a - ctx), min(n_frames, b + ctx)
             if hi - lo < 3:  # reflect padding needs a few frames; widen the tiny last window left
                 lo = max(0, hi - 3)
-            x, skips = self._frontend(buf[(lo - origin) * HOP : (hi - origin) * HOP][None])
+            x, skips = self._frontend(buf[(lo - origin) * HOP : (hi - origin) * HOP][None].to(device))
             keep = slice(a - lo, b - lo)
             x = x[..., keep]
             skips = [s[..., keep] for s in skips]

@@ -188,7 +188,9 @@ class EncoderStream:
         self._check_eval()
         if self._ended:
             raise RuntimeError("the stream has ended (flush was called); call reset() to start a new one")
-        wav = as_waveform(samples, self.encoder.W.weight.device)
+        device = self.encoder.W.weight.device
+        # live audio arrives in host memory: a pushed tensor is moved to the encoder's device
+        wav = as_waveform(samples, device).to(device)
         if wav.dim() != 1:
             raise ValueError(f"push expects one waveform [T], got shape {tuple(wav.shape)}")
         self._samples += wav.shape[0]

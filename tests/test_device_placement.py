@@ -619,13 +619,16 @@ def test_long_file_and_stream_on_cuda(one_thread: None) -> None:
     with simulated_cuda():
         close(cuda_encoder.infer_long(wav, window_seconds=0.25), want)
         close(cuda_encoder.infer_long(torch.from_numpy(wav).to("cuda"), window_seconds=0.25), want)
+        # a tensor read on the host: windows are moved to the encoder's device one by one
+        close(cuda_encoder.infer_long(torch.from_numpy(wav), window_seconds=0.25), want)
         close(cuda_encoder.infer_long(wav, layers="all", window_seconds=0.25), want_all)
         pieces = list(cuda_encoder.infer_long_blocks(iter(blocks), window_seconds=0.25))
         assert len(pieces) > 2
         close(torch.cat(pieces), want)
         for layers, ref in (("final", want), ("all", want_all)):
             stream = cuda_encoder.stream(layers)  # type: ignore[arg-type]
-            parts = [stream.push(b) for b in blocks[:-1]]
+            parts = [stream.push(b) for b in blocks[:-2]]
+            parts += [stream.push(torch.from_numpy(blocks[-2]))]  # a host tensor is moved over
             parts += [stream.push(torch.from_numpy(blocks[-1]).to("cuda")), stream.flush()]
             close(torch.cat(parts, dim=-2), ref)
 
