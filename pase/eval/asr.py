@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pase.eval.asr_scoring import cer, edit_distance, error_counts, wer
 from pase.eval.phones import PHONES
 from pase.eval.text import BLANK, CHARS, VOCAB_SIZE, normalise
 
@@ -50,6 +51,24 @@ if tp.TYPE_CHECKING:
     from pase.eval.tasks import Item, Task
 
 Result = dict[str, tp.Any]
+
+#: The public names, those defined in the modules :mod:`pase.eval.asr` was split into included,
+#: so that ``from pase.eval.asr import wer`` and ``asr.CtcProbe`` keep working.
+__all__ = [
+    # scoring (pase.eval.asr_scoring)
+    "cer", "edit_distance", "error_counts", "wer",
+    # units, greedy decoding, the probe (pase.eval.ctc)
+    "CHARACTERS", "PHONE_UNITS", "Units", "units_for", "greedy_decode", "greedy_transcripts",
+    "CtcConfig", "PRESETS", "BiRNN", "CtcProbe", "ctc_loss",
+    # word n-gram decoding (pase.eval.lm_decoding)
+    "LmConfig", "LmDecoder",
+    # data and training (pase.eval.ctc_training)
+    "AsrData", "in_memory", "from_files", "feature_stats", "length_batches",
+    "spec_augment", "lr_factor", "CtcResult", "posteriors", "transcribe", "train_ctc_probe",
+    # the evaluation and its reports (here)
+    "Result", "ProbeCache", "EXAMPLES", "scores", "evaluate_asr", "METRICS", "score_line",
+    "results_markdown", "write_results", "write_phone_summary",
+]  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,53 +171,6 @@ class LmDecoder:
 
     def __call__(self, log_probs: np.ndarray) -> str:
         return normalise(self.decoder.decode(np.asarray(log_probs), beam_width=self.config.beam_width))
-
-
-# --------------------------------------------------------------------------- scoring
-def edit_distance(ref: str | tp.Sequence[str], hyp: str | tp.Sequence[str]) -> int:
-    """Levenshtein distance (substitutions, insertions, deletions all cost 1), by jiwer.
-
-    Two strings are compared character by character (spaces included), two lists of words word
-    by word.
-    """
-    if isinstance(ref, str) and isinstance(hyp, str):
-        return error_counts([ref], [hyp], "char")[0]
-    return error_counts([" ".join(ref)], [" ".join(hyp)], "word")[0]
-
-
-def error_counts(
-    refs: tp.Sequence[str], hyps: tp.Sequence[str], unit: tp.Literal["word", "char"]
-) -> tuple[int, int]:
-    """``(edits, reference length)`` summed over utterances, in words or characters (spaces count)."""
-    import jiwer
-
-    if len(refs) != len(hyps):
-        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
-    if not refs:
-        return 0, 0
-    if unit == "char":
-        # every character counts, edge spaces too: jiwer's default would strip them first
-        chars = jiwer.ReduceToListOfListOfChars()
-        out: jiwer.CharacterOutput | jiwer.WordOutput = jiwer.process_characters(
-            list(refs), list(hyps), reference_transform=chars, hypothesis_transform=chars
-        )
-        total = sum(len(r) for r in refs)
-    else:
-        out = jiwer.process_words(list(refs), list(hyps))
-        total = sum(len(r.split()) for r in refs)
-    return int(out.substitutions + out.deletions + out.insertions), total
-
-
-def wer(refs: tp.Sequence[str], hyps: tp.Sequence[str]) -> float:
-    """Word error rate, a fraction: ``wer(["a b c"], ["a c"]) == 1 / 3``. A blank output scores 1."""
-    edits, total = error_counts(refs, hyps, "word")
-    return edits / max(total, 1)
-
-
-def cer(refs: tp.Sequence[str], hyps: tp.Sequence[str]) -> float:
-    """Character error rate, a fraction (spaces are characters). A blank output scores 1."""
-    edits, total = error_counts(refs, hyps, "char")
-    return edits / max(total, 1)
 
 
 # --------------------------------------------------------------------------- data
