@@ -42,8 +42,9 @@ import torch
 from torch import nn
 
 from pase.eval.asr_scoring import cer, edit_distance, error_counts, wer
+from pase.eval.lm_decoding import LmConfig, LmDecoder
 from pase.eval.phones import PHONES
-from pase.eval.text import BLANK, CHARS, VOCAB_SIZE, normalise
+from pase.eval.text import BLANK, CHARS, VOCAB_SIZE
 
 if tp.TYPE_CHECKING:
     from pase.eval.features import EvalCondition, FeatureCache, FeatureSet
@@ -134,43 +135,6 @@ def greedy_decode(logits: torch.Tensor, length: int | None = None) -> list[int]:
     keep = torch.ones_like(ids, dtype=torch.bool)
     keep[1:] = ids[1:] != ids[:-1]
     return [int(i) for i in ids[keep & (ids != BLANK)]]
-
-
-# --------------------------------------------------------------------------- LM decoding
-@dataclasses.dataclass(frozen=True)
-class LmConfig:
-    """Beam search with a word n-gram over the character probe's outputs (pyctcdecode + KenLM).
-
-    ``path``: an ARPA file (or a KenLM binary); :mod:`pase.eval.ngram` builds one from text.
-    ``alpha`` weighs the LM's log-probability, ``beta`` is a bonus per word (it offsets the
-    LM's pull towards fewer, shorter words); pyctcdecode's defaults.
-    """
-
-    path: Path
-    alpha: float = 0.5
-    beta: float = 1.0
-    beam_width: int = 64
-
-
-class LmDecoder:
-    """``log_probs: [F, V]`` of one utterance (numpy) -> the best transcript under the n-gram."""
-
-    def __init__(self, config: LmConfig) -> None:
-        try:
-            from pyctcdecode import build_ctcdecoder
-        except ImportError as exc:
-            raise ImportError("--lm needs pyctcdecode and kenlm: pip install 'pase-speech[asr]'") from exc
-        if not Path(config.path).is_file():
-            raise FileNotFoundError(f"language model {config.path} not found")
-        self.config = config
-        # pyctcdecode reads the blank as "" and the word separator as " "; the unigram list
-        # (which words exist) comes from the ARPA file's 1-grams
-        self.decoder = build_ctcdecoder(
-            ["", *CHARS], kenlm_model_path=str(config.path), alpha=config.alpha, beta=config.beta
-        )
-
-    def __call__(self, log_probs: np.ndarray) -> str:
-        return normalise(self.decoder.decode(np.asarray(log_probs), beam_width=self.config.beam_width))
 
 
 # --------------------------------------------------------------------------- data
