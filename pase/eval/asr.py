@@ -1,30 +1,23 @@
-"""Speech recognition on frozen features: a CTC probe, greedy or word n-gram decoding, WER/CER/PER.
+"""Speech recognition on frozen features: the ``librispeech-asr`` and ``librispeech-phone`` runs.
 
-Text side (no model needed): the alphabet and transcript normalisation live in
-:mod:`pase.eval.text`, the phone set in :mod:`pase.eval.phones`; :class:`Units` says what a probe
-writes (characters, or phones); :func:`greedy_decode` collapses repeats and drops blanks;
-:class:`LmDecoder` runs a beam search with a word n-gram (pyctcdecode + KenLM, an ARPA file);
-:func:`edit_distance`, :func:`wer` and :func:`cer` score hypotheses against references through
-jiwer (corpus level: summed edits over summed reference length, so long utterances weigh more,
-as every ASR toolkit reports it).
+:func:`evaluate_asr` trains one CTC probe per seed on a sequence task's features and scores the
+test part: WER and CER for characters, PER for phones (:func:`scores`), decoded greedily and, with
+a word n-gram, by beam search as well. :class:`ProbeCache` keeps trained probes on disk, so the
+noisy and reverberant test conditions reuse the clean run's probe. :func:`score_line`,
+:func:`results_markdown`, :func:`write_results` and :func:`write_phone_summary` report a run
+(markdown tables through :mod:`pase.eval.report`).
 
-Model side: :class:`CtcProbe` is the same for every feature set; :class:`CtcConfig` holds its
-shape and its training recipe, with named presets. ``small`` is the first probe (a 2-layer
-BiGRU of 128 units on two stacked 10 ms frames, 800 steps: WER 0.95-1.0 for every feature set,
-too weak to reach words). ``base``, the default, follows SUPERB's ASR probe (a 2-layer BiLSTM of
-1024 units on 100 h) at the size 5 hours of training audio and two CPU cores afford: three
-stacked frames every 20 ms, a 3-layer BiLSTM of 320 units, SpecAugment-style masks on the frozen
-features, warm-up and cosine decay of the learning rate, a budget in epochs.
-``recipes/asr_probe`` measures the presets against each other (WER and CER against steps).
-With several layers (``--layers all``) a softmax-weighted sum of them comes first, as for the
-other probes.
+The parts live in modules of their own; every public name of theirs is importable from here too
+(:data:`__all__`):
 
-Training (:func:`train_ctc_probe`): inputs standardised with the training part's per-layer,
-per-dimension statistics; AdamW, batches of utterances of similar length (at most
-``batch_frames`` padded frames), gradient-norm clipping; every ``eval_every`` steps the dev part
-is decoded and the state with the lowest dev error rate (CER, or PER for phones) is kept;
-training stops early after ``patience`` evaluations without improvement. Seeded: the same seed
-gives the same probe.
+- :mod:`pase.eval.ctc`: what a probe writes (:class:`Units`: characters or phones), the probe
+  (:class:`CtcProbe`, :class:`CtcConfig` and its presets), its loss, greedy decoding;
+- :mod:`pase.eval.ctc_training`: the probe's data (:class:`AsrData`), standardisation, batching,
+  :func:`train_ctc_probe`, and running a trained probe (:func:`posteriors`, :func:`transcribe`);
+- :mod:`pase.eval.lm_decoding`: beam search with a word n-gram (:class:`LmDecoder`);
+- :mod:`pase.eval.asr_scoring`: :func:`wer`, :func:`cer` and :func:`edit_distance`, through jiwer;
+- :mod:`pase.eval.text` and :mod:`pase.eval.phones`: the alphabet and transcript normalisation,
+  the phone set.
 """
 
 from __future__ import annotations
