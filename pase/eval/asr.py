@@ -1,37 +1,28 @@
-"""Speech recognition on frozen features: a CTC probe, greedy or word n-gram decoding, WER/CER/PER.
+"""Speech recognition on frozen features: the ``librispeech-asr`` and ``librispeech-phone`` runs.
 
-Text side (no model needed): the alphabet and transcript normalisation live in
-:mod:`pase.eval.text`, the phone set in :mod:`pase.eval.phones`; :class:`Units` says what a probe
-writes (characters, or phones); :func:`greedy_decode` collapses repeats and drops blanks;
-:class:`LmDecoder` runs a beam search with a word n-gram (pyctcdecode + KenLM, an ARPA file);
-:func:`edit_distance`, :func:`wer` and :func:`cer` score hypotheses against references through
-jiwer (corpus level: summed edits over summed reference length, so long utterances weigh more,
-as every ASR toolkit reports it).
+:func:`evaluate_asr` trains one CTC probe per seed on a sequence task's features and scores the
+test part: WER and CER for characters, PER for phones (:func:`scores`), decoded greedily and, with
+a word n-gram, by beam search as well. :class:`ProbeCache` keeps trained probes on disk, so the
+noisy and reverberant test conditions reuse the clean run's probe. :func:`score_line`,
+:func:`results_markdown`, :func:`write_results` and :func:`write_phone_summary` report a run
+(markdown tables through :mod:`pase.eval.report`).
 
-Model side: :class:`CtcProbe` is the same for every feature set; :class:`CtcConfig` holds its
-shape and its training recipe, with named presets. ``small`` is the first probe (a 2-layer
-BiGRU of 128 units on two stacked 10 ms frames, 800 steps: WER 0.95-1.0 for every feature set,
-too weak to reach words). ``base``, the default, follows SUPERB's ASR probe (a 2-layer BiLSTM of
-1024 units on 100 h) at the size 5 hours of training audio and two CPU cores afford: three
-stacked frames every 20 ms, a 3-layer BiLSTM of 320 units, SpecAugment-style masks on the frozen
-features, warm-up and cosine decay of the learning rate, a budget in epochs.
-``recipes/asr_probe`` measures the presets against each other (WER and CER against steps).
-With several layers (``--layers all``) a softmax-weighted sum of them comes first, as for the
-other probes.
+The parts live in modules of their own; every public name of theirs is importable from here too
+(:data:`__all__`):
 
-Training (:func:`train_ctc_probe`): inputs standardised with the training part's per-layer,
-per-dimension statistics; AdamW, batches of utterances of similar length (at most
-``batch_frames`` padded frames), gradient-norm clipping; every ``eval_every`` steps the dev part
-is decoded and the state with the lowest dev error rate (CER, or PER for phones) is kept;
-training stops early after ``patience`` evaluations without improvement. Seeded: the same seed
-gives the same probe.
+- :mod:`pase.eval.ctc`: what a probe writes (:class:`Units`: characters or phones), the probe
+  (:class:`CtcProbe`, :class:`CtcConfig` and its presets), its loss, greedy decoding;
+- :mod:`pase.eval.ctc_training`: the probe's data (:class:`AsrData`), standardisation, batching,
+  :func:`train_ctc_probe`, and running a trained probe (:func:`posteriors`, :func:`transcribe`);
+- :mod:`pase.eval.lm_decoding`: beam search with a word n-gram (:class:`LmDecoder`);
+- :mod:`pase.eval.asr_scoring`: :func:`wer`, :func:`cer` and :func:`edit_distance`, through jiwer;
+- :mod:`pase.eval.text` and :mod:`pase.eval.phones`: the alphabet and transcript normalisation,
+  the phone set.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import math
 import statistics
 import time
 import typing as tp
@@ -39,10 +30,35 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from pase.eval.phones import PHONES
-from pase.eval.text import BLANK, CHARS, VOCAB_SIZE, normalise
+from pase.eval.asr_scoring import cer, edit_distance, error_counts, wer
+from pase.eval.ctc import (
+    CHARACTERS,
+    PHONE_UNITS,
+    PRESETS,
+    BiRNN,
+    CtcConfig,
+    CtcProbe,
+    Units,
+    ctc_loss,
+    greedy_decode,
+    greedy_transcripts,
+    units_for,
+)
+from pase.eval.ctc_training import (
+    AsrData,
+    CtcResult,
+    feature_stats,
+    from_files,
+    in_memory,
+    length_batches,
+    lr_factor,
+    posteriors,
+    spec_augment,
+    train_ctc_probe,
+    transcribe,
+)
+from pase.eval.lm_decoding import LmConfig, LmDecoder
 
 if tp.TYPE_CHECKING:
     from pase.eval.features import EvalCondition, FeatureCache, FeatureSet
@@ -51,574 +67,23 @@ if tp.TYPE_CHECKING:
 
 Result = dict[str, tp.Any]
 
-
-@dataclasses.dataclass(frozen=True)
-class Units:
-    """What a CTC probe writes: class ``i + 1`` is ``symbols[i]``, class 0 is the blank.
-
-    ``sep`` joins symbols into a label: ``""`` for characters (the space is a symbol itself),
-    ``" "`` for phones. ``metric`` is the error rate that picks the dev checkpoint: ``cer`` for
-    characters, ``per`` (the token error rate over phones) for phones.
-    """
-
-    symbols: tuple[str, ...]
-    sep: str
-    metric: tp.Literal["cer", "per"]
-
-    @property
-    def size(self) -> int:
-        return len(self.symbols) + 1
-
-    def encode(self, label: str) -> list[int]:
-        """Class indices of a label (raises ``ValueError`` on a symbol outside the set)."""
-        index = {s: i + 1 for i, s in enumerate(self.symbols)}
-        tokens = list(label) if not self.sep else label.split(self.sep)
-        try:
-            return [index[t] for t in tokens]
-        except KeyError as exc:
-            raise ValueError(f"{exc.args[0]!r} is not a probe symbol; normalise() first") from None
-
-    def decode(self, ids: tp.Iterable[int]) -> str:
-        """Class indices (no blanks) -> label."""
-        return self.sep.join(self.symbols[i - 1] for i in ids)
-
-    def error_rate(self, refs: tp.Sequence[str], hyps: tp.Sequence[str]) -> float:
-        return cer(refs, hyps) if not self.sep else wer(refs, hyps)
-
-
-#: The character probe of ``librispeech-asr`` (:data:`pase.eval.text.CHARS`, same class indices).
-CHARACTERS = Units(tuple(CHARS), "", "cer")
-#: The phone probe of ``librispeech-phone`` (:data:`pase.eval.phones.PHONES`).
-PHONE_UNITS = Units(PHONES, " ", "per")
-
-
-def units_for(task: Task) -> Units:
-    """The probe's output symbols for a sequence task, from its class list."""
-    for units in (CHARACTERS, PHONE_UNITS):
-        if list(task.classes) == list(units.symbols):
-            return units
-    raise ValueError(f"task {task.name}: classes are neither the ASR alphabet nor the phone set")
-
-
-def greedy_decode(logits: torch.Tensor, length: int | None = None) -> list[int]:
-    """Best path of one utterance: ``logits: [F, V]`` (or class ids ``[F]``) -> class ids.
-
-    Takes the arg max per frame (first ``length`` frames), merges runs of the same class, then
-    drops blanks, so ``a a _ a b b`` reads ``a a b`` -> ``aab``.
-    """
-    ids = logits.argmax(dim=-1) if logits.dim() == 2 else logits
-    if length is not None:
-        ids = ids[:length]
-    ids = ids.cpu()
-    if ids.numel() == 0:
-        return []
-    keep = torch.ones_like(ids, dtype=torch.bool)
-    keep[1:] = ids[1:] != ids[:-1]
-    return [int(i) for i in ids[keep & (ids != BLANK)]]
-
-
-# --------------------------------------------------------------------------- LM decoding
-@dataclasses.dataclass(frozen=True)
-class LmConfig:
-    """Beam search with a word n-gram over the character probe's outputs (pyctcdecode + KenLM).
-
-    ``path``: an ARPA file (or a KenLM binary); :mod:`pase.eval.ngram` builds one from text.
-    ``alpha`` weighs the LM's log-probability, ``beta`` is a bonus per word (it offsets the
-    LM's pull towards fewer, shorter words); pyctcdecode's defaults.
-    """
-
-    path: Path
-    alpha: float = 0.5
-    beta: float = 1.0
-    beam_width: int = 64
-
-
-class LmDecoder:
-    """``log_probs: [F, V]`` of one utterance (numpy) -> the best transcript under the n-gram."""
-
-    def __init__(self, config: LmConfig) -> None:
-        try:
-            from pyctcdecode import build_ctcdecoder
-        except ImportError as exc:
-            raise ImportError("--lm needs pyctcdecode and kenlm: pip install 'pase-speech[asr]'") from exc
-        if not Path(config.path).is_file():
-            raise FileNotFoundError(f"language model {config.path} not found")
-        self.config = config
-        # pyctcdecode reads the blank as "" and the word separator as " "; the unigram list
-        # (which words exist) comes from the ARPA file's 1-grams
-        self.decoder = build_ctcdecoder(
-            ["", *CHARS], kenlm_model_path=str(config.path), alpha=config.alpha, beta=config.beta
-        )
-
-    def __call__(self, log_probs: np.ndarray) -> str:
-        return normalise(self.decoder.decode(np.asarray(log_probs), beam_width=self.config.beam_width))
-
-
-# --------------------------------------------------------------------------- scoring
-def edit_distance(ref: str | tp.Sequence[str], hyp: str | tp.Sequence[str]) -> int:
-    """Levenshtein distance (substitutions, insertions, deletions all cost 1), by jiwer.
-
-    Two strings are compared character by character (spaces included), two lists of words word
-    by word.
-    """
-    if isinstance(ref, str) and isinstance(hyp, str):
-        return error_counts([ref], [hyp], "char")[0]
-    return error_counts([" ".join(ref)], [" ".join(hyp)], "word")[0]
-
-
-def error_counts(
-    refs: tp.Sequence[str], hyps: tp.Sequence[str], unit: tp.Literal["word", "char"]
-) -> tuple[int, int]:
-    """``(edits, reference length)`` summed over utterances, in words or characters (spaces count)."""
-    import jiwer
-
-    if len(refs) != len(hyps):
-        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
-    if not refs:
-        return 0, 0
-    if unit == "char":
-        # every character counts, edge spaces too: jiwer's default would strip them first
-        chars = jiwer.ReduceToListOfListOfChars()
-        out: jiwer.CharacterOutput | jiwer.WordOutput = jiwer.process_characters(
-            list(refs), list(hyps), reference_transform=chars, hypothesis_transform=chars
-        )
-        total = sum(len(r) for r in refs)
-    else:
-        out = jiwer.process_words(list(refs), list(hyps))
-        total = sum(len(r.split()) for r in refs)
-    return int(out.substitutions + out.deletions + out.insertions), total
-
-
-def wer(refs: tp.Sequence[str], hyps: tp.Sequence[str]) -> float:
-    """Word error rate, a fraction: ``wer(["a b c"], ["a c"]) == 1 / 3``. A blank output scores 1."""
-    edits, total = error_counts(refs, hyps, "word")
-    return edits / max(total, 1)
-
-
-def cer(refs: tp.Sequence[str], hyps: tp.Sequence[str]) -> float:
-    """Character error rate, a fraction (spaces are characters). A blank output scores 1."""
-    edits, total = error_counts(refs, hyps, "char")
-    return edits / max(total, 1)
-
-
-# --------------------------------------------------------------------------- data
-@dataclasses.dataclass
-class AsrData:
-    """Utterances for the probe: features read on demand, plus transcripts.
-
-    ``load(i)`` returns utterance ``i``'s features ``[L, F, D]`` (from the disk cache, memory-mapped,
-    so ``--layers all`` on 5 h of audio does not need 9 GB of RAM); ``lengths: [N]`` frames;
-    ``texts``: normalised transcripts.
-    """
-
-    load: tp.Callable[[int], np.ndarray]
-    lengths: np.ndarray
-    texts: list[str]
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def batch(
-        self, index: tp.Sequence[int], mean: torch.Tensor, std: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Standardised, zero-padded ``x: [B, F, L, D]`` and ``lengths: [B]``."""
-        feats = [torch.from_numpy(np.asarray(self.load(i), dtype=np.float32)) for i in index]
-        lengths = torch.tensor([f.shape[1] for f in feats])
-        num_layers, _, dim = feats[0].shape
-        x = torch.zeros(len(feats), int(lengths.max()), num_layers, dim)
-        for b, f in enumerate(feats):
-            x[b, : f.shape[1]] = ((f - mean[:, None]) / std[:, None]).transpose(0, 1)
-        return x, lengths
-
-    def targets(
-        self, index: tp.Sequence[int], units: Units = CHARACTERS
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Concatenated class indices and their lengths ``[B]``, as ``ctc_loss`` takes them."""
-        seqs = [units.encode(self.texts[i]) for i in index]
-        flat = torch.tensor([c for s in seqs for c in s], dtype=torch.long)
-        return flat, torch.tensor([len(s) for s in seqs], dtype=torch.long)
-
-
-def in_memory(feats: tp.Sequence[np.ndarray], texts: tp.Sequence[str]) -> AsrData:
-    """:class:`AsrData` over arrays already in memory (each ``[L, F, D]``)."""
-    return AsrData(lambda i: feats[i], np.array([f.shape[1] for f in feats]), list(texts))
-
-
-def from_files(paths: tp.Sequence[Path], lengths: tp.Sequence[int], texts: tp.Sequence[str]) -> AsrData:
-    """:class:`AsrData` over ``.npy`` files (memory-mapped on every read)."""
-    return AsrData(lambda i: np.load(paths[i], mmap_mode="r"), np.asarray(lengths), list(texts))
-
-
-def feature_stats(data: AsrData, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-layer, per-dimension ``(mean, std)``, each ``[L, D]``, over every frame of ``data``."""
-    total = sq = None
-    count = 0
-    for i in range(len(data)):
-        f = np.asarray(data.load(i), dtype=np.float64)  # [L, F, D]
-        s, q = f.sum(axis=1), (f * f).sum(axis=1)
-        total, sq = (s, q) if total is None or sq is None else (total + s, sq + q)
-        count += f.shape[1]
-    if total is None or sq is None or count == 0:
-        raise ValueError("no frames to compute feature statistics on")
-    mean = total / count
-    var = np.maximum(sq / count - mean * mean, 0.0)
-    return torch.from_numpy(mean).float(), torch.from_numpy(np.sqrt(var)).float().clamp_min(eps)
-
-
-def length_batches(lengths: np.ndarray, batch_frames: int, max_batch: int) -> list[list[int]]:
-    """Utterance indices grouped by similar length: at most ``batch_frames`` padded frames and
-    ``max_batch`` utterances per batch (a longer utterance gets a batch of its own)."""
-    order = np.argsort(lengths, kind="stable")
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        longest = max(int(lengths[i]), max((int(lengths[j]) for j in current), default=0))
-        if current and (longest * (len(current) + 1) > batch_frames or len(current) >= max_batch):
-            batches.append(current)
-            current = []
-        current.append(int(i))
-    if current:
-        batches.append(current)
-    return batches
-
-
-# --------------------------------------------------------------------------- probe
-@dataclasses.dataclass
-class CtcConfig:
-    """The CTC probe and its training recipe, the same for every feature set.
-
-    The field defaults are the ``base`` preset; :meth:`preset` names the others. Chosen by
-    ``recipes/asr_probe`` (probe size x training steps on FBANK, WER and CER against steps).
-    """
-
-    #: Recurrent cell of the bidirectional stack.
-    rnn: tp.Literal["gru", "lstm"] = "lstm"
-    #: Width of the projection of the stacked frames, units per direction, layers.
-    hidden: int = 320
-    rnn_hidden: int = 320
-    rnn_layers: int = 3
-    dropout: float = 0.2
-    #: ``stack`` 10 ms frames are concatenated every ``stride`` frames (3 and 2: 30 ms windows
-    #: every 20 ms, as SUPERB's probe sees 20 ms frames; ``stack >= stride`` so no frame is lost).
-    stack: int = 3
-    stride: int = 2
-    #: SpecAugment-style masks on the standardised features, training batches only: per
-    #: utterance, ``time_masks`` spans of up to ``time_mask_frames`` 10 ms frames and
-    #: ``channel_masks`` bands of up to ``channel_mask_fraction`` of the feature dimensions.
-    time_masks: int = 2
-    time_mask_frames: int = 40
-    channel_masks: int = 2
-    channel_mask_fraction: float = 0.15
-    #: AdamW's peak learning rate, reached linearly over ``warmup_steps``, then held
-    #: (``decay="none"``) or lowered along a cosine to ``final_lr_ratio * lr`` at the budget's end.
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_steps: int = 300
-    decay: tp.Literal["none", "cosine"] = "cosine"
-    final_lr_ratio: float = 0.05
-    grad_clip: float = 5.0
-    #: Padded 10 ms frames per batch (6 utterances of 13 s) and utterances per batch at most.
-    batch_frames: int = 8000
-    max_batch: int = 32
-    #: The budget: ``epochs`` passes over the training part or ``max_steps`` steps, the smaller
-    #: of the two that are set. Dev error every ``eval_every`` steps, stop after ``patience``
-    #: evaluations without a gain.
-    epochs: float | None = 16.0
-    max_steps: int | None = None
-    eval_every: int = 250
-    patience: int = 6
-
-    def __post_init__(self) -> None:
-        if self.stack < self.stride or self.stride < 1:
-            raise ValueError(f"need stack >= stride >= 1, got stack {self.stack}, stride {self.stride}")
-        if self.epochs is None and self.max_steps is None:
-            raise ValueError("set epochs or max_steps (the training budget)")
-
-    def budget(self, batches_per_epoch: int) -> int:
-        """Training steps: the smaller of ``epochs`` and ``max_steps`` (those set)."""
-        limits = [self.max_steps] if self.max_steps is not None else []
-        if self.epochs is not None:
-            limits.append(math.ceil(self.epochs * batches_per_epoch))
-        return max(1, min(limits))
-
-    @classmethod
-    def small(cls) -> CtcConfig:
-        """The first probe (0.6-0.7 M parameters, 800 steps): two 10 ms frames stacked, a
-        2-layer BiGRU of 128 units, constant learning rate, no masks. WER 0.95-1.0 for every
-        feature set: kept for comparison and for quick runs."""
-        return cls(
-            rnn="gru", hidden=256, rnn_hidden=128, rnn_layers=2, dropout=0.2, stack=2, stride=2,
-            time_masks=0, channel_masks=0, lr=1e-3, warmup_steps=0, decay="none",
-            epochs=None, max_steps=800, eval_every=100, patience=3,
-        )  # fmt: skip
-
-    @classmethod
-    def base(cls) -> CtcConfig:
-        """The default: a 3-layer BiLSTM of 320 units on 30 ms windows every 20 ms, SpecAugment,
-        warm-up and cosine decay, 16 epochs of train-clean-5."""
-        return cls()
-
-    @classmethod
-    def preset(cls, name: str) -> CtcConfig:
-        if name not in PRESETS:
-            raise ValueError(f"unknown ASR probe preset {name!r}; choose from {', '.join(PRESETS)}")
-        return PRESETS[name]()
-
-
-PRESETS: dict[str, tp.Callable[[], CtcConfig]] = {"small": CtcConfig.small, "base": CtcConfig.base}
-
-
-class BiRNN(nn.Module):
-    """A bidirectional GRU or LSTM stack over padded batches, exact for every item's valid frames.
-
-    ``x: [B, T, D]``, ``lengths: [B]`` -> ``[B, T, 2H]``. The backward direction runs on each
-    item's valid frames reversed in place (padding stays at the end), so padding never reaches
-    a valid frame. PyTorch's packed sequences do the same but run ~5x slower on CPU.
-    """
-
-    def __init__(
-        self, input_size: int, hidden: int, num_layers: int, dropout: float, cell: tp.Literal["gru", "lstm"]
-    ) -> None:
-        super().__init__()
-        rnn = {"gru": nn.GRU, "lstm": nn.LSTM}[cell]
-        sizes = [input_size] + [2 * hidden] * (num_layers - 1)
-        self.fwd = nn.ModuleList(rnn(n, hidden, batch_first=True) for n in sizes)
-        self.bwd = nn.ModuleList(rnn(n, hidden, batch_first=True) for n in sizes)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        t = torch.arange(x.shape[1], device=x.device)[None]
-        lengths = lengths.to(x.device)[:, None]
-        index = torch.where(t < lengths, lengths - 1 - t, t)  # [B, T], its own inverse
-
-        def flip(h: torch.Tensor) -> torch.Tensor:
-            return h.gather(1, index[..., None].expand_as(h))
-
-        for i, (fwd, bwd) in enumerate(zip(self.fwd, self.bwd, strict=True)):
-            if i:
-                x = self.dropout(x)
-            x = torch.cat([fwd(x)[0], flip(bwd(flip(x))[0])], dim=-1)
-        return x
-
-
-class CtcProbe(nn.Module):
-    """``x: [B, F, L, D]``, ``lengths: [B]`` -> log-probabilities ``[B, F', V]`` and ``[B]`` lengths,
-    ``F' = ceil(F / stride)``; ``V = num_outputs`` (blank included: 29 for characters)."""
-
-    def __init__(
-        self, num_layers: int, dim: int, config: CtcConfig | None = None, num_outputs: int = VOCAB_SIZE
-    ) -> None:
-        super().__init__()
-        cfg = self.config = config or CtcConfig()
-        self.layer_logits = nn.Parameter(torch.zeros(num_layers)) if num_layers > 1 else None
-        self.proj = nn.Sequential(nn.Linear(dim * cfg.stack, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout))
-        self.rnn = BiRNN(cfg.hidden, cfg.rnn_hidden, cfg.rnn_layers, cfg.dropout, cfg.rnn)
-        self.out = nn.Linear(2 * cfg.rnn_hidden, num_outputs)
-
-    def layer_weights(self) -> torch.Tensor:
-        """``[L]`` softmax weights of the layers (``[1.0]`` for one layer)."""
-        if self.layer_logits is None:
-            return torch.ones(1)
-        return torch.softmax(self.layer_logits, dim=0)
-
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.layer_logits is None:
-            mixed = x[:, :, 0]
-        else:
-            mixed = torch.einsum("bfld,l->bfd", x, self.layer_weights())
-        stack, stride = self.config.stack, self.config.stride
-        batch, frames, dim = mixed.shape
-        steps = -(-frames // stride)
-        # zero frames (the training mean) complete the last windows, as padding does in a batch
-        mixed = nn.functional.pad(mixed, (0, 0, 0, (steps - 1) * stride + stack - frames))
-        windows = mixed.unfold(1, stack, stride).transpose(2, 3)  # [B, F', stack, D]
-        h = self.proj(windows.reshape(batch, steps, stack * dim))
-        out_lengths = torch.div(lengths + stride - 1, stride, rounding_mode="floor")
-        h = self.rnn(h, out_lengths)
-        return torch.log_softmax(self.out(h).float(), dim=-1), out_lengths
-
-
-def spec_augment(
-    x: torch.Tensor, lengths: torch.Tensor, cfg: CtcConfig, gen: torch.Generator
-) -> torch.Tensor:
-    """Mask standardised features ``x: [B, F, L, D]`` in place (0 is the training mean) and return it.
-
-    Per utterance, ``cfg.time_masks`` spans of 0 to ``cfg.time_mask_frames`` frames within its
-    valid frames and ``cfg.channel_masks`` bands of 0 to ``cfg.channel_mask_fraction * D``
-    dimensions, the same for every layer (SpecAugment without time warping).
-    """
-    dim = x.shape[-1]
-    widest_band = int(cfg.channel_mask_fraction * dim)
-
-    def draw(high: int) -> int:  # uniform on 0..high
-        return int(torch.randint(0, high + 1, (1,), generator=gen))
-
-    for b, n in enumerate(lengths.tolist()):
-        for _ in range(cfg.time_masks):
-            width = draw(min(cfg.time_mask_frames, n))
-            start = draw(n - width)
-            x[b, start : start + width] = 0.0
-        for _ in range(cfg.channel_masks):
-            width = draw(widest_band)
-            start = draw(dim - width)
-            x[b, :n, :, start : start + width] = 0.0
-    return x
-
-
-def lr_factor(step: int, cfg: CtcConfig, total_steps: int) -> float:
-    """The learning rate of optimiser step ``step`` (0-based) as a fraction of ``cfg.lr``."""
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    if cfg.decay == "none":
-        return 1.0
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
-    return cfg.final_lr_ratio + (1 - cfg.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def ctc_loss(
-    log_probs: torch.Tensor, out_lengths: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor
-) -> torch.Tensor:
-    """Mean over the batch of the per-utterance CTC loss divided by its target length."""
-    return nn.functional.ctc_loss(
-        log_probs.transpose(0, 1), targets, out_lengths, target_lengths, blank=BLANK, zero_infinity=True
-    )
-
-
-@dataclasses.dataclass
-class CtcResult:
-    """Test transcripts of one trained probe and how training went."""
-
-    hypotheses: list[str]
-    references: list[str]
-    steps: int
-    best_step: int
-    #: The kept probe's dev error rate (CER for characters, PER for phones).
-    valid_error: float
-    layer_weights: list[float]
-    #: The kept (lowest dev error) probe weights, on the CPU.
-    state: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict, repr=False)
-    #: ``(step, dev error rate)`` of every dev evaluation.
-    curve: list[tuple[int, float]] = dataclasses.field(default_factory=list)
-
-
-def posteriors(
-    model: CtcProbe,
-    data: AsrData,
-    mean: torch.Tensor,
-    std: torch.Tensor,
-    device: str | torch.device = "cpu",
-    batch_frames: int = 40000,
-) -> list[np.ndarray]:
-    """Log-probabilities ``[F', V]`` (valid frames only) of every utterance of ``data``, in order."""
-    model.eval()
-    out: dict[int, np.ndarray] = {}
-    with torch.no_grad():
-        for index in length_batches(data.lengths, batch_frames, 64):
-            x, lengths = data.batch(index, mean, std)
-            log_probs, out_lengths = model(x.to(device), lengths.to(device))
-            for b, i in enumerate(index):
-                out[i] = log_probs[b, : int(out_lengths[b])].cpu().numpy()
-    return [out[i] for i in range(len(data))]
-
-
-def greedy_transcripts(log_probs: tp.Sequence[np.ndarray], units: Units = CHARACTERS) -> list[str]:
-    """Best-path labels of every utterance's log-probabilities ``[F', V]``."""
-    return [units.decode(greedy_decode(torch.from_numpy(lp))) for lp in log_probs]
-
-
-def transcribe(
-    model: CtcProbe,
-    data: AsrData,
-    mean: torch.Tensor,
-    std: torch.Tensor,
-    device: str | torch.device = "cpu",
-    units: Units = CHARACTERS,
-) -> list[str]:
-    """Greedy transcripts of every utterance of ``data``, in order."""
-    return greedy_transcripts(posteriors(model, data, mean, std, device), units)
-
-
-def train_ctc_probe(
-    train: AsrData,
-    valid: AsrData,
-    test: AsrData,
-    seed: int,
-    config: CtcConfig | None = None,
-    device: str | torch.device = "cpu",
-    stats: tuple[torch.Tensor, torch.Tensor] | None = None,
-    log: tp.Callable[[str], None] | None = None,
-    units: Units = CHARACTERS,
-) -> CtcResult:
-    """Fit a CTC probe on ``train`` with early stopping on ``valid``'s error rate; transcribe ``test``.
-
-    ``stats``: the standardisation ``(mean, std)`` (computed from ``train`` when not given);
-    ``log``: called with one line per dev evaluation (step, training loss, dev error, seconds);
-    ``units``: what the probe writes (characters, dev CER; or phones, dev PER).
-    """
-    cfg = config or CtcConfig()
-    if len(train) == 0 or len(valid) == 0 or len(test) == 0:
-        raise ValueError(f"empty ASR split: train {len(train)}, valid {len(valid)}, test {len(test)}")
-    mean, std = stats if stats is not None else feature_stats(train)
-    batches = length_batches(train.lengths, cfg.batch_frames, cfg.max_batch)
-    total_steps = cfg.budget(len(batches))
-    gen = torch.Generator().manual_seed(seed)
-    # masks draw from their own generator, so a preset without masks sees the same batches
-    mask_gen = torch.Generator().manual_seed(seed + 1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # init and dropout draw from the global generator
-        num_layers, dim = mean.shape
-        model = CtcProbe(num_layers, dim, cfg, units.size).to(device)
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg, total_steps))
-        best_err, best_step, best_state = float("inf"), 0, copy.deepcopy(model.state_dict())
-        step, since_best, start, losses = 0, 0, time.time(), list[float]()
-        curve: list[tuple[int, float]] = []
-        while step < total_steps and since_best < cfg.patience:
-            for b in torch.randperm(len(batches), generator=gen).tolist():
-                model.train()
-                x, lengths = train.batch(batches[b], mean, std)
-                if cfg.time_masks or cfg.channel_masks:
-                    x = spec_augment(x, lengths, cfg, mask_gen)
-                targets, target_lengths = train.targets(batches[b], units)
-                log_probs, out_lengths = model(x.to(device), lengths.to(device))
-                loss = ctc_loss(log_probs, out_lengths, targets.to(device), target_lengths.to(device))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
-                schedule.step()
-                step += 1
-                losses.append(loss.item())
-                if step % cfg.eval_every == 0 or step == total_steps:
-                    dev_err = units.error_rate(
-                        valid.texts, transcribe(model, valid, mean, std, device, units)
-                    )
-                    curve.append((step, dev_err))
-                    if log is not None:
-                        log(
-                            f"seed {seed} step {step}/{total_steps}: loss {np.mean(losses):.3f}, "
-                            f"dev {units.metric.upper()} {dev_err:.4f} ({time.time() - start:.0f} s)"
-                        )
-                    losses = []
-                    if dev_err < best_err:
-                        best_err, best_step, since_best = dev_err, step, 0
-                        best_state = copy.deepcopy(model.state_dict())
-                    else:
-                        since_best += 1
-                if step >= total_steps or since_best >= cfg.patience:
-                    break
-        model.load_state_dict(best_state)
-        hyps = transcribe(model, test, mean, std, device, units)
-    return CtcResult(
-        hypotheses=hyps,
-        references=list(test.texts),
-        steps=step,
-        best_step=best_step,
-        valid_error=best_err,
-        layer_weights=[float(w) for w in model.layer_weights().detach().cpu()],
-        state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        curve=curve,
-    )
+#: The public names, those defined in the modules :mod:`pase.eval.asr` was split into included,
+#: so that ``from pase.eval.asr import wer`` and ``asr.CtcProbe`` keep working.
+__all__ = [
+    # scoring (pase.eval.asr_scoring)
+    "cer", "edit_distance", "error_counts", "wer",
+    # units, greedy decoding, the probe (pase.eval.ctc)
+    "CHARACTERS", "PHONE_UNITS", "Units", "units_for", "greedy_decode", "greedy_transcripts",
+    "CtcConfig", "PRESETS", "BiRNN", "CtcProbe", "ctc_loss",
+    # word n-gram decoding (pase.eval.lm_decoding)
+    "LmConfig", "LmDecoder",
+    # data and training (pase.eval.ctc_training)
+    "AsrData", "in_memory", "from_files", "feature_stats", "length_batches",
+    "spec_augment", "lr_factor", "CtcResult", "posteriors", "transcribe", "train_ctc_probe",
+    # the evaluation and its reports (here)
+    "Result", "ProbeCache", "EXAMPLES", "scores", "evaluate_asr", "METRICS", "score_line",
+    "results_markdown", "write_results", "write_phone_summary",
+]  # fmt: skip
 
 
 # --------------------------------------------------------------------------- probe cache

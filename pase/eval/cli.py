@@ -19,7 +19,7 @@ from pathlib import Path
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     from pase.cli_args import device_arg
-    from pase.eval.asr import PRESETS
+    from pase.eval.ctc import PRESETS
     from pase.eval.tasks import BUILTIN_TASKS
     from pase.loading import encoder_spec_help
 
@@ -143,7 +143,8 @@ def _finetune_config(args: argparse.Namespace) -> tp.Any:
 
 def _asr_options(args: argparse.Namespace) -> dict[str, tp.Any]:
     """The probe preset and LM decoding of the options, as :func:`pase.eval.asr.evaluate_asr` takes them."""
-    from pase.eval.asr import CtcConfig, LmConfig
+    from pase.eval.ctc import CtcConfig
+    from pase.eval.lm_decoding import LmConfig
 
     if args.finetune and args.asr_probe != "base":
         raise ValueError("--finetune trains the default (base) ASR probe: drop --asr-probe")

@@ -2,7 +2,7 @@
 
 The probe is the frozen benchmark's (the MLP or linear :class:`pase.eval.probes.Probe` on mean +
 std pooled frames for utterance tasks, on +-2 context frames for frame tasks, the
-:class:`pase.eval.asr.CtcProbe` for ASR), fed by the encoder's frames instead of cached features.
+:class:`pase.eval.ctc.CtcProbe` for ASR), fed by the encoder's frames instead of cached features.
 Inputs are standardised with the statistics of the *initial* encoder's training features (fixed
 during fine-tuning), so the probe starts from the same input scale as the frozen run.
 
@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from pase.audio import HOP, MIN_SAMPLES, load_audio, num_frames
-from pase.eval import asr, probes, text
+from pase.eval import asr_scoring, ctc, ctc_training, probes, text
 from pase.eval.tasks import IGNORE, Item, Task, frame_labels, with_valid_split
 from pase.progress import progress, say
 
@@ -155,7 +155,7 @@ class FrameHead(_Head):
 class CtcHead(_Head):
     """Standardised frames -> the CTC probe's log-probabilities ``[B, F', V]`` and lengths."""
 
-    def __init__(self, probe: asr.CtcProbe, mean: torch.Tensor, std: torch.Tensor) -> None:
+    def __init__(self, probe: ctc.CtcProbe, mean: torch.Tensor, std: torch.Tensor) -> None:
         super().__init__(mean, std)
         self.probe = probe
 
@@ -192,7 +192,9 @@ class _Batches:
             from pase.audio import audio_info
 
             frames = np.array([audio_info(it.path)[0] // HOP for it in items])
-            self.groups = asr.length_batches(frames, int(cfg.asr_batch_seconds * 100), cfg.batch_size)
+            self.groups = ctc_training.length_batches(
+                frames, int(cfg.asr_batch_seconds * 100), cfg.batch_size
+            )
         else:
             self.groups = [list(g) for g in torch.arange(len(items)).split(cfg.batch_size)]
         self._queue: list[list[int]] = []
@@ -260,7 +262,7 @@ def _build_head(
 ) -> _Head:
     mean, std = stats
     if task.sequence_level:
-        return CtcHead(asr.CtcProbe(num_layers, dim), mean, std)
+        return CtcHead(ctc.CtcProbe(num_layers, dim), mean, std)
     num_classes = len(task.classes)
     if task.frame_level:
         probe = probes.Probe(num_layers, dim, num_classes, probes.FRAME_CONTEXT, kind)
@@ -275,7 +277,7 @@ def _loss(head: _Head, task: Task, x: torch.Tensor, flen: torch.Tensor, targets:
         seqs = [text.encode(t) for t in targets]
         flat = torch.tensor([c for s in seqs for c in s], dtype=torch.long, device=device)
         lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long, device=device)
-        return asr.ctc_loss(log_probs, out_lengths, flat, lengths)
+        return ctc.ctc_loss(log_probs, out_lengths, flat, lengths)
     logits = head(x, flen)
     if task.frame_level:
         return nn.functional.cross_entropy(
@@ -309,7 +311,7 @@ def _predict(
         flen = torch.tensor([x.shape[1]], device=device)
         if task.sequence_level:
             log_probs, out_lengths = head(x, flen)
-            preds.append(text.decode(asr.greedy_decode(log_probs[0], int(out_lengths[0]))))
+            preds.append(text.decode(ctc.greedy_decode(log_probs[0], int(out_lengths[0]))))
             refs.append(it.label)
         elif task.frame_level:
             labels = frame_labels(it, x.shape[1], classes)
@@ -325,7 +327,7 @@ def _predict(
 def _valid_score(task: Task, preds: list[tp.Any], refs: list[tp.Any]) -> float:
     """Higher is better: accuracy, or minus the CER for ASR."""
     if task.sequence_level:
-        return -asr.cer(refs, preds)
+        return -asr_scoring.cer(refs, preds)
     return float(np.mean(np.asarray(preds) == np.asarray(refs))) if refs else 0.0
 
 
@@ -434,7 +436,7 @@ def finetune(
             "valid_curve": curve,
         }
         if task.sequence_level:
-            row.update(wer=asr.wer(refs, preds), cer=asr.cer(refs, preds))
+            row.update(wer=asr_scoring.wer(refs, preds), cer=asr_scoring.cer(refs, preds))
         else:
             cm = probes.confusion_matrix(np.asarray(refs), np.asarray(preds), len(task.classes))
             row.update(accuracy=probes.accuracy(cm), macro_f1=probes.macro_f1(cm))
