@@ -323,3 +323,30 @@ def test_overlap_interferer_is_never_the_items_own_negative(corpus: Path, tmp_pa
     trainer._losses(batch, trainer.distortion_gen, trainer.model)
     for i in range(batch.rand.shape[0]):
         assert not torch.equal(seen["other"][i], batch.rand[i])
+
+
+@pytest.mark.parametrize("rand_from_batch", [False, True])
+def test_distort_context_distorts_ctxt_and_rand_with_their_own_draws(
+    corpus: Path, tmp_path: Path, rand_from_batch: bool
+) -> None:
+    def module_inputs(distort_context: bool) -> tuple[torch.Tensor, ...]:
+        cfg = tiny_config(corpus, distort_context=distort_context, rand_from_batch=rand_from_batch)
+        cfg.distortions.reverb_p = 1.0  # every chunk is reverberated: each call draws its own room
+        trainer = Trainer(cfg, tmp_path / f"run{distort_context}", progress=False)
+        seen: list[torch.Tensor | None] = []
+        batch = next(iter(trainer.batches))
+        trainer._losses(batch, trainer.distortion_gen, lambda *args: seen.extend(args))
+        return batch.chunk, batch.ctxt, batch.rand, *seen  # type: ignore[return-value]
+
+    chunk, ctxt, rand, anchor, clean, seen_ctxt, seen_rand = module_inputs(False)
+    assert torch.equal(clean, chunk) and not torch.equal(anchor, chunk)
+    assert torch.equal(seen_ctxt, ctxt)  # the reference: only the anchor is distorted
+    assert seen_rand is None if rand_from_batch else torch.equal(seen_rand, rand)
+    chunk, ctxt, rand, anchor2, clean, seen_ctxt, seen_rand = module_inputs(True)
+    assert torch.equal(anchor2, anchor)  # the anchor's draws come first and are unchanged
+    assert seen_ctxt.shape == ctxt.shape and not torch.equal(seen_ctxt, ctxt)
+    if rand_from_batch:
+        assert seen_rand is None  # the workers take the previous item's (distorted) ctxt
+    else:
+        assert seen_rand.shape == rand.shape and not torch.equal(seen_rand, rand)
+        assert not torch.allclose(seen_ctxt / seen_ctxt.norm(), seen_rand / seen_rand.norm())

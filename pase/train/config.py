@@ -113,6 +113,12 @@ class TrainConfig:
     #: from the anchor: "file" (the reference: an overlapping window of the same file) or
     #: "speaker" (ours: another file of the same speaker, when it has one). See ``pase.data.ChunkBatches``.
     ctxt_source: tp.Literal["file", "speaker"] = "file"
+    #: Distort ``ctxt`` and ``rand`` too, each with its own draws (ours, an ablation variant). The
+    #: reference distorts only the anchor, so LIM/GIM compare a distorted anchor with clean
+    #: chunks; with both sides distorted independently their positives are two differently
+    #: distorted views of one speaker, and "is it distorted" cannot tell positives from negatives.
+    #: Aimed at speaker identity under reverberation (recipes/pase_plus_v3). False: the reference.
+    distort_context: bool = False
     #: Training time budget in seconds (None: none): the run stops when it is spent, and the
     #: poly schedule decays over it (over whichever of max_steps and this comes first).
     max_seconds: float | None = None

@@ -431,13 +431,17 @@ class Trainer:
         # The overlapped speaker comes from ANOTHER item's rand: the item's own rand is its
         # discriminators' negative, and mixing it into the anchor made 10 % of negatives half
         # positive (the first version did that).
-        distorted = self.distorter(batch.chunk, other=batch.rand.roll(1, 0), generator=generator)
+        interferer = batch.rand.roll(1, 0)
+        distorted = self.distorter(batch.chunk, other=interferer, generator=generator)
+        ctxt, rand = batch.ctxt, None if self.config.rand_from_batch else batch.rand
+        if self.config.distort_context:  # new draws for each; rand from the batch is a distorted ctxt
+            ctxt = self.distorter(ctxt, other=interferer, generator=generator)
+            rand = None if rand is None else self.distorter(rand, other=interferer, generator=generator)
         autocast: tp.ContextManager[object] = contextlib.nullcontext()
         if self.autocast_dtype is not None:
             autocast = torch.autocast(self.info.device.type, dtype=self.autocast_dtype)
         with autocast:
-            rand = None if self.config.rand_from_batch else batch.rand
-            return module(distorted, batch.chunk, batch.ctxt, rand)
+            return module(distorted, batch.chunk, ctxt, rand)
 
     def train_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """One optimizer update on ``batch``: ``(total loss, worker losses, grad norm)``.

@@ -45,6 +45,7 @@ exec "$PASE" ablate --preset pase+cpu \
   --max-steps 600 \
   --variant 'bilinear:worker_options.lim.head=bilinear,worker_options.lim.negatives=batch,worker_options.lim.pool=20,worker_options.gim.head=bilinear,worker_options.gim.negatives=batch' \
   --variant 'noreverb:distortions.reverb_p=0' \
+  --variant 'distctxt:distort_context=true' \
   --variant 'lps512:worker_options.lps.target=lps_512,worker_options.lps_long.target=lps_long_512' \
   --variant 'rand2b:rand_from_batch=true' \
   --variant "olddata:data=$OLD_DATA" \
