@@ -163,5 +163,10 @@ def test_builtin_split_sizes(speech_dir: Path) -> None:
 def test_missing_data_folder_names_the_folder(tmp_path: Path) -> None:
     with pytest.raises(TaskError, match="fsdd"):
         builtin_task("fsdd-digit", tmp_path)
+    # and says how to get the corpus: the data command for it, whose corpus names match the tasks'
+    for task, corpus in (("emodb-phone", "emodb"), ("ravdess-speaker", "ravdess")):
+        how = rf"`pase data prepare {corpus} DOWNLOAD --out DIR`.*docs/data\.md"
+        with pytest.raises(TaskError, match=how):
+            builtin_task(task, tmp_path)
     with pytest.raises(TaskError, match="unknown task"):
         builtin_task("timit", tmp_path)

@@ -101,7 +101,12 @@ def default_data_dir() -> Path:
 
 def _require_dir(path: Path, task: str) -> Path:
     if not path.is_dir():
-        raise TaskError(f"task {task}: data folder {path} not found (set --data or PASE_SPEECH_DIR)")
+        corpus = task.split("-")[0]  # every built-in task is named after its corpus
+        raise TaskError(
+            f"task {task}: data folder {path} not found (set --data or PASE_SPEECH_DIR; "
+            f"`pase data prepare {corpus} DOWNLOAD --out DIR` lays out the official download, "
+            "docs/data.md says where to get it)"
+        )
     return path
 
 
