@@ -117,7 +117,6 @@ def resolve_pretrained(name_or_dir: str | os.PathLike[str], revision: str | None
 # --------------------------------------------------------------------------------------------
 # The Hugging Face Hub (optional extra: pip install 'pase-speech[hub]')
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-HUB_EXTRA_HINT = "pip install 'pase-speech[hub]'"
 
 
 def is_repo_id(text: str) -> bool:
@@ -129,7 +128,9 @@ def _import_hub(what: str) -> tp.Any:
     try:
         import huggingface_hub
     except ImportError:
-        raise ImportError(f"{what} needs the huggingface_hub package: {HUB_EXTRA_HINT}") from None
+        from pase.cli_args import install_hint  # the pip command for how pase was installed
+
+        raise ImportError(f"{what} needs the huggingface_hub package: {install_hint('hub')}") from None
     return huggingface_hub
 
 

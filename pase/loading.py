@@ -53,7 +53,7 @@ def encoder_spec_help(packaged: tp.Sequence[str] | None = None) -> str:
         (f"{' | '.join(packaged)} (packaged pretrained weights), " if packaged else "")
         + "a save_pretrained DIR, a `pase train` RUN folder or its checkpoint.pt, an original "
         "FILE.ckpt (.pt/.pth), random:PRESET[:SEED] (a random-init pase+ or pase, seed 0 unless "
-        "given: for testing pipelines) or a Hugging Face Hub repo hf:org/name (needs pase-speech[hub])"
+        "given: for testing pipelines) or a Hugging Face Hub repo hf:org/name (needs the hub extra)"
     )
 
 

@@ -115,3 +115,15 @@ def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     # A missing local folder that does not look like a repo id stays a plain local-path error.
     with pytest.raises(FileNotFoundError, match="not a pretrained encoder directory"):
         Encoder.from_pretrained(tmp_path / "a" / "b" / "c")
+
+
+def test_without_huggingface_hub_the_hint_fits_the_installation(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pase import hub
+    from pase.cli_args import install_hint
+
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # `import huggingface_hub` fails
+    with pytest.raises(ImportError, match="needs the huggingface_hub package") as err:
+        hub._import_hub("loading org/name from the Hub")
+    # a source checkout gets `pip install -e '.[hub]'`, not the PyPI name it cannot install
+    assert str(err.value).endswith(install_hint("hub"))
+    assert str(err.value).startswith("loading org/name from the Hub needs")
