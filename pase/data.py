@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pase import caching
 from pase.audio import (
     AUDIO_EXTENSIONS,
     SAMPLE_RATE,
@@ -242,11 +243,10 @@ def default_cache_dir() -> Path:
     Older versions put the audio cache in ``$PASE_CACHE_DIR`` itself (its two-character hash
     folders in the root): such a cache, without an ``audio`` folder beside it, is still used."""
     if "PASE_CACHE_DIR" in os.environ:
-        root = Path(os.environ["PASE_CACHE_DIR"])
+        root = caching.cache_root()
         old_layout = not (root / "audio").exists() and any(root.glob("[0-9a-f][0-9a-f]/*.npy"))
         return root if old_layout else root / "audio"
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "pase" / "audio"
+    return caching.cache_dir("audio")
 
 
 def _prepare_or_problem(

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pase import caching
 from pase.audio import HOP, MIN_SAMPLES, as_waveform, write_atomic
 from pase.encoder import Encoder, EncoderConfig
 from pase.qrnn import QRNN
@@ -180,17 +181,10 @@ def fingerprint(encoder: Encoder, layers: Layers) -> str:
     return h.hexdigest()
 
 
-def default_cache_dir() -> Path:
-    """``$PASE_CACHE_DIR/onnx``, else ``$XDG_CACHE_HOME/pase/onnx``, else ``~/.cache/pase/onnx``."""
-    if "PASE_CACHE_DIR" in os.environ:
-        return Path(os.environ["PASE_CACHE_DIR"]) / "onnx"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pase" / "onnx"
-
-
 def cached_export(
     encoder: Encoder, layers: Layers = "final", cache_dir: str | os.PathLike[str] | None = None
 ) -> Path:
-    """The ONNX export of ``encoder``, written to ``cache_dir`` (default :func:`default_cache_dir`)
+    """The ONNX export of ``encoder``, written to ``cache_dir`` (default ``cache_dir("onnx")``)
     the first time this model and ``layers`` are asked for, reused afterwards."""
     path = cached_export_path(encoder, layers, cache_dir)
     if not path.is_file():
@@ -214,7 +208,7 @@ def cached_export_path(
     encoder: Encoder, layers: Layers = "final", cache_dir: str | os.PathLike[str] | None = None
 ) -> Path:
     """Where :func:`cached_export` keeps (or will keep) the export of ``encoder`` with ``layers``."""
-    return Path(cache_dir or default_cache_dir()) / f"{fingerprint(encoder, layers)[:24]}-{layers}.onnx"
+    return Path(cache_dir or caching.cache_dir("onnx")) / f"{fingerprint(encoder, layers)[:24]}-{layers}.onnx"
 
 
 def _one_line(text: str) -> str:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pase import caching
 from pase.audio import SAMPLE_RATE, AudioError, find_audio_files, load_audio, write_atomic
 
 #: Bump when the simulation changes, so that caches of the old recipe are not reused.
@@ -58,13 +59,6 @@ class RoomSpec:
         """Hash of the spec: the cache file name, so a changed recipe never loads a stale bank."""
         blob = json.dumps({"v": _SIM_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:16]
-
-
-def default_cache_dir() -> Path:
-    """``$PASE_CACHE_DIR/rirs`` or ``$XDG_CACHE_HOME/pase/rirs`` (``~/.cache/pase/rirs``)."""
-    if "PASE_CACHE_DIR" in os.environ:
-        return Path(os.environ["PASE_CACHE_DIR"]) / "rirs"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pase" / "rirs"
 
 
 def measure_rt60(rir: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
@@ -204,7 +198,7 @@ class RirBank:
         """The bank of ``spec``: loaded from ``cache_dir/rirs-<key>.npz`` when present, else
         simulated once and written there atomically. ``workers`` processes simulate (default:
         one per 8 rooms, at most 8 and the CPU count); the result does not depend on it."""
-        path = Path(cache_dir or default_cache_dir()) / f"rirs-{spec.n_rooms}rooms-{spec.key()}.npz"
+        path = Path(cache_dir or caching.cache_dir("rirs")) / f"rirs-{spec.n_rooms}rooms-{spec.key()}.npz"
         if path.exists():
             try:
                 with np.load(path) as cached:

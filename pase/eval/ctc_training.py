@@ -16,7 +16,6 @@ state with the lowest dev error rate (CER, or PER for phones) is kept; training 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import time
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from pase.eval.ctc import CHARACTERS, CtcConfig, CtcProbe, Units, ctc_loss, greedy_transcripts
+from pase.eval.stopping import EarlyStopping
 
 
 # --------------------------------------------------------------------------- data
@@ -230,10 +230,10 @@ def train_ctc_probe(
         model = CtcProbe(num_layers, dim, cfg, units.size).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg, total_steps))
-        best_err, best_step, best_state = float("inf"), 0, copy.deepcopy(model.state_dict())
-        step, since_best, start, losses = 0, 0, time.time(), list[float]()
+        stopper = EarlyStopping([model], cfg.patience, higher_is_better=False)  # the dev error rate
+        step, start, losses = 0, time.time(), list[float]()
         curve: list[tuple[int, float]] = []
-        while step < total_steps and since_best < cfg.patience:
+        while step < total_steps and not stopper.should_stop:
             for b in torch.randperm(len(batches), generator=gen).tolist():
                 model.train()
                 x, lengths = train.batch(batches[b], mean, std)
@@ -260,21 +260,17 @@ def train_ctc_probe(
                             f"dev {units.metric.upper()} {dev_err:.4f} ({time.time() - start:.0f} s)"
                         )
                     losses = []
-                    if dev_err < best_err:
-                        best_err, best_step, since_best = dev_err, step, 0
-                        best_state = copy.deepcopy(model.state_dict())
-                    else:
-                        since_best += 1
-                if step >= total_steps or since_best >= cfg.patience:
+                    stopper.update(step, dev_err)
+                if step >= total_steps or stopper.should_stop:
                     break
-        model.load_state_dict(best_state)
+        stopper.restore()
         hyps = transcribe(model, test, mean, std, device, units)
     return CtcResult(
         hypotheses=hyps,
         references=list(test.texts),
         steps=step,
-        best_step=best_step,
-        valid_error=best_err,
+        best_step=stopper.best_step,
+        valid_error=stopper.best_score,
         layer_weights=[float(w) for w in model.layer_weights().detach().cpu()],
         state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         curve=curve,

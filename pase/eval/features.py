@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pase import caching
 from pase.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, content_key, load_audio, write_atomic
 from pase.encoder import Encoder
 from pase.loading import RANDOM_INIT_SEED, RANDOM_PREFIX, EncoderSpecError, load_encoder
@@ -361,7 +362,4 @@ def cache_features(
 
 def default_cache_dir() -> Path:
     """``$PASE_CACHE_DIR/eval``, else ``$XDG_CACHE_HOME/pase/eval``, else ``~/.cache/pase/eval``."""
-    if "PASE_CACHE_DIR" in os.environ:
-        return Path(os.environ["PASE_CACHE_DIR"]) / "eval"
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "pase" / "eval"
+    return caching.cache_dir("eval")

@@ -40,6 +40,7 @@ from torch import nn
 
 from pase.audio import HOP, MIN_SAMPLES, load_audio, num_frames
 from pase.eval import asr_scoring, ctc, ctc_training, probes, text
+from pase.eval.stopping import EarlyStopping
 from pase.eval.tasks import IGNORE, Item, Task, frame_labels, with_valid_split
 from pase.progress import progress, say
 
@@ -390,15 +391,15 @@ def finetune(
             )
             batches = _Batches(task, parts["train"], cfg, gen)
             curve: list[tuple[int, float]] = []  # (step, validation score)
-            best = (-float("inf"), 0, copy.deepcopy((encoder.state_dict(), head.state_dict())))
+            stopper = EarlyStopping([encoder, head], cfg.patience)  # validation accuracy or -CER
             if head_from_frozen:  # the starting point competes: fine-tuning must earn its place
                 start_score = _valid_score(task, *_predict(encoder, head, task, valid, layers, device))
-                best = (start_score, 0, best[2])
+                stopper.best_score = start_score  # the state kept at step 0 is this one
                 curve.append((0, round(start_score, 4)))
-            step = since_best = 0
+            step = 0
             what = f"{task.name} {features.name} fine-tune seed {seed}"
             bar = progress(total=cfg.max_steps, desc=what, unit="step")
-            while step < cfg.max_steps and since_best < cfg.patience:
+            while step < cfg.max_steps and not stopper.should_stop:
                 encoder.train()
                 freeze_batchnorm(encoder)
                 head.train()
@@ -411,28 +412,22 @@ def finetune(
                 opt.step()
                 step += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", valid=f"{best[0]:.4f}@{best[1]}", refresh=False)
+                best = f"{stopper.best_score:.4f}@{stopper.best_step}"
+                bar.set_postfix(loss=f"{loss.item():.3f}", valid=best, refresh=False)
                 if step % cfg.eval_every == 0 or step == cfg.max_steps:
                     score = _valid_score(task, *_predict(encoder, head, task, valid, layers, device))
                     curve.append((step, round(score, 4)))
                     say(f"{what} step {step}: validation {score:.4f}")
-                    if score > best[0]:
-                        best, since_best = (
-                            (score, step, copy.deepcopy((encoder.state_dict(), head.state_dict()))),
-                            0,
-                        )
-                    else:
-                        since_best += 1
+                    stopper.update(step, score)
             bar.close()
-            encoder.load_state_dict(best[2][0])
-            head.load_state_dict(best[2][1])
+            stopper.restore()
             preds, refs = _predict(encoder, head, task, parts["test"], layers, device, distortion)
         row: dict[str, tp.Any] = {
             "seed": seed,
             "head_init": "frozen" if head_from_frozen else "fresh",
             "steps": step,
-            "best_step": best[1],
-            "valid_score": best[0],
+            "best_step": stopper.best_step,
+            "valid_score": stopper.best_score,
             "valid_curve": curve,
         }
         if task.sequence_level:

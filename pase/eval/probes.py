@@ -17,13 +17,15 @@ lower loss); the best state is tested.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
+import math
 import typing as tp
 
 import numpy as np
 import torch
 from torch import nn
+
+from pase.eval.stopping import EarlyStopping
 
 ProbeKind = tp.Literal["mlp", "linear"]
 #: Frames either side of the centre frame that frame-level probes see (+-20 ms), frozen or fine-tuned.
@@ -223,8 +225,9 @@ def train_probe(
         num_layers, dim = train.rows.shape[1:]
         model = Probe(num_layers, dim, num_classes, train.context, cfg.kind, cfg.hidden, cfg.dropout)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        best = (-1.0, float("inf"))
-        best_state, best_epoch, epoch = copy.deepcopy(model.state_dict()), 0, 0
+        # the score is (accuracy, -loss): higher accuracy, ties broken by lower loss
+        stopper = EarlyStopping([model], cfg.patience, best=(-1.0, -math.inf))
+        epoch = 0
         for epoch in range(1, cfg.max_epochs + 1):
             model.train()
             for index in torch.randperm(len(train), generator=gen).split(cfg.batch_size):
@@ -234,22 +237,19 @@ def train_probe(
                 loss.backward()
                 opt.step()
             pred, valid_loss = _predict(model, valid)
-            score = (float((pred == valid.labels).float().mean()), valid_loss)
-            if score[0] > best[0] or (score[0] == best[0] and score[1] < best[1]):
-                best, best_epoch = score, epoch
-                best_state = copy.deepcopy(model.state_dict())
-            elif epoch - best_epoch >= cfg.patience:
+            score = (float((pred == valid.labels).float().mean()), -valid_loss)
+            if not stopper.update(epoch, score) and stopper.should_stop:
                 break
-        model.load_state_dict(best_state)
+        stopper.restore()
         pred, _ = _predict(model, test)
     return ProbeResult(
         predictions=pred.numpy(),
         labels=test.labels.numpy(),
         epochs=epoch,
-        best_epoch=best_epoch,
-        valid_accuracy=best[0],
+        best_epoch=stopper.best_step,
+        valid_accuracy=stopper.best_score[0],
         layer_weights=[float(w) for w in model.layer_weights().detach()],
-        state=best_state,
+        state=stopper.best_states[0],
     )
 
 
