@@ -144,6 +144,7 @@ class EvalPlan:
         """``{"task" or "task@condition": accuracy}`` for this encoder (mean over the seeds),
         and the same keys with the standard deviation over seeds."""
         from pase.eval.__main__ import main
+        from pase.eval.results import TaskResult
 
         scores: dict[str, float] = {}
         stds: dict[str, float] = {}
@@ -161,10 +162,10 @@ class EvalPlan:
             args += ["--distort", cond] if cond else []
             code = main(args)  # Ctrl-C raises KeyboardInterrupt through it: no partial row is recorded
             for path in sorted(where.rglob("results.json")):
-                result = json.loads(path.read_text())
-                key = result["task"] + (f"@{cond}" if cond else "")
-                scores[key] = float(result["accuracy"])
-                stds[key] = float(result.get("accuracy_std", 0.0))
+                result = TaskResult.from_dict(json.loads(path.read_text()))
+                key = result.task + (f"@{cond}" if cond else "")
+                scores[key] = float(result.scores["accuracy"])
+                stds[key] = float(result.scores.get("accuracy_std", 0.0))
             if code != 0 and not scores:
                 raise RuntimeError(f"pase eval failed for {encoder} ({cond or 'clean'}); see above")
         return scores, stds

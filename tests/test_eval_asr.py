@@ -324,12 +324,14 @@ def test_asr_summary_says_when_its_seconds_exclude_probe_training(tmp_path: Path
     """A noisy or reverberant ASR cell decodes with the clean cell's cached probes: its seconds are
     the decoding alone, and the summary table must not read as if that feature set trained in them."""
     from pase.eval.benchmark import _write_asr_summary
+    from pase.eval.results import TaskResult
 
-    def result(features: str, reused: list[bool], seconds: float) -> dict[str, object]:
-        per_seed = [{"seed": i, "probe_reused": r} for i, r in enumerate(reused)]
+    def result(features: str, reused: list[bool], seconds: float) -> TaskResult:
+        per_seed: list[dict[str, tp.Any]] = [{"seed": i, "probe_reused": r} for i, r in enumerate(reused)]
         scores = {"wer": 0.9, "wer_std": 0.01, "cer": 0.5, "cer_std": 0.02}
-        return {"task": "librispeech-asr", "features": features, "distort": "reverb", **scores,
-                "seconds": seconds, "per_seed": per_seed}  # fmt: skip
+        return TaskResult(kind="asr", task="librispeech-asr", features=features, probe="ctc-bigru",
+                          layers="final", distort="reverb", scores=scores, per_seed=per_seed,
+                          seeds=list(range(len(reused))), seconds=seconds)  # fmt: skip
 
     cells = [result("mfcc", [True, True, True], 21.6), result("fbank", [False, True, False], 900.0)]
     _write_asr_summary(cells, tmp_path)

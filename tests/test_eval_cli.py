@@ -169,8 +169,8 @@ def test_mfcc_on_spoken_digits_reaches_a_sane_accuracy(speech_dir: Path, tmp_pat
 
     task = builtin_task("fsdd-digit", speech_dir)
     result, confusion = evaluate(task, make_feature_set("mfcc"), FeatureCache(tmp_path), seeds=(0,))
-    assert result["accuracy"] >= 0.85
-    assert confusion.sum() == result["n_test"] == 300
+    assert result.scores["accuracy"] >= 0.85
+    assert confusion.sum() == result.details["n_test"] == 300
 
 
 def test_random_encoder_with_all_layers_end_to_end(manifest: Path, tmp_path: Path) -> None:

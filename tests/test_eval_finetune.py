@@ -109,8 +109,10 @@ def test_finetune_frame_task(encoder_dir: Path, tmp_path: Path) -> None:
     task = Task("tones", items, ["hi", "lo"], frame_level=True)
     features = make_feature_set(str(encoder_dir))
     result = ft.finetune(task, features, FeatureCache(tmp_path / "c"), seeds=(0, 1), config=QUICK)  # type: ignore[arg-type]
-    assert [s["seed"] for s in result["per_seed"]] == [0, 1]
-    assert 0 <= result["accuracy"] <= 1 and result["accuracy_std"] >= 0 and 0 <= result["macro_f1"] <= 1
+    assert result.kind == "classification" and result.stage == "finetuned"
+    assert [s["seed"] for s in result.per_seed] == [0, 1]
+    scores = result.scores
+    assert 0 <= scores["accuracy"] <= 1 and scores["accuracy_std"] >= 0 and 0 <= scores["macro_f1"] <= 1
 
 
 def test_finetune_asr_on_synthetic_librispeech(encoder_dir: Path, tmp_path: Path) -> None:
@@ -120,8 +122,9 @@ def test_finetune_asr_on_synthetic_librispeech(encoder_dir: Path, tmp_path: Path
     task = builtin_task("librispeech-asr", root)
     features = make_feature_set(str(encoder_dir), layers="all")
     result = ft.finetune(task, features, FeatureCache(tmp_path / "c"), seeds=(0,), config=QUICK)  # type: ignore[arg-type]
-    assert result["wer"] >= 0 and result["cer"] >= 0 and result["layers"] == "all"
-    assert result["per_seed"][0]["valid_score"] <= 0  # minus the dev CER
+    assert result.kind == "asr" and result.stage == "finetuned"
+    assert result.scores["wer"] >= 0 and result.scores["cer"] >= 0 and result.layers == "all"
+    assert result.per_seed[0]["valid_score"] <= 0  # minus the dev CER
 
 
 def test_finetune_options_are_checked(

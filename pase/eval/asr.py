@@ -59,13 +59,13 @@ from pase.eval.ctc_training import (
     transcribe,
 )
 from pase.eval.lm_decoding import LmConfig, LmDecoder
+from pase.eval.results import METRICS as RESULT_METRICS
+from pase.eval.results import Kind, TaskResult, summary_json
 
 if tp.TYPE_CHECKING:
     from pase.eval.features import EvalCondition, FeatureCache, FeatureSet
     from pase.eval.probes import TrainedProbes
     from pase.eval.tasks import Item, Task
-
-Result = dict[str, tp.Any]
 
 #: The public names, those defined in the modules :mod:`pase.eval.asr` was split into included,
 #: so that ``from pase.eval.asr import wer`` and ``asr.CtcProbe`` keep working.
@@ -81,7 +81,7 @@ __all__ = [
     "AsrData", "in_memory", "from_files", "feature_stats", "length_batches",
     "spec_augment", "lr_factor", "CtcResult", "posteriors", "transcribe", "train_ctc_probe",
     # the evaluation and its reports (here)
-    "Result", "ProbeCache", "EXAMPLES", "scores", "evaluate_asr", "METRICS", "score_line",
+    "TaskResult", "ProbeCache", "EXAMPLES", "scores", "evaluate_asr", "METRICS", "score_line",
     "results_markdown", "write_results", "write_phone_summary",
 ]  # fmt: skip
 
@@ -192,7 +192,7 @@ def evaluate_asr(
     log: tp.Callable[[str], None] | None = None,
     reuse_probes: bool = True,
     trained_out: TrainedProbes | None = None,
-) -> Result:
+) -> TaskResult:
     """Train one CTC probe per seed on ``task`` and score the test part: the result record.
 
     Character tasks report ``wer`` and ``cer``, phone tasks ``per``: means over seeds
@@ -284,79 +284,82 @@ def evaluate_asr(
         return {key: statistics.fmean(values), f"{key}_std": spread}
 
     headline = {k: v for name in per_seed[0] if name in METRICS for k, v in mean_std(name).items()}
-    result: Result = {
-        "task": task.name,
-        "features": features.name,
-        "probe": f"ctc-bi{cfg.rnn}",
-        "layers": features.layers,
-        "distort": distortion.spec if distortion else None,
-        **headline,
+    kind: Kind = "phone" if units is PHONE_UNITS else "asr"
+    details: dict[str, tp.Any] = {
         "lm": {"path": str(lm.path), "alpha": lm.alpha, "beta": lm.beta, "beam_width": lm.beam_width}
         if lm is not None
         else None,
-        "per_seed": per_seed,
-        "seeds": list(seeds),
         "probe_config": dataclasses.asdict(cfg),
         "n_train": len(parts["train"]),
         "n_valid": len(parts["valid"]),
         "n_test": len(parts["test"]),
         "unit": "utterances",
-        "n_test_words": sum(len(r.split()) for r in refs),
-        "n_test_chars": sum(len(r) for r in refs),
-        "test_speakers": len({it.speaker for it in parts["test"]}),
-        "examples": examples,
-        "seconds": round(time.time() - start, 1),
     }
-    if units is PHONE_UNITS:
-        result["n_test_phones"] = result.pop("n_test_words")
-        del result["n_test_chars"]
+    size = sum(len(r.split()) for r in refs)  # words, or phones (space-separated too)
+    if kind == "phone":
+        details["n_test_phones"] = size
+    else:
+        details.update(n_test_words=size, n_test_chars=sum(len(r) for r in refs))
+    details.update(test_speakers=len({it.speaker for it in parts["test"]}), examples=examples)
     if task.excluded:
-        result["excluded"] = dict(task.excluded)
-    return result
+        details["excluded"] = dict(task.excluded)
+    return TaskResult(
+        kind=kind,
+        task=task.name,
+        features=features.name,
+        probe=f"ctc-bi{cfg.rnn}",
+        layers=features.layers,
+        distort=distortion.spec if distortion else None,
+        scores=headline,
+        per_seed=per_seed,
+        seeds=list(seeds),
+        details=details,
+        seconds=round(time.time() - start, 1),
+    )
 
 
 #: Headline error rates a sequence result may carry, in the order tables print them.
-METRICS = ("wer", "cer", "wer_lm", "cer_lm", "per")
+METRICS = (*RESULT_METRICS["asr"], *RESULT_METRICS["phone"])  # wer, cer, wer_lm, cer_lm, per
 
 
-def score_line(result: Result) -> str:
+def score_line(result: TaskResult) -> str:
     """The headline of a sequence result on one line: ``WER 0.5000 ± 0.0100  CER ...``."""
+    s = result.scores
     return "  ".join(
-        f"{m.upper().replace('_LM', ' (LM)')} {result[m]:.4f} ± {result[m + '_std']:.4f}"
-        for m in METRICS
-        if m in result
+        f"{m.upper().replace('_LM', ' (LM)')} {s[m]:.4f} ± {s[m + '_std']:.4f}" for m in result.metrics
     )
 
 
-def results_markdown(result: Result) -> str:
+def results_markdown(result: TaskResult) -> str:
     """One ASR or phone run as markdown: the headline row, one row per seed, a few transcripts."""
     from pase.eval.report import _table
 
-    metrics = [m for m in METRICS if m in result]
+    metrics = result.metrics
+    row, details = result.to_dict(), result.details
     cols = ["task", "features", "probe", "layers", "distort",
             *(c for m in metrics for c in (m, f"{m}_std")),
             "n_train", "n_valid", "n_test", "test_speakers"]  # fmt: skip
-    head = _table(cols, [[result[c] for c in cols]])
-    valid = next(k for k in result["per_seed"][0] if k.startswith("valid_"))
+    head = _table(cols, [[row[c] for c in cols]])
+    valid = next(k for k in result.per_seed[0] if k.startswith("valid_"))
     seed_cols = ["seed", *metrics, valid, "steps", "best_step"]
-    seeds = _table(seed_cols, [[s[c] for c in seed_cols] for s in result["per_seed"]])
+    seeds = _table(seed_cols, [[s[c] for c in seed_cols] for s in result.per_seed])
     examples = "".join(
         f"- `{e['file']}`\n  - ref: {e['reference']}\n  - hyp: {e['hypothesis']}\n"
         + (f"  - hyp (LM): {e['hypothesis_lm']}\n" if "hypothesis_lm" in e else "")
-        for e in result["examples"]
+        for e in details["examples"]
     )
-    if "per" in result:
-        size = f"the {result['n_test_phones']} phones"
+    if result.kind == "phone":
+        size = f"the {details['n_test_phones']} phones"
     else:
-        size = f"the {result['n_test_words']} words and {result['n_test_chars']} characters"
-    lm = result.get("lm")
+        size = f"the {details['n_test_words']} words and {details['n_test_chars']} characters"
+    lm = details.get("lm")
     lm_note = (
         f" `(LM)`: beam search ({lm['beam_width']} beams) with the word n-gram `{lm['path']}`, "
         f"alpha {lm['alpha']}, beta {lm['beta']}; the others are greedy."
         if lm
         else ""
     )
-    excluded = result.get("excluded")
+    excluded = details.get("excluded")
     excluded_note = (
         " Utterances left out of the task (a word outside the lexicon): "
         + ", ".join(f"{part} {n}" for part, n in excluded.items())
@@ -365,34 +368,30 @@ def results_markdown(result: Result) -> str:
         else ""
     )
     return (
-        f"# {result['task']} / {result['features']}\n\n{head}\n"
+        f"# {result.task} / {result.features}\n\n{head}\n"
         f"Error rates are fractions over {size} of the test part (a blank output scores 1.0); "
         f"spread is the sample standard deviation over seeds.{lm_note}{excluded_note} "
-        f"Wall time {result['seconds']:.1f} s.\n\n## Per seed\n\n{seeds}\n"
+        f"Wall time {result.seconds:.1f} s.\n\n## Per seed\n\n{seeds}\n"
         f"## Transcripts (first seed)\n\n{examples}"
     )
 
 
-def write_results(result: Result, out_dir: Path) -> None:
+def write_results(result: TaskResult, out_dir: Path) -> None:
     """``results.json`` and ``results.md`` in ``out_dir``, each written atomically."""
-    import json
-
     from pase.eval.report import _write_text
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_text(out_dir / "results.json", json.dumps(result, indent=2) + "\n")
+    _write_text(out_dir / "results.json", result.to_json())
     _write_text(out_dir / "results.md", results_markdown(result))
 
 
-def write_phone_summary(results: tp.Sequence[Result], out_dir: Path) -> None:
+def write_phone_summary(results: tp.Sequence[TaskResult], out_dir: Path) -> None:
     """``summary_phone.json`` and ``summary_phone.md``: PER per (task, feature set, test condition)."""
-    import json
-
     from pase.eval.report import _table, _write_text
 
-    rows = [[r["task"], r["features"], r["distort"], r["per"], r["per_std"]] for r in results]
+    rows = [[r.task, r.features, r.distort, r.scores["per"], r.scores["per_std"]] for r in results]
     md = "# Phone recognition: PER (fraction) ± std over seeds\n\n" + _table(
         ("task", "features", "distort", "PER", "PER std"), rows
     )
-    _write_text(out_dir / "summary_phone.json", json.dumps(list(results), indent=2) + "\n")
+    _write_text(out_dir / "summary_phone.json", summary_json(results))
     _write_text(out_dir / "summary_phone.md", md)

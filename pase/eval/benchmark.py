@@ -20,7 +20,8 @@ import numpy as np
 
 from pase.eval import probes
 from pase.eval.features import BadFiles, EvalCondition, FeatureCache, FeatureSet, cache_features, folder_names
-from pase.eval.report import Result, write_results, write_summary
+from pase.eval.report import write_results, write_summary
+from pase.eval.results import MAIN_METRIC, TaskResult, summary_json
 from pase.eval.tasks import Item, Task, TaskError, frame_labels, with_valid_split
 
 if tp.TYPE_CHECKING:
@@ -49,7 +50,7 @@ def evaluate(
     distortion: EvalCondition | None = None,
     bad_files: BadFiles | None = None,
     trained_out: probes.TrainedProbes | None = None,
-) -> tuple[Result, np.ndarray]:
+) -> tuple[TaskResult, np.ndarray]:
     """Evaluate ``features`` on ``task``: the result record and the summed confusion matrix.
 
     ``trained_out``: filled with the standardisation and every seed's trained probe (what
@@ -116,29 +117,29 @@ def evaluate(
     # The learned mix of hidden states (--layers all), averaged over seeds; [1.0] for one layer.
     layer_weights = np.mean([s["layer_weights"] for s in per_seed], axis=0).round(4).tolist()
     f1, f1_std = mean_std("macro_f1")
-    result: Result = {
-        "task": task.name,
-        "features": features.name,
-        "probe": probe,
-        "layers": features.layers,
-        "distort": distortion.spec if distortion else None,
-        "accuracy": acc,
-        "accuracy_std": acc_std,
-        "macro_f1": f1,
-        "macro_f1_std": f1_std,
-        "layer_weights": layer_weights,
-        "per_seed": per_seed,
-        "seeds": list(seeds),
-        "n_train": len(data["train"]),
-        "n_valid": len(data["valid"]),
-        "n_test": len(data["test"]),
-        "unit": "frames" if task.frame_level else "files",
-        "n_files": {name: len(bad.keep(it.path for it in items)) for name, items in parts.items()},
-        "skipped_files": {str(p): problem for p, problem in bad.problems.items() if p in task_paths},
-        "n_classes": len(classes),
-        "classes": task.classes,
-        "seconds": round(time.time() - start, 1),
-    }
+    result = TaskResult(
+        kind="classification",
+        task=task.name,
+        features=features.name,
+        probe=probe,
+        layers=features.layers,
+        distort=distortion.spec if distortion else None,
+        scores={"accuracy": acc, "accuracy_std": acc_std, "macro_f1": f1, "macro_f1_std": f1_std},
+        per_seed=per_seed,
+        seeds=list(seeds),
+        details={
+            "layer_weights": layer_weights,
+            "n_train": len(data["train"]),
+            "n_valid": len(data["valid"]),
+            "n_test": len(data["test"]),
+            "unit": "frames" if task.frame_level else "files",
+            "n_files": {name: len(bad.keep(it.path for it in items)) for name, items in parts.items()},
+            "skipped_files": {str(p): problem for p, problem in bad.problems.items() if p in task_paths},
+            "n_classes": len(classes),
+            "classes": task.classes,
+        },
+        seconds=round(time.time() - start, 1),
+    )
     return result, cm_total
 
 
@@ -156,7 +157,7 @@ def run_grid(
     finetune: FinetuneConfig | None = None,
     save_encoder: Path | None = None,
     asr_options: tp.Mapping[str, tp.Any] | None = None,
-) -> tuple[list[Result], dict[str, str]]:
+) -> tuple[list[TaskResult], dict[str, str]]:
     """Every (task, feature set) pair; one folder each, plus ``summary.*`` when there are several.
 
     ``tasks`` and ``feature_sets`` are ``(name, factory)`` pairs, built lazily so that a failing
@@ -176,7 +177,7 @@ def run_grid(
     from pase.eval.features import FeatureError
 
     single = len(tasks) == 1 and len(feature_sets) == 1
-    results: list[Result] = []
+    results: list[TaskResult] = []
     errors: dict[str, str] = {}
     bad = BadFiles(log)
     folders = folder_names([name for name, _ in feature_sets])
@@ -241,23 +242,24 @@ def run_grid(
                 continue
             write_results(result, cm, run_dir)
             results.append(result)
+            scores = result.scores
             log(
-                f"{task_name:20s} {feat_name:14s} acc {result['accuracy']:.4f} ± "
-                f"{result['accuracy_std']:.4f}  F1 {result['macro_f1']:.4f}  ({result['seconds']:.0f} s)"
+                f"{task_name:20s} {feat_name:14s} acc {scores['accuracy']:.4f} ± "
+                f"{scores['accuracy_std']:.4f}  F1 {scores['macro_f1']:.4f}  ({result.seconds:.0f} s)"
             )
             if finetune is not None:
                 fine_tune(features=features, result=result, init=trained)
     if not single:
-        asr_results = [r for r in results if "wer" in r]
-        phone_results = [r for r in results if "per" in r]
-        write_summary([r for r in results if "wer" not in r and "per" not in r], errors, out_dir)
+        asr_results = [r for r in results if r.kind == "asr"]
+        phone_results = [r for r in results if r.kind == "phone"]
+        write_summary([r for r in results if r.kind == "classification"], errors, out_dir)
         if asr_results:
             _write_asr_summary(asr_results, out_dir)
         if phone_results:
             from pase.eval.asr import write_phone_summary
 
             write_phone_summary(phone_results, out_dir)
-        if any(r.get("finetuned") for r in results):
+        if any(r.finetuned is not None for r in results):
             _write_finetune_summary(results, out_dir)
     return results, errors
 
@@ -273,7 +275,7 @@ def _run_asr(
     log: tp.Callable[[str], None],
     trained_out: probes.TrainedProbes | None = None,
     asr_options: tp.Mapping[str, tp.Any] | None = None,
-) -> tuple[Result, FeatureSet] | str:
+) -> tuple[TaskResult, FeatureSet] | str:
     """One ASR run written to ``run_dir``: the result and feature set, or the error message."""
     from pase.audio import AudioError
     from pase.eval import asr
@@ -297,7 +299,7 @@ def _run_asr(
         log(f"pase eval: {task.name}: {exc}")
         return str(exc)
     asr.write_results(result, run_dir)
-    log(f"{task.name:20s} {features.name:14s} {asr.score_line(result)}  ({result['seconds']:.0f} s)")
+    log(f"{task.name:20s} {features.name:14s} {asr.score_line(result)}  ({result.seconds:.0f} s)")
     return result, features
 
 
@@ -305,7 +307,7 @@ def _add_finetuned(
     task: Task,
     features: FeatureSet,
     cache: FeatureCache,
-    result: Result,
+    result: TaskResult,
     run_dir: Path,
     errors: dict[str, str],
     log: tp.Callable[[str], None],
@@ -313,8 +315,6 @@ def _add_finetuned(
 ) -> None:
     """Fine-tune ``features``' encoder on ``task``, attach the record to ``result`` and rewrite
     ``results.json``; ``results.md`` gains the frozen vs fine-tuned table."""
-    import json
-
     from pase.audio import AudioError
     from pase.eval.features import EncoderFeatures
     from pase.eval.finetune import comparison_markdown
@@ -332,51 +332,53 @@ def _add_finetuned(
         errors[key] = str(exc)
         log(f"pase eval: {key}: {exc}")
         return
-    result["finetuned"] = tuned
-    _write_text(run_dir / "results.json", json.dumps(result, indent=2) + "\n")
+    result.finetuned = tuned
+    _write_text(run_dir / "results.json", result.to_json())
     md = (run_dir / "results.md").read_text(encoding="utf-8")
     _write_text(run_dir / "results.md", md + comparison_markdown(result, tuned))
-    metric = "cer" if "cer" in tuned else "accuracy"
+    metric = MAIN_METRIC[tuned.kind]
     log(
-        f"{task.name:20s} {features.name:14s} fine-tuned {metric} {tuned[metric]:.4f} "
-        f"(frozen {result[metric]:.4f}, {tuned['seconds']:.0f} s)"
+        f"{task.name:20s} {features.name:14s} fine-tuned {metric} {tuned.scores[metric]:.4f} "
+        f"(frozen {result.scores[metric]:.4f}, {tuned.seconds:.0f} s)"
     )
 
 
-def _write_finetune_summary(results: tp.Sequence[Result], out_dir: Path) -> None:
+def _write_finetune_summary(results: tp.Sequence[TaskResult], out_dir: Path) -> None:
     """``summary_finetune.md``: frozen vs fine-tuned main metric per (task, feature set)."""
     from pase.eval.report import _write_text
 
+    def cell(r: TaskResult, metric: str) -> str:
+        return f"{r.scores[metric]:.4f} ± {r.scores[metric + '_std']:.4f}"
+
     rows = []
     for r in results:
-        tuned = r.get("finetuned")
-        if tuned:
-            metric = "cer" if "cer" in r else "accuracy"
+        if r.finetuned is not None:
+            metric = MAIN_METRIC[r.kind]
             rows.append(
-                f"| {r['task']} | {r['features']} | {metric} | {r[metric]:.4f} ± {r[metric + '_std']:.4f} "
-                f"| {tuned[metric]:.4f} ± {tuned[metric + '_std']:.4f} |"
+                f"| {r.task} | {r.features} | {metric} | {cell(r, metric)} | {cell(r.finetuned, metric)} |"
             )
     head = "| task | features | metric | frozen | fine-tuned |\n|---|---|---|---|---|\n"
     _write_text(out_dir / "summary_finetune.md", "# Frozen vs fine-tuned\n\n" + head + "\n".join(rows) + "\n")
 
 
-def _write_asr_summary(results: tp.Sequence[Result], out_dir: Path) -> None:
+def _write_asr_summary(results: tp.Sequence[TaskResult], out_dir: Path) -> None:
     """``summary_asr.json`` and ``summary_asr.md``: WER and CER per (task, feature set)."""
-    import json
-
     from pase.eval.report import _write_text
 
-    def seconds(r: Result) -> str:  # a probe read back from the cache costs this run nothing: say so
-        reused = sum(bool(s.get("probe_reused")) for s in r.get("per_seed", []))
-        note = f" ({reused} of {len(r['per_seed'])} probes reused)" if reused else ""
-        return f"{r['seconds']:.1f}{note}"
+    def seconds(r: TaskResult) -> str:  # a probe read back from the cache costs this run nothing: say so
+        reused = sum(bool(s.get("probe_reused")) for s in r.per_seed)
+        note = f" ({reused} of {len(r.per_seed)} probes reused)" if reused else ""
+        return f"{r.seconds:.1f}{note}"
 
-    rows = [
-        f"| {r['task']} | {r['features']} | {r['distort'] or 'none'} | {r['wer']:.4f} ± {r['wer_std']:.4f} "
-        f"| {r['cer']:.4f} ± {r['cer_std']:.4f} | {seconds(r)} |"
-        for r in results
-    ]
+    def row(r: TaskResult) -> str:
+        s = r.scores
+        return (
+            f"| {r.task} | {r.features} | {r.distort or 'none'} | {s['wer']:.4f} ± {s['wer_std']:.4f} "
+            f"| {s['cer']:.4f} ± {s['cer_std']:.4f} | {seconds(r)} |"
+        )
+
+    rows = [row(r) for r in results]
     head = "| task | features | distort | WER | CER | seconds (this run) |\n|---|---|---|---|---|---|\n"
     md = "# ASR: WER and CER (fractions) ± std over seeds\n\n" + head + "\n".join(rows) + "\n"
-    _write_text(out_dir / "summary_asr.json", json.dumps(list(results), indent=2) + "\n")
+    _write_text(out_dir / "summary_asr.json", summary_json(results))
     _write_text(out_dir / "summary_asr.md", md)

@@ -289,7 +289,7 @@ def _main(args: argparse.Namespace) -> int:
         save_encoder=args.save_encoder,
         asr_options=asr_options,
     )
-    skipped = {path for r in results for path in r.get("skipped_files", {})}
+    skipped = {path for r in results for path in r.skipped_files}
     if skipped:
         print(f"pase eval: {len(skipped)} unreadable file(s) skipped; see above", file=sys.stderr)
     if errors:

@@ -40,6 +40,7 @@ from torch import nn
 
 from pase.audio import HOP, MIN_SAMPLES, load_audio, num_frames
 from pase.eval import asr_scoring, ctc, ctc_training, probes, text
+from pase.eval.results import TaskResult
 from pase.eval.stopping import EarlyStopping
 from pase.eval.tasks import IGNORE, Item, Task, frame_labels, with_valid_split
 from pase.progress import progress, say
@@ -47,8 +48,6 @@ from pase.progress import progress, say
 if tp.TYPE_CHECKING:
     from pase.encoder import Encoder
     from pase.eval.features import EncoderFeatures, EvalCondition, FeatureCache
-
-Result = dict[str, tp.Any]
 
 
 @dataclasses.dataclass
@@ -345,7 +344,7 @@ def finetune(
     config: FinetuneConfig | None = None,
     save_encoder: Path | None = None,
     init: probes.TrainedProbes | None = None,
-) -> Result:
+) -> TaskResult:
     """Fine-tune ``features``' encoder with the task's probe, once per seed; the result record.
 
     Classification tasks report ``accuracy`` and ``macro_f1`` (means over seeds, with ``_std``),
@@ -440,36 +439,41 @@ def finetune(
             encoder.to("cpu").save_pretrained(save_encoder)
 
     metrics = ("wer", "cer") if task.sequence_level else ("accuracy", "macro_f1")
-    result: Result = {
-        "task": task.name,
-        "features": features.name,
-        "probe": "ctc-bigru" if task.sequence_level else probe,
-        "layers": layers,
-        "distort": distortion.spec if distortion else None,
-        "finetune_config": dataclasses.asdict(cfg),
-        "per_seed": per_seed,
-        "seeds": list(seeds),
-        "saved_encoder": str(save_encoder) if save_encoder is not None else None,
-        "seconds": round(time.time() - start, 1),
-    }
+    seconds = round(time.time() - start, 1)
+    scores: dict[str, float] = {}
     for key in metrics:
         values = [float(s[key]) for s in per_seed]
-        result[key] = statistics.fmean(values)
-        result[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-    return result
+        scores[key] = statistics.fmean(values)
+        scores[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return TaskResult(
+        kind="asr" if task.sequence_level else "classification",
+        stage="finetuned",
+        task=task.name,
+        features=features.name,
+        probe="ctc-bigru" if task.sequence_level else probe,
+        layers=layers,
+        distort=distortion.spec if distortion else None,
+        scores=scores,
+        per_seed=per_seed,
+        seeds=list(seeds),
+        details={
+            "finetune_config": dataclasses.asdict(cfg),
+            "saved_encoder": str(save_encoder) if save_encoder is not None else None,
+        },
+        seconds=seconds,
+    )
 
 
-def comparison_markdown(frozen: Result, finetuned: Result) -> str:
+def comparison_markdown(frozen: TaskResult, finetuned: TaskResult) -> str:
     """Frozen vs fine-tuned, side by side (the PASE paper's table layout)."""
-    keys = ("wer", "cer") if "wer" in finetuned else ("accuracy", "macro_f1")
 
-    def cell(r: Result, k: str) -> str:
-        return f"{r[k]:.4f} ± {r[k + '_std']:.4f}"
+    def cell(r: TaskResult, k: str) -> str:
+        return f"{r.scores[k]:.4f} ± {r.scores[k + '_std']:.4f}"
 
-    rows = "".join(f"| {k} | {cell(frozen, k)} | {cell(finetuned, k)} |\n" for k in keys)
-    rows += f"| seconds | {frozen['seconds']:.1f} | {finetuned['seconds']:.1f} |\n"
-    cfg = finetuned["finetune_config"]
-    inits = {s.get("head_init", "fresh") for s in finetuned["per_seed"]}
+    rows = "".join(f"| {k} | {cell(frozen, k)} | {cell(finetuned, k)} |\n" for k in finetuned.metrics)
+    rows += f"| seconds | {frozen.seconds:.1f} | {finetuned.seconds:.1f} |\n"
+    cfg = finetuned.details["finetune_config"]
+    inits = {s.get("head_init", "fresh") for s in finetuned.per_seed}
     start = "mixed" if len(inits) > 1 else {"frozen": "from the frozen run's probe"}.get(inits.pop(), "fresh")
     return (
         "\n## Frozen vs fine-tuned\n\n| metric | frozen | fine-tuned |\n|---|---|---|\n" + rows + "\n"

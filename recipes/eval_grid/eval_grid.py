@@ -24,6 +24,8 @@ import time
 import typing as tp
 from pathlib import Path
 
+from pase.eval.results import TaskResult
+
 FEATURES = ("mfcc", "fbank", "random:pase+", "pase+")
 CONDITIONS = ("clean", "noise:5dB", "reverb")
 # (task, encoder) pairs fine-tuned, most telling first: the packaged encoder on a frame task,
@@ -88,13 +90,15 @@ def gather(root: Path, all_cells: tp.Sequence[dict[str, tp.Any]]) -> list[dict[s
             continue
         meta = json.loads((folder / "grid_cell.json").read_text())
         # one task and one feature set: pase eval writes results.json in the folder itself
-        r = json.loads((folder / "results.json").read_text())
+        r = TaskResult.from_dict(json.loads((folder / "results.json").read_text()))
         row = {k: cell[k] for k in ("part", "condition", "features")}
-        row.update({k: r.get(k) for k in ("task", "wer", "cer", "accuracy", "accuracy_std", "seeds")})
-        if r.get("finetuned"):
-            tuned = r["finetuned"]
-            row.update({f"finetuned_{k}": tuned.get(k) for k in ("accuracy", "wer", "cer", "seconds")})
-            row["finetuned_best_step"] = tuned["per_seed"][0].get("best_step")
+        scores = {k: r.scores.get(k) for k in ("wer", "cer", "accuracy", "accuracy_std")}
+        row.update(task=r.task, **scores, seeds=r.seeds)
+        if r.finetuned is not None:
+            tuned = r.finetuned
+            row.update({f"finetuned_{k}": tuned.scores.get(k) for k in ("accuracy", "wer", "cer")})
+            row["finetuned_seconds"] = tuned.seconds
+            row["finetuned_best_step"] = tuned.per_seed[0].get("best_step")
         rows.append({**row, **meta})
     return rows
 

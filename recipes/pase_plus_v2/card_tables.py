@@ -21,6 +21,8 @@ import sys
 import typing as tp
 from pathlib import Path
 
+from pase.eval.results import kind_of
+
 BUILTIN = (
     "fsdd-digit", "ravdess-speaker", "ravdess-emotion", "emodb-emotion", "emodb-phone", "librispeech-speaker",
 )  # fmt: skip
@@ -81,8 +83,12 @@ def _result_files(eval_dir: Path) -> list[Path]:
     return summaries + singles
 
 
+def _is_asr(row: Row) -> bool:
+    return kind_of(row) == "asr"
+
+
 def _score(row: Row) -> tuple[float, float]:
-    if "wer" in row:
+    if _is_asr(row):
         return float(row["wer"]), float(row["wer_std"])
     return float(row["accuracy"]), float(row["accuracy_std"])
 
@@ -104,7 +110,7 @@ def wins(rows: list[Row], better: str, than: str, condition: str, probe: str = "
 def _accuracy_table(rows: list[Row], probe: str, condition: str) -> str:
     cells = _cells(rows, probe, condition)
     tasks = [
-        t for t in dict.fromkeys(r["task"] for r in rows if "wer" not in r) if any(k[0] == t for k in cells)
+        t for t in dict.fromkeys(r["task"] for r in rows if not _is_asr(r)) if any(k[0] == t for k in cells)
     ]
     labels = [name for name in ORDER if any(k[1] == name for k in cells)]
     lines = ["| task | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
@@ -123,7 +129,7 @@ def _accuracy_table(rows: list[Row], probe: str, condition: str) -> str:
 
 
 def _asr_table(rows: list[Row]) -> str:
-    asr = {(r["label"], r["condition"]): r for r in rows if "wer" in r}
+    asr = {(r["label"], r["condition"]): r for r in rows if _is_asr(r)}
     conditions = [c for c in CONDITIONS if any(k[1] == c for k in asr)]
     labels = [name for name in ORDER if any(k[0] == name for k in asr)]
     lines = ["| features | " + " | ".join(f"WER {c} | CER {c}" for c in conditions) + " |"]
@@ -165,7 +171,7 @@ def markdown(rows: list[Row]) -> str:
             f"- new beats {check['than']} ({check['condition']}, MLP) on {check['won']} of {check['of']} "
             f"built-in tasks (needed {check['need']} of 6: {verdict}): {deltas}\n"
         )
-    probes = dict.fromkeys(r["probe"] for r in rows if "wer" not in r)
+    probes = dict.fromkeys(r["probe"] for r in rows if not _is_asr(r))
     for probe in sorted(probes, key=lambda p: p != "mlp"):  # the MLP tables first
         for condition in CONDITIONS:
             if _cells(rows, probe, condition):
@@ -173,7 +179,7 @@ def markdown(rows: list[Row]) -> str:
                     f"\n## {probe} probe, test audio {condition}\n\n"
                     + _accuracy_table(rows, probe, condition)
                 )
-    if any("wer" in r for r in rows):
+    if any(_is_asr(r) for r in rows):
         parts.append("\n## LibriSpeech ASR (CTC probe), WER and CER ± std over seeds\n\n" + _asr_table(rows))
     return "".join(parts)
 
