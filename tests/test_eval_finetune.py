@@ -152,3 +152,15 @@ def test_finetune_on_cuda(manifest: Path, encoder_dir: Path, tmp_path: Path) -> 
     args += ["--finetune-steps", "4", "--device", "cuda", "--save-encoder", str(tmp_path / "e")]
     assert main([*args, "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c")]) == 0
     assert Encoder.from_pretrained(tmp_path / "e").embedding_dim == 16
+
+
+def test_finetune_refuses_phone_recognition(encoder_dir: Path, tmp_path: Path) -> None:
+    """The fine-tuning head decodes characters: a phone task is one clear error, not a KeyError."""
+    from pase.eval.ctc import PHONE_UNITS
+    from pase.eval.tasks import TaskError
+
+    items = [Item(tmp_path / "a.wav", "AH B", "train")]
+    task = Task("librispeech-phone", items, list(PHONE_UNITS.symbols), sequence_level=True)
+    features = make_feature_set(str(encoder_dir), device="cpu")
+    with pytest.raises(TaskError, match="fine-tuning supports character ASR, not phone recognition"):
+        ft.finetune(task, features, FeatureCache(tmp_path / "cache"), seeds=(0,), config=QUICK)

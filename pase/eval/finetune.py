@@ -42,7 +42,7 @@ from pase.audio import HOP, MIN_SAMPLES, load_audio, num_frames
 from pase.eval import asr_scoring, ctc, ctc_training, probes, text
 from pase.eval.results import TaskResult
 from pase.eval.stopping import EarlyStopping
-from pase.eval.tasks import IGNORE, Item, Task, frame_labels, with_valid_split
+from pase.eval.tasks import IGNORE, Item, Task, TaskError, frame_labels, with_valid_split
 from pase.progress import progress, say
 
 if tp.TYPE_CHECKING:
@@ -354,6 +354,9 @@ def finetune(
     them, without them (or for a seed they lack) it starts fresh and ``per_seed`` says so.
     """
     cfg = config or FinetuneConfig()
+    if task.sequence_level and ctc.units_for(task) is not ctc.CHARACTERS:
+        # the fine-tuning head decodes characters and is scored by WER/CER, not phones by PER
+        raise TaskError(f"task {task.name}: fine-tuning supports character ASR, not phone recognition")
     start = time.time()
     if not task.sequence_level:
         task = with_valid_split(task)
