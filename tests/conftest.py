@@ -57,6 +57,25 @@ def synth_speechlike(seconds: float = 1.0, sr: int = 16000, seed: int = 0) -> np
     return wav.astype(np.float32)
 
 
+def write_train_corpus(root: Path, speakers: int, seconds: float, rir_samples: int = 2000) -> Path:
+    """A training corpus under ``root``: ``audio/`` with ``speakers`` x 2 files of ``seconds`` of
+    speech-like audio (``SPK-1-UTT.wav``, louder per speaker) and ``rir/room.wav``, one synthetic
+    room response of ``rir_samples`` samples. Returns ``root``."""
+    import soundfile as sf
+
+    (root / "audio").mkdir(parents=True)
+    for spk in range(speakers):
+        for utt in range(2):
+            wav = synth_speechlike(seconds, seed=10 * spk + utt) * (0.5 + 0.1 * spk)
+            sf.write(root / "audio" / f"{spk}-1-{utt}.wav", wav, 16000)
+    t = np.arange(rir_samples) / 16000
+    rir = np.random.default_rng(0).standard_normal(rir_samples) * np.exp(-t / 0.05)
+    rir[0] = 3.0
+    (root / "rir").mkdir()
+    sf.write(root / "rir" / "room.wav", rir.astype(np.float32), 16000)
+    return root
+
+
 def perturbed_encoder(config: EncoderConfig | str, seed: int) -> Encoder:
     """A random :class:`pase.Encoder` moved off its init (BatchNorm statistics too), in eval mode:
     a stand-in for trained weights wherever a test compares two ways of computing features."""

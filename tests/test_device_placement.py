@@ -62,7 +62,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import perturbed_encoder, synth_speechlike
+from conftest import perturbed_encoder, synth_speechlike, write_train_corpus
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
@@ -409,18 +409,7 @@ ALL_DISTORTIONS = {f"{name}_p": 1.0 for name in distortions.DISTORTIONS if name 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """4 speakers x 2 files of 1 s speech-like audio, and one synthetic room response."""
-    root = tmp_path_factory.mktemp("device_corpus")
-    (root / "audio").mkdir()
-    for spk in range(4):
-        for utt in range(2):
-            wav = synth_speechlike(1.0, seed=10 * spk + utt) * (0.5 + 0.1 * spk)
-            sf.write(root / "audio" / f"{spk}-1-{utt}.wav", wav, 16000)
-    t = np.arange(2000) / 16000
-    rir = np.random.default_rng(0).standard_normal(2000) * np.exp(-t / 0.05)
-    rir[0] = 3.0
-    (root / "rir").mkdir()
-    sf.write(root / "rir" / "room.wav", rir.astype(np.float32), 16000)
-    return root
+    return write_train_corpus(tmp_path_factory.mktemp("device_corpus"), speakers=4, seconds=1.0)
 
 
 def tiny_config(corpus: Path, **overrides: tp.Any) -> TrainConfig:

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 import torch.multiprocessing as mp
-from conftest import synth_speechlike
+from conftest import write_train_corpus
 
 from pase import Encoder
 from pase.cli import build_parser
@@ -31,18 +30,7 @@ TINY_ENCODER = {"channels": [8, 8, 8, 16, 16, 16, 16], "rnn_hidden": 16, "embedd
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """8 speakers x 2 files of 0.6 s speech-like audio, and one synthetic room response."""
-    root = tmp_path_factory.mktemp("train_corpus")
-    (root / "audio").mkdir()
-    for spk in range(8):
-        for utt in range(2):
-            wav = synth_speechlike(0.6, seed=10 * spk + utt) * (0.5 + 0.1 * spk)
-            sf.write(root / "audio" / f"{spk}-1-{utt}.wav", wav, 16000)
-    t = np.arange(2000) / 16000
-    rir = np.random.default_rng(0).standard_normal(2000) * np.exp(-t / 0.05)
-    rir[0] = 3.0
-    (root / "rir").mkdir()
-    sf.write(root / "rir" / "room.wav", rir.astype(np.float32), 16000)
-    return root
+    return write_train_corpus(tmp_path_factory.mktemp("train_corpus"), speakers=8, seconds=0.6)
 
 
 def tiny_config(corpus: Path, **overrides: tp.Any) -> TrainConfig:

@@ -25,11 +25,9 @@ import math
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
-from conftest import synth_speechlike
+from conftest import write_train_corpus
 
 from pase.cli import main
 from pase.train import CHECKPOINT, TrainConfig
@@ -69,16 +67,7 @@ def old_layout_run(corpus: Path, run: Path) -> None:
 
 def write_corpus(root: Path) -> None:
     """The fixture's corpus: 4 speakers x 2 files of 0.4 s speech-like audio, and one room."""
-    (root / "audio").mkdir(parents=True)
-    for spk in range(4):
-        for utt in range(2):
-            wav = synth_speechlike(0.4, seed=10 * spk + utt) * (0.5 + 0.1 * spk)
-            sf.write(root / "audio" / f"{spk}-1-{utt}.wav", wav, 16000)
-    t = np.arange(1000) / 16000
-    rir = np.random.default_rng(0).standard_normal(1000) * np.exp(-t / 0.05)
-    rir[0] = 3.0
-    (root / "rir").mkdir()
-    sf.write(root / "rir" / "room.wav", rir.astype(np.float32), 16000)
+    write_train_corpus(root, speakers=4, seconds=0.4, rir_samples=1000)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
