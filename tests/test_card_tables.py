@@ -131,3 +131,15 @@ def test_single_run_cells_are_read_from_their_results_json(tmp_path: Path) -> No
     assert cells["librispeech-speaker40", "new", "clean"]["accuracy"] == 0.95
     assert cells["librispeech-asr", "new", "noise:5dB"]["cer"] == 0.6
     assert cells["fsdd-digit", "new", "clean"]["accuracy"] == 0.70  # the summary's row
+
+
+def test_a_grid_of_asr_results_only_gives_the_asr_table_and_no_picture(tmp_path: Path) -> None:
+    card = load_script("recipes/pase_plus_v2/card_tables.py")
+    root = _grid(tmp_path / "eval")
+    for sub in ("builtin/mlp/clean", "builtin/mlp/noise_5dB"):
+        (root / sub / "summary.json").unlink()
+    assert card.main([str(root), "--out", str(tmp_path / "card")]) == 0
+    md = (tmp_path / "card" / "card.md").read_text()
+    assert "| new | 0.8000 ± 0.0200 | 0.2667 ± 0.0100 |" in md
+    assert "on 0 of 0 built-in tasks" in md and "NOT met" in md
+    assert not (tmp_path / "card" / "card.png").exists()

@@ -185,12 +185,14 @@ def markdown(rows: list[Row]) -> str:
 
 
 def plot(rows: list[Row], path: Path) -> None:
-    """MLP accuracy per built-in task and feature set, one panel per test condition."""
+    """MLP accuracy per built-in task and feature set, one panel per test condition (nothing is
+    written when the grid has no MLP rows, e.g. a folder of ASR results only)."""
+    conditions = [c for c in CONDITIONS if _cells(rows, "mlp", c)]
+    if not conditions:
+        return
     from pase.plots import pyplot, save_figure
 
     plt = pyplot()
-
-    conditions = [c for c in CONDITIONS if _cells(rows, "mlp", c)]
     fig, axes = plt.subplots(1, len(conditions), figsize=(5 * len(conditions), 4), sharey=True, squeeze=False)
     for ax, condition in zip(axes[0], conditions, strict=True):
         cells = _cells(rows, "mlp", condition)
