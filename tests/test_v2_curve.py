@@ -124,3 +124,15 @@ def test_full_probe_covers_the_acceptance_cells_once_and_backfills_kept_encoders
     capsys.readouterr()
     assert curve.main([*args, "--backfill", "700"]) == 2  # never probed
     assert "no point.json" in capsys.readouterr().err
+
+
+def test_v3_curve_probes_the_ablations_cells(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    v3 = load_script("recipes/pase_plus_v3/curve.py")
+    plan = v3.load_v2_curve()._plan("0,1,2", None)
+    script = (Path(__file__).resolve().parents[1] / "recipes/pase_plus_v3/ablation.sh").read_text()
+    tasks = script.split("--tasks ")[1].split()[0].split(",")
+    distorts = [part.split("'")[1] for part in script.split("--distort ")[1:]]
+    assert plan.tasks == tasks and plan.conditions == [None, *distorts] and plan.seeds == "0,1,2"
+    assert v3.main(["--run", str(tmp_path)]) == 2
+    assert f"no checkpoint.pt in {tmp_path}" in capsys.readouterr().err
+    assert v3.main(["--full"]) == 2

@@ -33,6 +33,8 @@ from pathlib import Path
 
 TASKS = ["fsdd-digit", "ravdess-speaker", "emodb-phone"]
 CONDITIONS: list[str | None] = [None, "noise:5dB@fsdd-digit,emodb-phone"]
+#: The model's name in the plots' titles (``recipes/pase_plus_v3/curve.py`` sets its own cells and name).
+TITLE = "v2"
 
 
 def _builtin_tasks() -> list[str]:
@@ -207,7 +209,7 @@ def write_curve(run: Path) -> Path:
             ax.axhline(ref[key], color=color, ls="--", lw=0.8)
     ax.set_xlabel("training step (batch 4)")
     ax.set_ylabel("test accuracy (MLP probe)")
-    ax.set_title("v2 during training (dashed: the packaged pase+ when first probed)", fontsize=10)
+    ax.set_title(f"{TITLE} during training (dashed: the packaged pase+ when first probed)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -244,7 +246,8 @@ def write_full_curve(run: Path, baseline_dir: Path) -> Path | None:
     for ax, key in zip(axes.flat, keys, strict=True):
         values = [p["full"].get(key, float("nan")) for p in points]
         errors = [p.get("full_std", {}).get(key, 0.0) for p in points]
-        ax.errorbar(steps, values, yerr=errors, fmt="o-", color="C0", capsize=2, label="v2 (± std, 3 seeds)")
+        label = f"{TITLE} (± std, 3 seeds)"
+        ax.errorbar(steps, values, yerr=errors, fmt="o-", color="C0", capsize=2, label=label)
         for i, (features, name) in enumerate(BASELINE_LABELS.items()):
             if key in base.get(features, {}):
                 ax.axhline(base[features][key], color=f"C{i + 1}", ls="--", lw=0.9, label=name)
@@ -254,18 +257,19 @@ def write_full_curve(run: Path, baseline_dir: Path) -> Path | None:
     axes.flat[0].legend(fontsize=7)
     for ax in axes[-1]:
         ax.set_xlabel("step", fontsize=8)
-    fig.suptitle("v2 on the acceptance cells (MLP probe; dashed: the baseline grid)", fontsize=10)
+    fig.suptitle(f"{TITLE} on the acceptance cells (MLP probe; dashed: the baseline grid)", fontsize=10)
     fig.tight_layout()
     png = curve / "curve_full.png"
     save_figure(fig, png, dpi=100)
     return png
 
 
-def main(argv: tp.Sequence[str] | None = None) -> int:
+def main(argv: tp.Sequence[str] | None = None, default_run: Path | None = None) -> int:
+    """``default_run``: ``--run``'s default (``~/pase_runs/v2``)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--run", type=Path, default=Path.home() / "pase_runs" / "v2")
+    parser.add_argument("--run", type=Path, default=default_run or Path.home() / "pase_runs" / "v2")
     parser.add_argument("--seeds", default="0,1,2", help="probe seeds (default 0,1,2)")
     parser.add_argument("--data", help="speech bundle of the eval tasks (pase eval --data)")
     parser.add_argument("--num-threads", type=int, default=1)
@@ -283,7 +287,7 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
             full_point(_point_dir(args.run, args.backfill), args.seeds, args.data)
         elif not args.plot_only:
             if not (args.run / "checkpoint.pt").exists():
-                print(f"v2_curve: no checkpoint.pt in {args.run}", file=sys.stderr)
+                print(f"curve: no checkpoint.pt in {args.run}", file=sys.stderr)
                 return 2
             point = probe_point(args.run, args.seeds, args.data)
             print(json.dumps(point["eval"], indent=2))
@@ -292,7 +296,7 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
             if args.full:
                 full_point(_point_dir(args.run, point["step"]), args.seeds, args.data)
     except FileNotFoundError as exc:
-        print(f"v2_curve: {exc}", file=sys.stderr)
+        print(f"curve: {exc}", file=sys.stderr)
         return 2
     print(f"curve: {write_curve(args.run)}")
     full = write_full_curve(args.run, args.baselines)
