@@ -49,6 +49,7 @@ exec "$PASE" ablate --preset pase+cpu \
   --variant 'lps512:worker_options.lps.target=lps_512,worker_options.lps_long.target=lps_long_512' \
   --variant 'rand2b:rand_from_batch=true' \
   --variant "olddata:data=$OLD_DATA" \
+  --variant 'v3mix:distort_context=true,worker_options.lps.target=lps_512,worker_options.lps_long.target=lps_long_512' \
   --variant 'ctxtspk:ctxt_source=speaker' \
   --tasks ravdess-speaker,emodb-emotion,librispeech-speaker40,emodb-phone,fsdd-digit \
   --distort 'reverb@ravdess-speaker,fsdd-digit,librispeech-speaker40' \
