@@ -51,7 +51,7 @@ def test_bad_preset_says_so_without_the_usage(capsys: pytest.CaptureFixture[str]
     assert code == 2
     assert err == (
         "pase train: error: argument --preset: invalid choice: 'pase++' "
-        "(choose from 'pase+', 'pase+cpu', 'pase+cpu-bilinear', 'pase')\n"
+        "(choose from 'pase+', 'pase+cpu', 'pase+cpu-bilinear', 'pase+v3', 'pase')\n"
         "(see `pase train --help`)\n"
     )
 
@@ -254,7 +254,8 @@ def test_every_train_option_has_help_with_its_default() -> None:
     by_dest = {a.dest: a.help for a in options}
     assert by_dest["batch_size"] == (
         "Examples per optimizer step and per process (global batch = this x world size). "
-        "(default: 16; 4 with --preset pase+cpu; 4 with --preset pase+cpu-bilinear; 32 with --preset pase)"
+        "(default: 16; 4 with --preset pase+cpu; 4 with --preset pase+cpu-bilinear; 4 with --preset pase+v3; "
+        "32 with --preset pase)"
     )
     assert by_dest["distortions.noise_p"] == "Probability of additive noise (step 3). (default: 0.4)"
     assert "--model alone changes only the encoder" in str(by_dest["preset"])

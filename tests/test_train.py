@@ -78,6 +78,15 @@ def test_config_precedence_preset_file_cli_and_resume(tmp_path: Path) -> None:
     forms = {w.name: w for w in select_workers(preset_workers(bil.architecture), bil)}
     assert (forms["lim"].head, forms["lim"].negatives, forms["lim"].pool) == ("bilinear", "batch", 20)
     assert (forms["gim"].head, forms["gim"].negatives) == ("bilinear", "batch")
+    # pase+v3: pase+cpu with distorted context chunks and the 512-point LPS targets
+    v3 = config_from_args(parser.parse_args(["train", "--preset", "pase+v3", "--out", str(run)]))
+    assert v3 == cpu.updated({"distort_context": True, "worker_options": TrainConfig.LPS_512})
+    v3_workers = {w.name: w for w in select_workers(preset_workers(v3.architecture), v3)}
+    cpu_workers = {w.name: w for w in select_workers(preset_workers(cpu.architecture), cpu)}
+    assert (v3_workers["lps"].target, v3_workers["lps_long"].target) == ("lps_512", "lps_long_512")
+    assert {k: w for k, w in v3_workers.items() if not k.startswith("lps")} == {
+        k: w for k, w in cpu_workers.items() if not k.startswith("lps")
+    }
 
     (tmp_path / "c.yaml").write_text("batch_size: 8\nseed: 3\ndistortions:\n  noise_p: 0.9\n")
     argv = ["train", "--out", str(run), "--config", str(tmp_path / "c.yaml"), "--seed", "5"]

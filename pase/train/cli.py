@@ -209,7 +209,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         help="the whole recipe: pase+ (batch 16, Adam 1e-3 / 5e-4 with poly decay, 12 workers, "
         "distortions), pase+cpu (pase+ without the waveform decoder, batch 4: chosen by pase ablate "
         "on 2 CPU cores), pase+cpu-bilinear (pase+cpu with bilinear LIM/GIM heads scored against the "
-        "batch's negatives: both learn within 1900 steps) "
+        "batch's negatives: both learn within 1900 steps), pase+v3 (pase+cpu with the context chunks "
+        "distorted too and the LPS pair on a 512-point FFT: PASE+ v3's recipe) "
         "or pase (PASE v1: batch 32, lr 5e-4 halved every 30 epochs, 7 workers, clean). "
         "It sets every option below, --model included; --model alone changes only the encoder "
         "and its worker set and keeps the rest of the recipe (default: pase+)",

@@ -20,7 +20,7 @@ from pase.data import MIN_SECONDS
 from pase.distortions import DistortionConfig
 
 #: The names ``--preset`` takes (``TrainConfig.from_preset`` also accepts ``pase_plus``-style aliases).
-PRESETS = ("pase+", "pase+cpu", "pase+cpu-bilinear", "pase")
+PRESETS = ("pase+", "pase+cpu", "pase+cpu-bilinear", "pase+v3", "pase")
 
 
 @dataclasses.dataclass
@@ -174,6 +174,25 @@ class TrainConfig:
         """
         return cls.pase_plus_cpu().updated({"worker_options": copy.deepcopy(cls.BILINEAR_DISCRIMINATORS)})
 
+    #: The LPS pair of ``pase+v3`` (``worker_options``): a 512-point FFT instead of 2048.
+    LPS_512: tp.ClassVar[dict[str, dict[str, tp.Any]]] = {
+        "lps": {"target": "lps_512"},
+        "lps_long": {"target": "lps_long_512"},
+    }
+
+    @classmethod
+    def pase_plus_v3(cls) -> TrainConfig:
+        """PASE+ v3's recipe (``--preset pase+v3``): ``pase+cpu`` with ``distort_context`` (the
+        LIM/GIM ``ctxt`` and ``rand`` chunks distorted too, each with its own draw, so that the
+        discriminators' positives are two differently distorted views of one speaker) and the LPS
+        pair on a 512-point FFT (257 bins per frame instead of 1025; the reference's 2048-point
+        heads cost 25 % of a step). Chosen by ``pase ablate``, continuing v2 on v3's data; the
+        table and the reasons: ``recipes/pase_plus_v3/README.md``.
+        """
+        return cls.pase_plus_cpu().updated(
+            {"distort_context": True, "worker_options": copy.deepcopy(cls.LPS_512)}
+        )
+
     @classmethod
     def from_preset(cls, name: str) -> TrainConfig:
         presets = {
@@ -182,6 +201,8 @@ class TrainConfig:
             "pase+cpu": cls.pase_plus_cpu,
             "pase_plus_cpu": cls.pase_plus_cpu,
             "pase+cpu-bilinear": cls.pase_plus_cpu_bilinear,
+            "pase+v3": cls.pase_plus_v3,
+            "pase_plus_v3": cls.pase_plus_v3,
             "pase": cls.pase,
         }
         if name not in presets:
