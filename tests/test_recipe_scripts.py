@@ -264,3 +264,40 @@ def test_continued_pretraining_yaml_is_the_config_it_trains(tmp_path, fake_pase)
     yaml_args = ["train", "--config", str(RECIPES / "continued_pretraining" / "train.yaml")]
     yaml_args += ["--data", str(ls / "train-clean-5"), "--out", str(run), "--num-threads", "1"]
     assert _train_config(yaml_args) == _train_config(calls[0]["args"])
+
+
+def test_v3_train_starts_from_v2_with_its_preset_and_data_then_resumes(tmp_path, fake_pase):
+    env, sources = _data(tmp_path)
+    (tmp_path / "extra" / "pretrain_more.csv").write_text("path\n")
+    env["WARM"] = str(tmp_path / "no_warm_start")
+    run = tmp_path / "v3"
+    rc, err, calls = _run("pase_plus_v3/train.sh", [str(run)], fake_pase, **env)
+    assert rc == 0, err
+    args = calls[0]["args"]
+    config = _train_config(args)
+    assert config == TrainConfig.pase_plus_v3().updated(
+        {"data": [sources[0], str(tmp_path / "extra" / "pretrain_more.csv"), sources[1]], "init": "pase+",
+         "freeze_encoder_steps": 100, "seed": 0, "max_steps": 10000, "num_threads": 2, "ckpt_every": 50,
+         "valid_every": 250, "valid_batches": 64}
+    )  # fmt: skip
+    (run / "checkpoint.pt").write_bytes(b"")
+    rc, err, calls = _run("pase_plus_v3/train.sh", [str(run), "1"], fake_pase, **env)
+    assert rc == 0, err
+    assert calls[0]["args"] == ["train", "--out", str(run), "--resume", "--num-threads", "1"]
+    assert len(_legs(run)) == 2
+
+
+def test_v3_train_lost_run_continues_from_the_warm_start(tmp_path, fake_pase):
+    env, _ = _data(tmp_path)
+    (tmp_path / "extra" / "pretrain_more.csv").write_text("path\n")
+    warm = tmp_path / "warm"
+    warm.mkdir()
+    (warm / "config.json").write_text("{}")
+    (warm / "step.txt").write_text("2500\n")
+    run = tmp_path / "v3"
+    rc, err, calls = _run("pase_plus_v3/train.sh", [str(run)], fake_pase, WARM=str(warm), **env)
+    assert rc == 0, err
+    args = calls[0]["args"]
+    assert args[:3] == ["train", "--preset", "pase+v3"]
+    assert _opt(args, "--init") == str(warm) and _opt(args, "--start-step") == "2500"
+    assert _opt(args, "--max-steps") == "10000" and _opt(args, "--split-seed") == "0"
