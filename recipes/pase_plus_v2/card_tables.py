@@ -107,12 +107,21 @@ def wins(rows: list[Row], better: str, than: str, condition: str, probe: str = "
     }
 
 
-def _accuracy_table(rows: list[Row], probe: str, condition: str) -> str:
+def accuracy_table(
+    rows: list[Row],
+    probe: str,
+    condition: str,
+    order: tp.Sequence[str] = ORDER,
+    tasks: tp.Sequence[str] | None = None,
+    digits: int = 4,
+) -> str:
+    """Tasks x feature sets (labels in ``order``), mean ± std, the best per row in bold. ``tasks``:
+    the rows' order (None: as the tasks first appear in ``rows``)."""
     cells = _cells(rows, probe, condition)
-    tasks = [
-        t for t in dict.fromkeys(r["task"] for r in rows if not _is_asr(r)) if any(k[0] == t for k in cells)
-    ]
-    labels = [name for name in ORDER if any(k[1] == name for k in cells)]
+    if tasks is None:
+        tasks = list(dict.fromkeys(r["task"] for r in rows if not _is_asr(r)))
+    tasks = [t for t in tasks if any(k[0] == t for k in cells)]
+    labels = [name for name in order if any(k[1] == name for k in cells)]
     lines = ["| task | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
     for task in tasks:
         scores = {name: cells[task, name] for name in labels if (task, name) in cells}
@@ -122,16 +131,19 @@ def _accuracy_table(rows: list[Row], probe: str, condition: str) -> str:
             if name not in scores:
                 out.append("")
                 continue
-            text = f"{scores[name]['accuracy']:.4f} ± {scores[name]['accuracy_std']:.4f}"
+            text = f"{scores[name]['accuracy']:.{digits}f} ± {scores[name]['accuracy_std']:.{digits}f}"
             out.append(f"**{text}**" if float(scores[name]["accuracy"]) == best else text)
         lines.append(f"| {task} | " + " | ".join(out) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _asr_table(rows: list[Row]) -> str:
-    asr = {(r["label"], r["condition"]): r for r in rows if _is_asr(r)}
+def asr_table(
+    rows: list[Row], order: tp.Sequence[str] = ORDER, probe: str | None = None, digits: int = 4
+) -> str:
+    """Feature sets x conditions, WER and CER ± std; ``probe``: only that CTC probe's rows."""
+    asr = {(r["label"], r["condition"]): r for r in rows if _is_asr(r) and probe in (None, r["probe"])}
     conditions = [c for c in CONDITIONS if any(k[1] == c for k in asr)]
-    labels = [name for name in ORDER if any(k[0] == name for k in asr)]
+    labels = [name for name in order if any(k[0] == name for k in asr)]
     lines = ["| features | " + " | ".join(f"WER {c} | CER {c}" for c in conditions) + " |"]
     lines.append("|---|" + "---|---|" * len(conditions))
     for name in labels:
@@ -139,7 +151,10 @@ def _asr_table(rows: list[Row]) -> str:
         for c in conditions:
             r = asr.get((name, c))
             cells += (
-                [f"{r['wer']:.4f} ± {r['wer_std']:.4f}", f"{r['cer']:.4f} ± {r['cer_std']:.4f}"]
+                [
+                    f"{r['wer']:.{digits}f} ± {r['wer_std']:.{digits}f}",
+                    f"{r['cer']:.{digits}f} ± {r['cer_std']:.{digits}f}",
+                ]
                 if r
                 else ["", ""]
             )
@@ -176,17 +191,18 @@ def markdown(rows: list[Row]) -> str:
         for condition in CONDITIONS:
             if _cells(rows, probe, condition):
                 parts.append(
-                    f"\n## {probe} probe, test audio {condition}\n\n"
-                    + _accuracy_table(rows, probe, condition)
+                    f"\n## {probe} probe, test audio {condition}\n\n" + accuracy_table(rows, probe, condition)
                 )
     if any(_is_asr(r) for r in rows):
-        parts.append("\n## LibriSpeech ASR (CTC probe), WER and CER ± std over seeds\n\n" + _asr_table(rows))
+        parts.append("\n## LibriSpeech ASR (CTC probe), WER and CER ± std over seeds\n\n" + asr_table(rows))
     return "".join(parts)
 
 
-def plot(rows: list[Row], path: Path) -> None:
-    """MLP accuracy per built-in task and feature set, one panel per test condition (nothing is
-    written when the grid has no MLP rows, e.g. a folder of ASR results only)."""
+def plot(
+    rows: list[Row], path: Path, tasks: tp.Sequence[str] = BUILTIN, order: tp.Sequence[str] = ORDER
+) -> None:
+    """MLP accuracy per task and feature set, one panel per test condition (nothing is written
+    when the grid has no MLP rows, e.g. a folder of ASR results only)."""
     conditions = [c for c in CONDITIONS if _cells(rows, "mlp", c)]
     if not conditions:
         return
@@ -196,18 +212,28 @@ def plot(rows: list[Row], path: Path) -> None:
     fig, axes = plt.subplots(1, len(conditions), figsize=(5 * len(conditions), 4), sharey=True, squeeze=False)
     for ax, condition in zip(axes[0], conditions, strict=True):
         cells = _cells(rows, "mlp", condition)
-        labels = [name for name in ORDER if any(k[1] == name for k in cells)]
+        labels = [name for name in order if any(k[1] == name for k in cells)]
         width = 0.8 / max(1, len(labels))
         for i, name in enumerate(labels):
-            xs = [j + i * width for j, t in enumerate(BUILTIN) if (t, name) in cells]
-            ys = [float(cells[t, name]["accuracy"]) for t in BUILTIN if (t, name) in cells]
+            xs = [j + i * width for j, t in enumerate(tasks) if (t, name) in cells]
+            ys = [float(cells[t, name]["accuracy"]) for t in tasks if (t, name) in cells]
             ax.bar(xs, ys, width, label=name)
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(BUILTIN))], BUILTIN, rotation=30, ha="right")
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(tasks))], tasks, rotation=30, ha="right")
         ax.set_title(f"MLP probe, {condition}")
     axes[0][0].set_ylabel("accuracy")
     axes[0][-1].legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
+
+
+def write_card(out: Path, data: dict[str, tp.Any], md: str) -> None:
+    """``card.json`` (``data``) and ``card.md`` in ``out``, each written atomically."""
+    from pase.audio import write_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(data, indent=2) + "\n"
+    write_atomic(out / "card.json", lambda tmp: Path(tmp).write_text(text))
+    write_atomic(out / "card.md", lambda tmp: Path(tmp).write_text(md))
 
 
 def main(argv: tp.Sequence[str] | None = None) -> int:
@@ -217,18 +243,13 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     parser.add_argument("eval_dir", nargs="?", type=Path, default=Path.home() / "pase_runs" / "card_eval")
     parser.add_argument("--out", type=Path, default=Path("recipes/pase_plus_v2/results/card"))
     args = parser.parse_args(argv)
-    from pase.audio import write_atomic
-
     try:
         rows = collect(args.eval_dir)
     except ValueError as err:
         print(f"card_tables: {err}", file=sys.stderr)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"rows": rows, "acceptance": acceptance(rows)}, indent=2) + "\n"
-    write_atomic(args.out / "card.json", lambda tmp: Path(tmp).write_text(text))
     md = markdown(rows)
-    write_atomic(args.out / "card.md", lambda tmp: Path(tmp).write_text(md))
+    write_card(args.out, {"rows": rows, "acceptance": acceptance(rows)}, md)
     plot(rows, args.out / "card.png")
     print(md)
     return 0

@@ -23,21 +23,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import sys
 import typing as tp
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-TASKS = (
-    "fsdd-digit",
-    "ravdess-speaker",
-    "ravdess-emotion",
-    "emodb-emotion",
-    "emodb-phone",
-    "librispeech-speaker",
-    "librispeech-speaker40",
-)
 SPEAKER_TASKS = ("ravdess-speaker", "librispeech-speaker", "librispeech-speaker40")
 ORDER = ("mfcc", "fbank", "random", "v2", "v3")
 BASELINES = {"mfcc": "mfcc", "fbank": "fbank", "random:pase+": "random"}
@@ -57,6 +47,7 @@ def _v2_tables() -> tp.Any:
 
 
 V2 = _v2_tables()
+TASKS = (*V2.BUILTIN, "librispeech-speaker40")  # the issue's 7 tasks
 
 
 def _relabel(rows: list[Row], labels: tp.Callable[[str], str | None]) -> list[Row]:
@@ -99,25 +90,15 @@ def _means(rows: list[Row], condition: str, probe: str = "mlp") -> dict[tuple[st
     }
 
 
-def _check(name: str, passed: dict[str, bool], need: int, detail: dict[str, str]) -> Check:
-    """One acceptance line: ``passed`` per task; met when every task was measured and at least
-    ``need`` passed."""
+def _check(
+    name: str, passed: dict[str, bool], need: int, total: int, detail: dict[str, str], also: bool = True
+) -> Check:
+    """One acceptance line: ``passed`` per task (or condition); met when all ``total`` were
+    measured, at least ``need`` passed and ``also`` holds (an "at or above on all" clause)."""
     won = sum(passed.values())
-    return {
-        "check": name,
-        "won": won,
-        "of": len(passed),
-        "need": need,
-        "met": won >= need and len(passed) == need_of(name),
-        "detail": detail,
-    }
-
-
-def need_of(name: str) -> int:
-    """How many tasks a check is over (the ASR check: three conditions)."""
-    if name.startswith("reverb: speaker"):
-        return len(SPEAKER_TASKS)
-    return 3 if name.startswith("ASR") else len(TASKS)
+    met = won >= need and len(passed) == total and also
+    return {"check": name, "won": won, "of": len(passed), "need": need, "total": total, "met": met,
+            "detail": detail}  # fmt: skip
 
 
 def acceptance(rows: list[Row]) -> list[Check]:
@@ -129,23 +110,18 @@ def acceptance(rows: list[Row]) -> list[Check]:
 
     tasks = have(clean, "v3", "v2")
     delta = {t: clean[t, "v3"] - clean[t, "v2"] for t in tasks}
-    at_least = all(d >= 0 for d in delta.values()) and len(tasks) == len(TASKS)
-    check = _check(
-        "v3 > v2 (clean)", {t: d > 0 for t, d in delta.items()}, 5, {t: fmt(d) for t, d in delta.items()}
+    at_least = all(d >= 0 for d in delta.values())
+    passed = {t: d > 0 for t, d in delta.items()}
+    out.append(
+        _check("v3 > v2 (clean)", passed, 5, len(TASKS), {t: fmt(d) for t, d in delta.items()}, at_least)
     )
-    check["met"] = check["met"] and at_least
-    out.append(check)
 
     tasks = have(clean, "v3", "mfcc", "fbank")
     delta = {t: clean[t, "v3"] - max(clean[t, "mfcc"], clean[t, "fbank"]) for t in tasks}
-    check = _check(
-        "v3 > mfcc and fbank (clean)",
-        {t: d > 0 for t, d in delta.items()},
-        6,
-        {t: fmt(d) for t, d in delta.items()},
-    )
-    check["met"] = check["met"] and all(d >= 0 for d in delta.values())
-    out.append(check)
+    at_least = all(d >= 0 for d in delta.values())
+    passed = {t: d > 0 for t, d in delta.items()}
+    detail = {t: fmt(d) for t, d in delta.items()}
+    out.append(_check("v3 > mfcc and fbank (clean)", passed, 6, len(TASKS), detail, at_least))
 
     tasks = have(noise, *ORDER)
     best = {t: max(ORDER, key=lambda x: noise[t, x]) for t in tasks}
@@ -155,6 +131,7 @@ def acceptance(rows: list[Row]) -> list[Check]:
             "v3 best of five (noise 5 dB)",
             {t: d >= 0 for t, d in delta.items()},
             5,
+            len(TASKS),
             {t: f"{fmt(d)} (best: {best[t]})" for t, d in delta.items()},
         )
     )
@@ -165,6 +142,7 @@ def acceptance(rows: list[Row]) -> list[Check]:
         _check(
             "v3 >= mfcc (reverb)",
             {t: d >= 0 for t, d in delta.items()},
+            len(TASKS),
             len(TASKS),
             {t: fmt(d) for t, d in delta.items()},
         )
@@ -177,16 +155,16 @@ def acceptance(rows: list[Row]) -> list[Check]:
             "reverb: speaker gap to random at most half of v2's",
             {t: g3 <= max(0.0, g2 / 2) for t, (g3, g2) in gaps.items()},
             len(SPEAKER_TASKS),
+            len(SPEAKER_TASKS),
             {t: f"v3 {g3:+.4f}, v2 {g2:+.4f}" for t, (g3, g2) in gaps.items()},
         )
     )
 
     asr = [r for r in rows if V2.kind_of(r) == "asr"]
     probes = sorted({r["probe"] for r in asr})
-    passed: dict[str, bool] = {}
-    detail: dict[str, str] = {}
+    passed, detail = {}, {}
     if probes:
-        probe = probes[-1] if len(probes) == 1 else _newest_probe(asr, probes)
+        probe = _newest_probe(asr, probes)
         for condition in V2.CONDITIONS:
             cer = {
                 r["label"]: float(r["cer"])
@@ -197,7 +175,7 @@ def acceptance(rows: list[Row]) -> list[Check]:
                 others = min(cer[x] for x in ORDER if x != "v3")
                 passed[condition] = cer["v3"] < others
                 detail[condition] = f"v3 CER {cer['v3']:.4f} vs best other {others:.4f} ({probe})"
-    out.append(_check("ASR: lowest CER of the five", passed, 3, detail))
+    out.append(_check("ASR: lowest CER of the five", passed, 3, len(V2.CONDITIONS), detail))
     return out
 
 
@@ -205,45 +183,6 @@ def _newest_probe(asr: list[Row], probes: list[str]) -> str:
     """With ASR rows of several CTC probes, the one that has v3 (the grid's current probe)."""
     with_v3 = [p for p in probes if any(r["probe"] == p and r["label"] == "v3" for r in asr)]
     return with_v3[0] if with_v3 else probes[0]
-
-
-def _accuracy_table(rows: list[Row], probe: str, condition: str) -> str:
-    cells = {
-        (r["task"], r["label"]): r
-        for r in rows
-        if r["probe"] == probe and r["condition"] == condition and "accuracy" in r
-    }
-    labels = [x for x in ORDER if any(k[1] == x for k in cells)]
-    lines = ["| task | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
-    for task in [t for t in TASKS if any(k[0] == t for k in cells)]:
-        best = max(float(cells[task, x]["accuracy"]) for x in labels if (task, x) in cells)
-        out = []
-        for x in labels:
-            r = cells.get((task, x))
-            text = "" if r is None else f"{r['accuracy']:.3f} ± {r['accuracy_std']:.3f}"
-            out.append(f"**{text}**" if r is not None and float(r["accuracy"]) == best else text)
-        lines.append(f"| {task} | " + " | ".join(out) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _asr_table(rows: list[Row], probe: str) -> str:
-    asr = {(r["label"], r["condition"]): r for r in rows if V2.kind_of(r) == "asr" and r["probe"] == probe}
-    conditions = [c for c in V2.CONDITIONS if any(k[1] == c for k in asr)]
-    lines = [
-        "| features | " + " | ".join(f"WER {c} | CER {c}" for c in conditions) + " |",
-        "|---|" + "---|---|" * len(conditions),
-    ]
-    for x in [x for x in ORDER if any(k[0] == x for k in asr)]:
-        cells = []
-        for c in conditions:
-            r = asr.get((x, c))
-            cells += (
-                [f"{r['wer']:.3f} ± {r['wer_std']:.3f}", f"{r['cer']:.3f} ± {r['cer_std']:.3f}"]
-                if r
-                else ["", ""]
-            )
-        lines.append(f"| {x} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def markdown(rows: list[Row], checks: list[Check]) -> str:
@@ -254,7 +193,7 @@ def markdown(rows: list[Row], checks: list[Check]) -> str:
     for c in checks:
         detail = ", ".join(f"{k} {v}" for k, v in c["detail"].items())
         parts.append(
-            f"- {c['check']}: {c['won']} of {c['of']} (needed {c['need']} of {need_of(c['check'])}: "
+            f"- {c['check']}: {c['won']} of {c['of']} (needed {c['need']} of {c['total']}: "
             f"{'met' if c['met'] else 'NOT met'}): {detail}\n"
         )
     probes = sorted({r["probe"] for r in rows if "accuracy" in r}, key=lambda p: (p != "mlp", p))
@@ -263,39 +202,14 @@ def markdown(rows: list[Row], checks: list[Check]) -> str:
             if any(r["probe"] == probe and r["condition"] == condition and "accuracy" in r for r in rows):
                 parts.append(
                     f"\n## {probe} probe, test audio {condition}\n\n"
-                    + _accuracy_table(rows, probe, condition)
+                    + V2.accuracy_table(rows, probe, condition, ORDER, TASKS, digits=3)
                 )
     for probe in sorted({r["probe"] for r in rows if V2.kind_of(r) == "asr"}):
         parts.append(
-            f"\n## LibriSpeech ASR ({probe}), WER and CER ± std over seeds\n\n" + _asr_table(rows, probe)
+            f"\n## LibriSpeech ASR ({probe}), WER and CER ± std over seeds\n\n"
+            + V2.asr_table(rows, ORDER, probe, digits=3)
         )
     return "".join(parts)
-
-
-def plot(rows: list[Row], path: Path) -> None:
-    """MLP accuracy per task and feature set, one panel per test condition."""
-    from pase.plots import pyplot, save_figure
-
-    conditions = [c for c in V2.CONDITIONS if _means(rows, c)]
-    if not conditions:
-        return
-    plt = pyplot()
-    fig, axes = plt.subplots(
-        1, len(conditions), figsize=(5.5 * len(conditions), 4), sharey=True, squeeze=False
-    )
-    for ax, condition in zip(axes[0], conditions, strict=True):
-        means = _means(rows, condition)
-        labels = [x for x in ORDER if any(k[1] == x for k in means)]
-        width = 0.8 / len(labels)
-        for i, x in enumerate(labels):
-            xs = [j + i * width for j, t in enumerate(TASKS) if (t, x) in means]
-            ax.bar(xs, [means[t, x] for t in TASKS if (t, x) in means], width, label=x)
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(TASKS))], TASKS, rotation=30, ha="right")
-        ax.set_title(f"MLP probe, {condition}")
-    axes[0][0].set_ylabel("accuracy")
-    axes[0][-1].legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
 
 
 def main(argv: tp.Sequence[str] | None = None) -> int:
@@ -308,20 +222,15 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "card")
     args = parser.parse_args(argv)
-    from pase.audio import write_atomic
-
     try:
         rows = collect(args.v3_dir, args.v2_card)
     except ValueError as err:
         print(f"v3 card: {err}", file=sys.stderr)
         return 2
     checks = acceptance(rows)
-    args.out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"rows": rows, "acceptance": checks}, indent=2) + "\n"
-    write_atomic(args.out / "card.json", lambda tmp: Path(tmp).write_text(text))
     md = markdown(rows, checks)
-    write_atomic(args.out / "card.md", lambda tmp: Path(tmp).write_text(md))
-    plot(rows, args.out / "card.png")
+    V2.write_card(args.out, {"rows": rows, "acceptance": checks}, md)
+    V2.plot(rows, args.out / "card.png", TASKS, ORDER)
     print(md)
     return 0
 
