@@ -5,13 +5,14 @@ and the epochs that fit in the ASR probe's budget (issue 32: 60 minutes per feat
     python bench/ctc_probe_speed.py --configs "base;base:rnn_hidden=256,stride=3" --steps 20
 
 Each config is a :class:`pase.eval.ctc.CtcConfig` preset with optional overrides
-(``name:field=value,field=value``). It is timed by :func:`pase.eval.asr.train_ctc_probe` itself
-(the real training loop: batching, masks, CTC, AdamW) for ``--steps`` steps on random features
-of the real training utterances' lengths (the durations of ``train-clean-5`` without the dev
-speakers, read from ``--data`` when it is there, else a synthetic set of the same total length)
-and random transcripts at LibriSpeech's ~14.5 characters a second, for each feature dimension of
-``--dims`` (FBANK 120, the PASE+ encoder 256). The per-step time is the mean over the timed
-steps after ``--warmup`` steps; the epoch time multiplies it by the number of length batches.
+(``name:field=value,field=value``, as ``pase eval --asr-probe`` takes them). It is timed by
+:func:`pase.eval.asr.train_ctc_probe` itself (the real training loop: batching, masks, CTC, AdamW)
+for ``--steps`` steps on random features of the real training utterances' lengths (the durations of
+``train-clean-5`` without the dev speakers, read from ``--data`` when it is there, else a synthetic
+set of the same total length) and random transcripts at LibriSpeech's ~14.5 characters a second, for
+each feature dimension of ``--dims`` (FBANK 120, the PASE+ encoder 256). The per-step time is the
+mean over the timed steps after ``--warmup`` steps; the epoch time multiplies it by the number of
+length batches.
 Numbers come from a shared machine: compare them within one run only.
 """
 
@@ -36,23 +37,6 @@ from pase.eval.report import _table, _write_text
 
 CHARS_PER_SECOND = 14.5
 DEFAULT_CONFIGS = "small;base;base:rnn_hidden=256;base:stack=4,stride=3;base:rnn_hidden=256,rnn_layers=2"
-
-
-def parse_config(spec: str) -> tuple[str, CtcConfig]:
-    """``"base:rnn_hidden=256,stride=3"`` -> (the spec, the preset with those fields replaced)."""
-    name, _, overrides = spec.partition(":")
-    cfg = CtcConfig.preset(name.strip())
-    fields = {f.name: f for f in dataclasses.fields(CtcConfig)}
-    changes: dict[str, tp.Any] = {}
-    for item in filter(None, (s.strip() for s in overrides.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or key not in fields:
-            raise SystemExit(
-                f"ctc_probe_speed: bad override {item!r} in {spec!r} (field=value, fields of CtcConfig)"
-            )
-        current = getattr(cfg, key)
-        changes[key] = type(current)(value) if current is not None else float(value)
-    return spec, dataclasses.replace(cfg, **changes)
 
 
 def train_lengths(data: Path) -> np.ndarray:
@@ -109,7 +93,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=None, help="write speed.json and speed.md here")
     args = p.parse_args()
     torch.set_num_threads(args.num_threads)
-    configs = [parse_config(s) for s in args.configs.split(";") if s.strip()]
+    configs = [(s.strip(), CtcConfig.from_spec(s)) for s in args.configs.split(";") if s.strip()]
     lengths = train_lengths(args.data)
     print(f"{len(lengths)} training utterances, {lengths.sum() / 360000:.2f} h")
     rows = []
@@ -129,7 +113,7 @@ def main() -> int:
         _write_text(args.out / "speed.json", json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
         cols = list(rows[0])
         md = f"# CTC probe training cost ({args.num_threads} threads, {meta['train_hours']} h of audio)\n\n"
-        _write_text(args.out / "speed.md", md + _table(cols, [[r[c] for c in cols] for r in rows]))
+        _write_text(args.out / "speed.md", md + _table(cols, [[str(r[c]) for c in cols] for r in rows]))
     return 0
 
 

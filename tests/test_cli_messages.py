@@ -56,6 +56,14 @@ def test_bad_preset_says_so_without_the_usage(capsys: pytest.CaptureFixture[str]
     )
 
 
+def test_bad_asr_probe_names_the_field(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    argv = ["eval", "--task", "librispeech-asr", "--features", "fbank", "--out", str(tmp_path)]
+    code, err = _run([*argv, "--asr-probe", "base:strid=3"], capsys)
+    assert code != 0 and err.startswith("pase eval: ASR probe 'base:strid=3': 'strid=3' is not field=value")
+    code, err = _run([*argv, "--asr-probe", "tiny"], capsys)
+    assert code != 0 and "unknown ASR probe preset 'tiny'; choose from small, base" in err
+
+
 @pytest.mark.parametrize("command", [["demo"], ["eval", "--task", "fsdd-digit"]])
 def test_device_gpu_is_named_as_the_problem(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     code, err = _run([*command, "--device", "gpu"], capsys)

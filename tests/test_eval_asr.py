@@ -361,6 +361,22 @@ def test_small_preset_is_the_first_probe_and_base_the_default() -> None:
     assert small.budget(10) == 800
 
 
+def test_probe_spec_replaces_fields_of_a_preset_and_rejects_what_it_cannot_read() -> None:
+    cfg = asr.CtcConfig.from_spec("base: stride=3, stack=3,rnn=gru,epochs=20,lr=2e-3")
+    assert cfg == dataclasses.replace(asr.CtcConfig(), stride=3, stack=3, rnn="gru", epochs=20.0, lr=2e-3)
+    assert asr.CtcConfig.from_spec("small") == asr.CtcConfig.small()
+    # the small preset has no epochs: setting them, and unsetting max_steps, gives an epoch budget
+    assert asr.CtcConfig.from_spec("small:epochs=3,max_steps=none").budget(10) == 30
+    with pytest.raises(ValueError, match="'hiden=3' is not field=value with a field of CtcConfig"):
+        asr.CtcConfig.from_spec("base:hiden=3")
+    with pytest.raises(ValueError, match="stride='two' is not a int"):
+        asr.CtcConfig.from_spec("base:stride=two")
+    with pytest.raises(ValueError, match="need rnn gru or lstm"):
+        asr.CtcConfig.from_spec("base:rnn=transformer")
+    with pytest.raises(ValueError, match="choose from"):
+        asr.CtcConfig.from_spec("huge:stride=3")
+
+
 def test_learning_rate_warms_up_then_decays_along_a_cosine() -> None:
     cfg = asr.CtcConfig(warmup_steps=10, decay="cosine", final_lr_ratio=0.1)
     assert asr.lr_factor(0, cfg, 110) == pytest.approx(0.1) and asr.lr_factor(9, cfg, 110) == 1.0

@@ -86,9 +86,10 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     speech = p.add_argument_group("speech recognition (librispeech-asr, librispeech-phone; see docs/asr.md)")
     speech.add_argument(
         "--asr-probe",
-        choices=sorted(PRESETS),
         default="base",
-        help="CTC probe preset (default: base; small is the first, weaker probe)",
+        metavar="PRESET[:FIELD=VALUE,...]",
+        help=f"CTC probe preset ({', '.join(sorted(PRESETS))}; default: base; small is the first, weaker "
+        "probe), optionally with fields of CtcConfig replaced, e.g. base:stride=3,stack=3",
     )
     speech.add_argument(
         "--lm",
@@ -155,7 +156,7 @@ def _asr_options(args: argparse.Namespace) -> dict[str, tp.Any]:
         if args.beam_width < 1:
             raise ValueError("--beam-width must be >= 1")
         lm = LmConfig(args.lm, alpha=args.lm_alpha, beta=args.lm_beta, beam_width=args.beam_width)
-    return {"config": CtcConfig.preset(args.asr_probe), "lm": lm}
+    return {"config": CtcConfig.from_spec(args.asr_probe), "lm": lm}
 
 
 def _available(names: list[str], data: Path) -> list[str]:

@@ -155,6 +155,10 @@ class CtcConfig:
     def __post_init__(self) -> None:
         if self.stack < self.stride or self.stride < 1:
             raise ValueError(f"need stack >= stride >= 1, got stack {self.stack}, stride {self.stride}")
+        if self.rnn not in ("gru", "lstm") or self.decay not in ("none", "cosine"):
+            raise ValueError(
+                f"need rnn gru or lstm and decay none or cosine, got {self.rnn!r}, {self.decay!r}"
+            )
         if self.epochs is None and self.max_steps is None:
             raise ValueError("set epochs or max_steps (the training budget)")
 
@@ -187,6 +191,35 @@ class CtcConfig:
         if name not in PRESETS:
             raise ValueError(f"unknown ASR probe preset {name!r}; choose from {', '.join(PRESETS)}")
         return PRESETS[name]()
+
+    @classmethod
+    def from_spec(cls, spec: str) -> CtcConfig:
+        """A preset with some fields replaced: ``"base"``, ``"base:stride=3,stack=3"``,
+        ``"small:rnn=lstm,epochs=20"`` (``epochs=none`` leaves the budget to ``max_steps``)."""
+        name, _, overrides = spec.partition(":")
+        cfg = cls.preset(name.strip())
+        fields = {f.name for f in dataclasses.fields(cls)}
+        changes: dict[str, tp.Any] = {}
+        for item in filter(None, (s.strip() for s in overrides.split(","))):
+            key, sep, value = (part.strip() for part in item.partition("="))
+            if not sep or key not in fields:
+                raise ValueError(
+                    f"ASR probe {spec!r}: {item!r} is not field=value with a field of CtcConfig "
+                    f"({', '.join(sorted(fields))})"
+                )
+            current = getattr(cfg, key)
+            try:
+                if value.lower() == "none" and key in ("epochs", "max_steps"):
+                    changes[key] = None
+                elif current is None:  # epochs or max_steps, unset in this preset
+                    changes[key] = float(value) if key == "epochs" else int(value)
+                else:
+                    changes[key] = type(current)(value)
+            except ValueError:
+                raise ValueError(
+                    f"ASR probe {spec!r}: {key}={value!r} is not a {type(current).__name__}"
+                ) from None
+        return dataclasses.replace(cfg, **changes)
 
 
 PRESETS: dict[str, tp.Callable[[], CtcConfig]] = {"small": CtcConfig.small, "base": CtcConfig.base}

@@ -1,13 +1,15 @@
-"""Measure the CTC probe presets on FBANK: test WER and CER against training steps.
+"""Measure CTC probe configs on FBANK: test WER and CER, the dev CER curve, and the training time.
 
-For each probe size (preset) and each step budget, trains one probe (seed 0) on librispeech-asr's
-training part with that many steps (the learning-rate schedule spans the budget, as in a real run;
-early stopping off) and scores the 200-utterance test subset greedily, and with ``--lm`` also with
-the word n-gram. Writes ``curve.json``, ``curve.md`` (through pase.eval.report) and ``curve.png``.
+Each config (a preset, optionally with fields replaced: ``base:stride=3,stack=3``, as ``pase eval
+--asr-probe`` takes it) trains one probe (seed 0) on librispeech-asr's training part with its own
+budget and early stopping, exactly as ``pase eval`` would, recording the dev CER at every
+evaluation; the test subset is scored greedily and, with ``--lm``, with the word n-gram. With
+``--steps``, each config instead runs once per step budget (the learning-rate schedule spans the
+budget; early stopping off). Writes ``curve.json``, ``curve.md`` and ``curve.png`` (dev CER
+against steps, one line per run) after every run, and skips the runs ``curve.json`` already has.
 
-    python recipes/asr_probe/measure.py --out recipes/asr_probe/results --num-threads 2
-    python recipes/asr_probe/measure.py --presets small,base --steps 500,1000,2000,4000 \\
-        --lm lm.arpa --out results/
+    python recipes/asr_probe/measure.py --configs "small;base;base:stride=3,stack=3" \\
+        --lm lm.arpa --num-threads 2 --out recipes/asr_probe/results
 
 ``--tiny N`` keeps N training, dev and test utterances: a sanity run of the script itself.
 """
@@ -33,8 +35,8 @@ from pase.eval.tasks import librispeech_asr
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=Path.home() / ".cache/pase/speech_extra/LibriSpeech")
-    p.add_argument("--presets", default="small,base", help="probe sizes, comma-separated")
-    p.add_argument("--steps", default="500,1000,2000,4000", help="step budgets, comma-separated")
+    p.add_argument("--configs", default="small;base", help="';'-separated preset[:field=value,...]")
+    p.add_argument("--steps", default=None, help="step budgets, comma-separated (default: each config's own)")
     p.add_argument("--lm", type=Path, default=None, help="also decode with this ARPA word n-gram")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--cache-dir", type=Path, default=None)
@@ -42,6 +44,16 @@ def main() -> int:
     p.add_argument("--tiny", type=int, default=0, help="keep this many utterances per part (sanity run)")
     args = p.parse_args()
     torch.set_num_threads(args.num_threads)
+    runs: list[tuple[str, asr.CtcConfig, int | None]] = []
+    for spec in filter(None, (c.strip() for c in args.configs.split(";"))):
+        cfg = asr.CtcConfig.from_spec(spec)
+        if args.steps is None:
+            runs.append((spec, cfg, None))
+        for steps in [int(s) for s in args.steps.split(",")] if args.steps else []:
+            fixed = dataclasses.replace(
+                cfg, epochs=None, max_steps=steps, eval_every=max(1, steps // 4), patience=10**6
+            )
+            runs.append((spec, fixed, steps))
 
     task = librispeech_asr(args.data)
     features = make_feature_set("fbank")
@@ -55,30 +67,36 @@ def main() -> int:
     stats = asr.feature_stats(data["train"])
     decoder = asr.LmDecoder(asr.LmConfig(args.lm)) if args.lm else None
     refs = list(data["test"].texts)
-    rows: list[dict[str, tp.Any]] = []
-    for preset in args.presets.split(","):
-        for steps in [int(s) for s in args.steps.split(",")]:
-            # the budget is the step count alone; one dev evaluation at its end
-            cfg = dataclasses.replace(
-                asr.CtcConfig.preset(preset), epochs=None, max_steps=steps, eval_every=steps, patience=1
-            )
-            t0 = time.time()
-            fit = asr.train_ctc_probe(data["train"], data["valid"], data["test"], 0, cfg, "cpu", stats, print)
-            row: dict[str, tp.Any] = {
-                "preset": preset,
-                "steps": fit.steps,
-                **asr.scores(asr.CHARACTERS, refs, fit.hypotheses),
-            }
-            row["train_seconds"] = round(time.time() - t0, 1)
-            if decoder is not None:
-                num_layers, dim = stats[0].shape
-                model = asr.CtcProbe(num_layers, dim, cfg)
-                model.load_state_dict(fit.state)
-                lm_hyps = [decoder(lp) for lp in asr.posteriors(model, data["test"], *stats)]
-                row |= asr.scores(asr.CHARACTERS, refs, lm_hyps, "_lm")
-            rows.append(row)
-            print(json.dumps(row), file=sys.stderr)
-            write(rows, args.out)
+    done = args.out / "curve.json"
+    rows: list[dict[str, tp.Any]] = json.loads(done.read_text()) if done.is_file() else []
+    for spec, cfg, budget in runs:
+        if any(r["config"] == spec and r.get("budget") == budget for r in rows):
+            print(f"measured before: {spec} (budget {budget or 'its own'})", file=sys.stderr)
+            continue
+        t0 = time.time()
+        fit = asr.train_ctc_probe(data["train"], data["valid"], data["test"], 0, cfg, "cpu", stats, print)
+        num_layers, dim = stats[0].shape
+        row: dict[str, tp.Any] = {
+            "config": spec,
+            "budget": budget,
+            "params_m": round(
+                sum(p.numel() for p in asr.CtcProbe(num_layers, dim, cfg).parameters()) / 1e6, 2
+            ),
+            "steps": fit.steps,
+            "best_step": fit.best_step,
+            "dev_cer": round(fit.valid_error, 4),
+            **asr.scores(asr.CHARACTERS, refs, fit.hypotheses),
+            "train_seconds": round(time.time() - t0, 1),
+            "dev_curve": [[step, round(err, 4)] for step, err in fit.curve],
+        }
+        if decoder is not None:
+            model = asr.CtcProbe(num_layers, dim, cfg)
+            model.load_state_dict(fit.state)
+            lm_hyps = [decoder(lp) for lp in asr.posteriors(model, data["test"], *stats)]
+            row |= asr.scores(asr.CHARACTERS, refs, lm_hyps, "_lm")
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "dev_curve"}), file=sys.stderr)
+        write(rows, args.out)
     return 0
 
 
@@ -91,22 +109,24 @@ def write(rows: list[dict[str, tp.Any]], out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     _write_text(out / "curve.json", json.dumps(rows, indent=2) + "\n")
-    cols = [c for c in ("preset", "steps", "wer", "cer", "wer_lm", "cer_lm", "train_seconds") if c in rows[0]]
-    md = "# CTC probe on FBANK: test WER and CER (greedy; `_lm`: word n-gram) against steps\n\n"
-    _write_text(
-        out / "curve.md",
-        md + _table(cols, [[Seconds(r[c]) if c == "train_seconds" else r[c] for c in cols] for r in rows]),
+    cols = ["config", "budget", "params_m", "steps", "best_step", "dev_cer", "wer", "cer", "wer_lm", "cer_lm"]
+    cols = [c for c in cols if any(c in r for r in rows)] + ["train_seconds"]
+    md = (
+        "# CTC probe on FBANK (seed 0): test WER and CER (greedy; `_lm`: word n-gram), dev CER, "
+        "training time\n\n`budget`: a fixed step budget (empty: the config's own, with early stopping)\n\n"
     )
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for preset in dict.fromkeys(str(r["preset"]) for r in rows):
-        mine = [r for r in rows if r["preset"] == preset]
-        for metric, style in (("wer", "-o"), ("cer", "--s")):
-            ax.plot([r["steps"] for r in mine], [r[metric] for r in mine], style, label=f"{preset} {metric}")
+    cells = [[Seconds(r[c]) if c == "train_seconds" else r.get(c, "") for c in cols] for r in rows]
+    _write_text(out / "curve.md", md + _table(cols, [["" if v is None else v for v in row] for row in cells]))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        steps, errs = zip(*r["dev_curve"], strict=True) if r["dev_curve"] else ((), ())
+        label = r["config"] + (f" ({r['budget']} steps)" if r.get("budget") else "")
+        ax.plot(steps, errs, "-o", ms=3, label=f"{label}: test WER {r['wer']:.2f}, CER {r['cer']:.2f}")
     ax.set(
-        xlabel="training steps", ylabel="error rate (fraction)", title="CTC probe on FBANK, test-clean subset"
+        xlabel="training steps", ylabel="dev CER", title="CTC probe on FBANK: dev CER while training (seed 0)"
     )
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "curve.png", dpi=120)
     plt.close(fig)
