@@ -43,7 +43,7 @@ def fake_pase(tmp_path: Path) -> tuple[Path, Path]:
 def _run(script: str, args: list[str], fake: tuple[Path, Path], **env: str) -> tuple[int, str, list[dict]]:
     exe, log = fake
     full_env = {**os.environ, "PASE": str(exe), "FAKE_PASE_LOG": str(log), **env}
-    for name in ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "SETS", "PARTS"):
+    for name in (*("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_"), "SETS", "PARTS", "LM"):
         if name not in env:
             full_env.pop(name, None)
     proc = subprocess.run(
@@ -121,6 +121,8 @@ def test_card_eval_new_encoder_gets_the_librispeech_tasks(tmp_path, fake_pase):
     assert {_opt(c["args"], "--data") for c in calls} == {str(ls)}
     assert [_opt(c["args"], "--seeds") for c in calls[6:]] == ["0,1,2"] * 3  # the 3 seeds
     assert [_opt(c["args"], "--distort") for c in calls[6:]] == [None, "noise:5dB", "reverb"]
+    assert [_opt(c["args"], "--asr-probe") for c in calls[6:]] == ["base"] * 3  # the default probe
+    assert all("--lm" not in c["args"] for c in calls)
     # An ASR cell done with other seeds is redone (its probes are cached); with the same, skipped.
     env["PARTS"] = "asr"
     rc, err, calls = _run(
@@ -134,6 +136,23 @@ def test_card_eval_new_encoder_gets_the_librispeech_tasks(tmp_path, fake_pase):
     env["PARTS"] = "speaker40 asr"
     rc, err, calls = _run("pase_plus_v2/model_card_eval.sh", [str(encoder), str(out)], fake_pase, **env)
     assert rc == 0 and [_opt(c["args"], "--task") for c in calls] == ["librispeech-asr"] * 3
+    # another probe or a word LM redoes the ASR cells; the phone part runs the same probe, no LM
+    env["PARTS"] = "asr phone"
+    rc, err, calls = _run(
+        "pase_plus_v2/model_card_eval.sh", [str(encoder), str(out)], fake_pase, **env, LM="/lm/tc5.arpa"
+    )
+    assert rc == 0, err
+    assert [_opt(c["args"], "--task") for c in calls] == ["librispeech-asr"] * 3 + ["librispeech-phone"] * 3
+    assert [_opt(c["args"], "--lm") for c in calls] == ["/lm/tc5.arpa"] * 3 + [None] * 3
+    assert (out / "new/phone/reverb/done").read_text().endswith(" seeds 0,1,2; probe base;\n")
+    rc, err, calls = _run(
+        "pase_plus_v2/model_card_eval.sh", [str(encoder), str(out)], fake_pase, **env, LM="/lm/tc5.arpa"
+    )
+    assert rc == 0 and calls == []
+    rc, err, calls = _run(
+        "pase_plus_v2/model_card_eval.sh", [str(encoder), str(out)], fake_pase, **env, ASR_PROBE="small"
+    )
+    assert rc == 0 and {_opt(c["args"], "--asr-probe") for c in calls} == {"small"} and len(calls) == 6
 
 
 def test_card_eval_stops_on_a_failed_cell_without_marking_it_done(tmp_path, fake_pase):

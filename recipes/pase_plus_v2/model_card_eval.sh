@@ -2,16 +2,18 @@
 # The model card's full evaluation (issue 12) of a new encoder against mfcc, fbank, random:pase+
 # and the packaged pase+ ("old"): every built-in task with the MLP and the linear probe, 3 probe
 # seeds, clean and with the test audio under noise 5 dB and reverb; then librispeech-speaker40
-# (same grid) and librispeech-asr (clean, noise 5 dB, reverb; ASR_SEEDS probe seeds, default 0,1,2:
-# one CTC probe costs 20-40 min on one core). Features and trained CTC probes are cached, and a cell
-# whose folder has a `done` file is skipped, so a rerun resumes; an ASR cell's done file names its
-# seeds, and a rerun with other ASR_SEEDS redoes it (reusing the probes of the seeds trained before).
+# (same grid) and librispeech-asr (clean, noise 5 dB, reverb; ASR_SEEDS probe seeds, default 0,1,2;
+# ASR_PROBE the CTC probe, default base: about an hour of 2-core CPU per probe; LM an ARPA word
+# n-gram to decode with too), and with PARTS "phone" librispeech-phone (same seeds and probe).
+# Features and trained CTC probes are cached, and a cell whose folder has a `done` file is skipped,
+# so a rerun resumes; an ASR or phone cell's done file names its seeds, probe and LM, and a rerun
+# with others redoes it (reusing the probes trained before).
 #   bash recipes/pase_plus_v2/model_card_eval.sh NEW_ENCODER_DIR [OUT] [THREADS]     (OUT default ~/pase_runs/card_eval)
 # SETS (default "base new") picks the feature sets: "base" = the four baselines, "new" = the new
 # encoder, each in its own folder tree (OUT/base/..., OUT/new/...), so the baselines can be measured
 # while the new encoder is still training (NEW_ENCODER_DIR may then be "-"). PARTS (default
-# "builtin speaker40 asr") picks the task groups; two calls with disjoint PARTS and THREADS=1 can run
-# side by side. "old" must be measured BEFORE the packaged pase+ is replaced by the new encoder.
+# "builtin speaker40 asr"; "phone" on request) picks the task groups; two calls with disjoint
+# PARTS and THREADS=1 can run side by side. "old" must be measured BEFORE the packaged pase+ is replaced by the new encoder.
 # Each finished cell's summary.{json,md} (results.{json,md} where a cell ran one task with one
 # feature set, as the new encoder's LibriSpeech cells do) and done file are committed under
 # recipes/pase_plus_v2/results/card_eval; on a new machine, copy that tree into OUT first and the finished cells are not run again.
@@ -23,6 +25,8 @@ THREADS="${3:-2}"
 SETS="${SETS:-base new}"
 PARTS="${PARTS:-builtin speaker40 asr}"
 ASR_SEEDS="${ASR_SEEDS:-0,1,2}"
+ASR_PROBE="${ASR_PROBE:-base}"
+LM="${LM:-}"
 NEED=""  # a string the done file must contain for the cell to count as done
 LS="${PASE_LIBRISPEECH:-$HOME/.cache/pase/speech_extra/LibriSpeech}"
 PASE="${PASE:-.venv/bin/pase}"
@@ -57,7 +61,7 @@ for set in $SETS; do
       conditions "$set/builtin/$probe" --task "$BUILTIN" --features "$FEATS" --probe "$probe"
     done
   fi
-  if has "$PARTS" speaker40 || has "$PARTS" asr; then
+  if has "$PARTS" speaker40 || has "$PARTS" asr || has "$PARTS" phone; then
     if [ ! -d "$LS/test-clean" ]; then
       echo "model_card_eval: $LS/test-clean not found: LibriSpeech tasks skipped (see ../shared/data/README.md)" >&2
       continue
@@ -69,8 +73,15 @@ for set in $SETS; do
     done
   fi
   if has "$PARTS" asr; then
-    NEED="seeds $ASR_SEEDS;"
-    conditions "$set/asr" --task librispeech-asr --features "$FEATS" --seeds "$ASR_SEEDS" --data "$LS"
+    NEED="seeds $ASR_SEEDS; probe $ASR_PROBE;${LM:+ lm $(basename "$LM");}"
+    conditions "$set/asr" --task librispeech-asr --features "$FEATS" --seeds "$ASR_SEEDS" --data "$LS" \
+      --asr-probe "$ASR_PROBE" ${LM:+--lm "$LM"}
+    NEED=""
+  fi
+  if has "$PARTS" phone; then
+    NEED="seeds $ASR_SEEDS; probe $ASR_PROBE;"
+    conditions "$set/phone" --task librispeech-phone --features "$FEATS" --seeds "$ASR_SEEDS" --data "$LS" \
+      --asr-probe "$ASR_PROBE"
     NEED=""
   fi
 done
