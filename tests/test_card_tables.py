@@ -143,3 +143,21 @@ def test_a_grid_of_asr_results_only_gives_the_asr_table_and_no_picture(tmp_path:
     assert "| new | 0.8000 ± 0.0200 | 0.2667 ± 0.0100 |" in md
     assert "on 0 of 0 built-in tasks" in md and "NOT met" in md
     assert not (tmp_path / "card" / "card.png").exists()
+
+
+def test_phone_rows_stay_out_of_the_accuracy_tables(tmp_path: Path) -> None:
+    card = load_script("recipes/pase_plus_v2/card_tables.py")
+    root = _grid(tmp_path / "eval")
+    (root / "phone" / "clean").mkdir(parents=True)
+    phone = [
+        {"task": "librispeech-phone", "features": f, "probe": "ctc-bilstm", "distort": None,
+         "per": p, "per_std": 0.01}
+        for f, p in (("mfcc", 0.5), ("/runs/v2/encoder", 0.4))
+    ]  # fmt: skip
+    (root / "phone" / "clean" / "summary_asr.json").write_text(json.dumps(phone))
+    rows = card.collect(root)
+    assert sum(r["task"] == "librispeech-phone" for r in rows) == 2
+    assert card.main([str(root), "--out", str(tmp_path / "card")]) == 0
+    md = (tmp_path / "card" / "card.md").read_text()
+    assert "librispeech-phone" not in md and "ctc-bilstm" not in md  # no accuracy table of PER rows
+    assert "| fsdd-digit |" in md

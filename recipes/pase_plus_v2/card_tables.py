@@ -87,14 +87,22 @@ def _is_asr(row: Row) -> bool:
     return kind_of(row) == "asr"
 
 
+def _is_sequence(row: Row) -> bool:
+    """An ASR or phone-recognition row (error rates, no accuracy)."""
+    return kind_of(row) in ("asr", "phone")
+
+
 def _score(row: Row) -> tuple[float, float]:
-    if _is_asr(row):
-        return float(row["wer"]), float(row["wer_std"])
-    return float(row["accuracy"]), float(row["accuracy_std"])
+    metric = {"asr": "wer", "phone": "per"}.get(kind_of(row), "accuracy")
+    return float(row[metric]), float(row[f"{metric}_std"])
 
 
 def _cells(rows: list[Row], probe: str, condition: str) -> dict[tuple[str, str], Row]:
-    return {(r["task"], r["label"]): r for r in rows if r["probe"] == probe and r["condition"] == condition}
+    return {
+        (r["task"], r["label"]): r
+        for r in rows
+        if r["probe"] == probe and r["condition"] == condition and not _is_sequence(r)
+    }
 
 
 def wins(rows: list[Row], better: str, than: str, condition: str, probe: str = "mlp") -> dict[str, float]:
@@ -119,7 +127,7 @@ def accuracy_table(
     the rows' order (None: as the tasks first appear in ``rows``)."""
     cells = _cells(rows, probe, condition)
     if tasks is None:
-        tasks = list(dict.fromkeys(r["task"] for r in rows if not _is_asr(r)))
+        tasks = list(dict.fromkeys(r["task"] for r in rows if not _is_sequence(r)))
     tasks = [t for t in tasks if any(k[0] == t for k in cells)]
     labels = [name for name in order if any(k[1] == name for k in cells)]
     lines = ["| task | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
@@ -186,7 +194,7 @@ def markdown(rows: list[Row]) -> str:
             f"- new beats {check['than']} ({check['condition']}, MLP) on {check['won']} of {check['of']} "
             f"built-in tasks (needed {check['need']} of 6: {verdict}): {deltas}\n"
         )
-    probes = dict.fromkeys(r["probe"] for r in rows if not _is_asr(r))
+    probes = dict.fromkeys(r["probe"] for r in rows if not _is_sequence(r))
     for probe in sorted(probes, key=lambda p: p != "mlp"):  # the MLP tables first
         for condition in CONDITIONS:
             if _cells(rows, probe, condition):
