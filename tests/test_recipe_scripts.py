@@ -18,6 +18,7 @@ from pase.train import TrainConfig, config_from_args
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
+BUILTIN_TASKS = "fsdd-digit,ravdess-speaker,ravdess-emotion,emodb-emotion,emodb-phone,librispeech-speaker"
 
 FAKE_PASE = """#!{python}
 import json, os, sys
@@ -320,3 +321,35 @@ def test_v3_train_lost_run_continues_from_the_warm_start(tmp_path, fake_pase):
     assert args[:3] == ["train", "--preset", "pase+v3"]
     assert _opt(args, "--init") == str(warm) and _opt(args, "--start-step") == "2500"
     assert _opt(args, "--max-steps") == "10000" and _opt(args, "--split-seed") == "0"
+
+
+def test_v3_finish_runs_the_card_grid_and_the_asr_grid_in_order_then_resumes(tmp_path, fake_pase):
+    run, card = tmp_path / "v3", tmp_path / "card"
+    (run / "encoder").mkdir(parents=True)
+    (run / "encoder" / "config.json").write_text("{}")
+    final = tmp_path / "v3_final"  # exported before: not exported again
+    final.mkdir()
+    (final / "config.json").write_text("{}")
+    ls, lm = tmp_path / "LibriSpeech", tmp_path / "tc5.arpa"
+    (ls / "test-clean").mkdir(parents=True)
+    env = {"PYTHON": str(fake_pase[0]), "PASE_LIBRISPEECH": str(ls), "LM": str(lm)}
+    rc, err, calls = _run("pase_plus_v3/finish.sh", [str(run), str(card)], fake_pase, **env)
+    assert rc == 2 and "tc5.arpa not found" in err and calls == []
+    lm.write_text("\\data\\\n")
+    rc, err, calls = _run("pase_plus_v3/finish.sh", [str(run), str(card)], fake_pase, **env)
+    assert rc == 0, err
+    scripts = [Path(c["args"][0]).name for c in calls if c["args"][0].endswith(".py")]
+    assert scripts == ["curve.py", "card.py", "table.py"]
+    evals = [c["args"] for c in calls if c["args"][0] == "eval"]
+    tasks = [_opt(a, "--task") for a in evals]
+    assert tasks[:6] == [BUILTIN_TASKS] * 6  # 2 probes x 3 conditions
+    assert tasks[6:12] == ["librispeech-speaker40"] * 6
+    # the baselines' ASR and phone cells, then v3's; two seeds, the LM on the ASR cells only
+    assert tasks[12:] == (["librispeech-asr"] * 3 + ["librispeech-phone"] * 3) * 2
+    assert [_opt(a, "--features") for a in evals[12:]] == ["mfcc,fbank,random:pase+,pase+"] * 6 + [
+        str(final)
+    ] * 6
+    assert {_opt(a, "--seeds") for a in evals[12:]} == {"0,1"}
+    assert [_opt(a, "--lm") for a in evals[12:18]] == [str(lm)] * 3 + [None] * 3
+    rc, err, calls = _run("pase_plus_v3/finish.sh", [str(run), str(card)], fake_pase, **env)
+    assert rc == 0 and [c["args"][0] for c in calls if c["args"][0] == "eval"] == []
