@@ -30,7 +30,7 @@ def _grid(root: Path) -> Path:
             folder.mkdir(parents=True)
             rows = [_seq(f, distort, task, v + (0.2 if distort else 0), distort is None)
                     for f, v in (("mfcc", 0.6), ("fbank", 0.5), ("pase+", 0.55))]  # fmt: skip
-            (folder / "summary_asr.json").write_text(json.dumps(rows))
+            (folder / f"summary_{sub}.json").write_text(json.dumps(rows))
     new = root / "new" / "asr" / "clean"
     new.mkdir(parents=True)
     (new / "results.json").write_text(json.dumps(_seq("/runs/v3_final", None, "librispeech-asr", 0.45, True)))

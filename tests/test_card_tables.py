@@ -154,7 +154,7 @@ def test_phone_rows_stay_out_of_the_accuracy_tables(tmp_path: Path) -> None:
          "per": p, "per_std": 0.01}
         for f, p in (("mfcc", 0.5), ("/runs/v2/encoder", 0.4))
     ]  # fmt: skip
-    (root / "phone" / "clean" / "summary_asr.json").write_text(json.dumps(phone))
+    (root / "phone" / "clean" / "summary_phone.json").write_text(json.dumps(phone))
     rows = card.collect(root)
     assert sum(r["task"] == "librispeech-phone" for r in rows) == 2
     assert card.main([str(root), "--out", str(tmp_path / "card")]) == 0

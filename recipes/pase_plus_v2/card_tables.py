@@ -2,8 +2,9 @@
 
     python recipes/pase_plus_v2/card_tables.py [EVAL_DIR] [--out recipes/pase_plus_v2/results/card]
 
-Reads every ``summary.json`` (probe accuracies) and ``summary_asr.json`` (WER/CER) under EVAL_DIR,
-and the ``results.json`` of cells that ran one task with one feature set, and writes to OUT:
+Reads every ``summary.json`` (probe accuracies), ``summary_asr.json`` (WER/CER) and
+``summary_phone.json`` (PER) under EVAL_DIR, and the ``results.json`` of cells that ran one task
+with one feature set, and writes to OUT:
 ``card.json`` (every row, with a short label per feature set), ``card.md`` (one table per probe
 and test condition, tasks x feature sets, mean ± std over the probe seeds; the ASR table; and the
 acceptance counts of the issue: new vs old pase+, new vs MFCC clean, new vs MFCC under noise 5 dB,
@@ -29,6 +30,8 @@ BUILTIN = (
 LABELS = {"mfcc": "mfcc", "fbank": "fbank", "random:pase+": "random", "pase+": "old"}
 ORDER = ("mfcc", "fbank", "random", "old", "new")
 CONDITIONS = ("clean", "noise:5dB", "reverb")
+#: What ``pase eval`` writes for a grid: accuracies, then WER/CER, then PER.
+SUMMARIES = ("summary.json", "summary_asr.json", "summary_phone.json")
 
 Row = dict[str, tp.Any]
 
@@ -48,7 +51,7 @@ def collect(eval_dir: Path) -> list[Row]:
     files = _result_files(eval_dir)
     if not files:
         raise ValueError(
-            f"{eval_dir}: no summary.json, summary_asr.json or results.json"
+            f"{eval_dir}: no {', '.join(SUMMARIES)} or results.json"
             " (run recipes/pase_plus_v2/model_card_eval.sh)"
         )
     for path in files:
@@ -73,7 +76,7 @@ def _result_files(eval_dir: Path) -> list[Path]:
     """The summaries of multi-run cells, and the ``results.json`` of single-run cells (one task and
     one feature set: ``pase eval`` then writes that run's result where a summary would be; e.g. the
     new encoder's cells of one task). A ``results.json`` inside a summarised cell is one of its rows."""
-    summaries = sorted(eval_dir.rglob("summary.json")) + sorted(eval_dir.rglob("summary_asr.json"))
+    summaries = [p for name in SUMMARIES for p in sorted(eval_dir.rglob(name))]
     covered = {path.parent for path in summaries}
     singles = [
         path
