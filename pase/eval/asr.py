@@ -141,6 +141,13 @@ class ProbeCache:
         )
 
 
+def probe_train_keys(parts: tp.Mapping[str, tp.Sequence[Item]]) -> list[str]:
+    """What a probe was trained on, for :meth:`ProbeCache.key`: the train and dev files."""
+    from pase.eval.features import file_key
+
+    return [file_key(it.path) for part in ("train", "valid") for it in parts[part]]
+
+
 # --------------------------------------------------------------------------- evaluation
 #: Test utterances whose reference and hypothesis (first seed) are kept in the report.
 EXAMPLES = 5
@@ -223,14 +230,12 @@ def evaluate_asr(
         )
         for name, items in parts.items()
     }
-    from pase.eval.features import file_key
-
     cfg = config or CtcConfig()
     stats = feature_stats(data["train"])
     if trained_out is not None:
         trained_out.mean, trained_out.std = stats
     probes = ProbeCache(cache.root) if reuse_probes else None
-    train_keys = [file_key(it.path) for part in ("train", "valid") for it in parts[part]]
+    train_keys = probe_train_keys(parts)
     fingerprint = features.fingerprint()  # a random encoder's digests its calibration files: once
     num_layers, dim = stats[0].shape
     refs = list(data["test"].texts)
