@@ -48,5 +48,10 @@ class LmDecoder:
             ["", *CHARS], kenlm_model_path=str(config.path), alpha=config.alpha, beta=config.beta
         )
 
+    def set_weights(self, alpha: float, beta: float) -> None:
+        """Change the LM weight and the word bonus without reading the model again."""
+        self.decoder.reset_params(alpha=alpha, beta=beta)
+        self.config = dataclasses.replace(self.config, alpha=alpha, beta=beta)
+
     def __call__(self, log_probs: np.ndarray) -> str:
         return normalise(self.decoder.decode(np.asarray(log_probs), beam_width=self.config.beam_width))

@@ -40,6 +40,11 @@ def _card_tables() -> tp.Any:
 CARD = _card_tables()
 
 
+def _scores(result: Row) -> Row:
+    """The error rates a result carries, each with its ``_std``."""
+    return {k: result[k] for m in METRICS if m in result for k in (m, f"{m}_std")}
+
+
 def rows_of(eval_dir: Path, new_name: str) -> list[Row]:
     """One row per (feature set, condition): the ASR and the phone cells' numbers side by side."""
     merged: dict[tuple[str, str], Row] = {}
@@ -49,9 +54,7 @@ def rows_of(eval_dir: Path, new_name: str) -> list[Row]:
             continue
         name = new_name if r["label"] == "new" else NAMES[r["label"]]
         row = merged.setdefault((name, r["condition"]), {"features": name, "condition": r["condition"]})
-        for metric in METRICS:
-            if metric in r:
-                row[metric], row[f"{metric}_std"] = r[metric], r[f"{metric}_std"]
+        row |= _scores(r)
         row[f"{kind}_seeds"] = r["seeds"]
         row[f"{kind}_probe"] = describe_probe(r.get("probe_config")) or r["probe"]
         row[f"{kind}_cell_seconds"] = r["seconds"]
@@ -84,9 +87,7 @@ def finetuned_rows(folders: tp.Sequence[Path], name: str) -> list[Row]:
             raise ValueError(f"{path}: no fine-tuned record (run with --finetune)")
         kind = CARD.kind_of(tuned)
         row: Row = {"features": f"{name} (fine-tuned)", "condition": data["distort"] or "clean"}
-        for metric in METRICS:
-            if metric in tuned:
-                row[metric], row[f"{metric}_std"] = tuned[metric], tuned[f"{metric}_std"]
+        row |= _scores(tuned)
         row[f"{kind}_seeds"] = tuned["seeds"]
         row[f"{kind}_cell_seconds"] = tuned["seconds"]
         steps = [(s.get("best_step"), s.get("steps")) for s in tuned["per_seed"]]

@@ -71,7 +71,7 @@ def main() -> int:
     decoder = asr.LmDecoder(base)
 
     def decode(log_probs: tp.Sequence[tp.Any], alpha: float, beta: float) -> list[str]:
-        decoder.decoder.reset_params(alpha=alpha, beta=beta)
+        decoder.set_weights(alpha, beta)
         return [decoder(lp) for lp in log_probs]
 
     rows: list[dict[str, tp.Any]] = [
