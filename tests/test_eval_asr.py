@@ -350,7 +350,7 @@ def test_small_preset_is_the_first_probe_and_base_the_default() -> None:
     assert small.time_masks == small.channel_masks == small.warmup_steps == 0 and small.decay == "none"
     assert asr.CtcConfig.preset("base") == asr.CtcConfig() == asr.CtcConfig.base()
     base = asr.CtcConfig()
-    assert (base.rnn, base.rnn_layers, base.stack, base.stride) == ("lstm", 3, 3, 2)
+    assert (base.rnn, base.rnn_layers, base.stack, base.stride) == ("lstm", 3, 3, 3)
     with pytest.raises(ValueError, match="choose from"):
         asr.CtcConfig.preset("huge")
     with pytest.raises(ValueError, match="stack >= stride"):
@@ -362,8 +362,8 @@ def test_small_preset_is_the_first_probe_and_base_the_default() -> None:
 
 
 def test_probe_spec_replaces_fields_of_a_preset_and_rejects_what_it_cannot_read() -> None:
-    cfg = asr.CtcConfig.from_spec("base: stride=3, stack=3,rnn=gru,epochs=20,lr=2e-3")
-    assert cfg == dataclasses.replace(asr.CtcConfig(), stride=3, stack=3, rnn="gru", epochs=20.0, lr=2e-3)
+    cfg = asr.CtcConfig.from_spec("base: stride=2, stack=4,rnn=gru,epochs=20,lr=2e-3")
+    assert cfg == dataclasses.replace(asr.CtcConfig(), stride=2, stack=4, rnn="gru", epochs=20.0, lr=2e-3)
     assert asr.CtcConfig.from_spec("small") == asr.CtcConfig.small()
     # the small preset has no epochs: setting them, and unsetting max_steps, gives an epoch budget
     assert asr.CtcConfig.from_spec("small:epochs=3,max_steps=none").budget(10) == 30

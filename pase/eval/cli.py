@@ -89,7 +89,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         default="base",
         metavar="PRESET[:FIELD=VALUE,...]",
         help=f"CTC probe preset ({', '.join(sorted(PRESETS))}; default: base; small is the first, weaker "
-        "probe), optionally with fields of CtcConfig replaced, e.g. base:stride=3,stack=3",
+        "probe), optionally with fields of CtcConfig replaced, e.g. base:stride=2",
     )
     speech.add_argument(
         "--lm",

@@ -1,15 +1,17 @@
 """Measure CTC probe configs on FBANK: test WER and CER, the dev CER curve, and the training time.
 
-Each config (a preset, optionally with fields replaced: ``base:stride=3,stack=3``, as ``pase eval
---asr-probe`` takes it) trains one probe (seed 0) on librispeech-asr's training part with its own
-budget and early stopping, exactly as ``pase eval`` would, recording the dev CER at every
-evaluation; the test subset is scored greedily and, with ``--lm``, with the word n-gram. With
-``--steps``, each config instead runs once per step budget (the learning-rate schedule spans the
-budget; early stopping off). Writes ``curve.json``, ``curve.md`` and ``curve.png`` (dev CER
-against steps, one line per run) after every run, and skips the runs ``curve.json`` already has.
+Each config (a preset, optionally with fields replaced: ``base:stride=2``, as ``pase eval
+--asr-probe`` takes it) trains one probe (``--seed``, 0 by default) on librispeech-asr's training
+part with its own budget and early stopping, exactly as ``pase eval`` would, recording the dev
+CER at every evaluation; the test subset is scored greedily and, with ``--lm``, with the word
+n-gram. With ``--steps``, each config instead runs once per step budget (the learning-rate
+schedule spans the budget; early stopping off). Writes ``curve.json``, ``curve.md`` and
+``curve.png`` (dev CER against steps, one line per run) after every run, and skips the runs
+``curve.json`` already has.
 
-    python recipes/asr_probe/measure.py --configs "small;base;base:stride=3,stack=3" \\
+    python recipes/asr_probe/measure.py --configs "small;base;base:stride=2" \\
         --lm lm.arpa --num-threads 2 --out recipes/asr_probe/results
+    python recipes/asr_probe/measure.py --configs base --seed 1 --out recipes/asr_probe/results
 
 ``--tiny N`` keeps N training, dev and test utterances: a sanity run of the script itself.
 """
@@ -36,6 +38,7 @@ def main() -> int:
     p.add_argument("--data", type=Path, default=Path.home() / ".cache/pase/speech_extra/LibriSpeech")
     p.add_argument("--configs", default="small;base", help="';'-separated preset[:field=value,...]")
     p.add_argument("--steps", default=None, help="step budgets, comma-separated (default: each config's own)")
+    p.add_argument("--seed", type=int, default=0, help="the probe's seed (a second seed: the spread)")
     p.add_argument("--lm", type=Path, default=None, help="also decode with this ARPA word n-gram")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--cache-dir", type=Path, default=None)
@@ -65,15 +68,18 @@ def main() -> int:
     done = args.out / "curve.json"
     rows: list[dict[str, tp.Any]] = json.loads(done.read_text()) if done.is_file() else []
     for spec, cfg, budget in runs:
-        if any(r["config"] == spec and r.get("budget") == budget for r in rows):
-            print(f"measured before: {spec} (budget {budget or 'its own'})", file=sys.stderr)
+        if any((r["config"], r.get("budget"), r.get("seed", 0)) == (spec, budget, args.seed) for r in rows):
+            print(
+                f"measured before: {spec} (budget {budget or 'its own'}, seed {args.seed})", file=sys.stderr
+            )
             continue
-        result = asr.evaluate_asr(task, features, cache, seeds=(0,), config=cfg, lm=lm, log=print)
+        result = asr.evaluate_asr(task, features, cache, seeds=(args.seed,), config=cfg, lm=lm, log=print)
         run = result.per_seed[0]
         dim = 120  # FBANK: 40 log mel + deltas + delta-deltas
         row: dict[str, tp.Any] = {
             "config": spec,
             "budget": budget,
+            "seed": args.seed,
             "params_m": round(sum(p.numel() for p in asr.CtcProbe(1, dim, cfg).parameters()) / 1e6, 2),
             "steps": run["steps"],
             "best_step": run["best_step"],
@@ -98,10 +104,24 @@ def write(rows: list[dict[str, tp.Any]], out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     _write_text(out / "curve.json", json.dumps(rows, indent=2) + "\n")
-    cols = ["config", "budget", "params_m", "steps", "best_step", "dev_cer", "wer", "cer", "wer_lm", "cer_lm"]
+    for r in rows:
+        r.setdefault("seed", 0)
+    cols = [
+        "config",
+        "budget",
+        "seed",
+        "params_m",
+        "steps",
+        "best_step",
+        "dev_cer",
+        "wer",
+        "cer",
+        "wer_lm",
+        "cer_lm",
+    ]
     cols = [c for c in cols if any(c in r for r in rows)] + ["train_seconds"]
     md = (
-        "# CTC probe on FBANK (seed 0): test WER and CER (greedy; `_lm`: word n-gram), dev CER, "
+        "# CTC probe on FBANK: test WER and CER (greedy; `_lm`: word n-gram), dev CER, "
         "training time\n\n`budget`: a fixed step budget (empty: the config's own, with early stopping)\n\n"
     )
     cells = [[Seconds(r[c]) if c == "train_seconds" else r.get(c, "") for c in cols] for r in rows]
@@ -109,11 +129,9 @@ def write(rows: list[dict[str, tp.Any]], out: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in rows:
         steps, errs = zip(*r["dev_curve"], strict=True) if r["dev_curve"] else ((), ())
-        label = r["config"] + (f" ({r['budget']} steps)" if r.get("budget") else "")
+        label = r["config"] + (f" ({r['budget']} steps)" if r.get("budget") else "") + f", seed {r['seed']}"
         ax.plot(steps, errs, "-o", ms=3, label=f"{label}: test WER {r['wer']:.2f}, CER {r['cer']:.2f}")
-    ax.set(
-        xlabel="training steps", ylabel="dev CER", title="CTC probe on FBANK: dev CER while training (seed 0)"
-    )
+    ax.set(xlabel="training steps", ylabel="dev CER", title="CTC probe on FBANK: dev CER while training")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -64,7 +64,7 @@ def rows_of(eval_dir: Path, new_name: str) -> list[Row]:
 
 
 def describe_probe(cfg: dict[str, tp.Any] | None) -> str:
-    """A CTC probe config in a few words: ``3 x 320 BiLSTM, 30 ms windows every 20 ms, 16 epochs``."""
+    """A CTC probe config in a few words: ``3 x 320 BiLSTM, 30 ms windows every 30 ms, 16 epochs``."""
     if not cfg:
         return ""
     budget = f"{cfg['epochs']:g} epochs" if cfg.get("epochs") else f"{cfg['max_steps']} steps"

@@ -3,7 +3,7 @@
 # and the packaged pase+ ("old"): every built-in task with the MLP and the linear probe, 3 probe
 # seeds, clean and with the test audio under noise 5 dB and reverb; then librispeech-speaker40
 # (same grid) and librispeech-asr (clean, noise 5 dB, reverb; ASR_SEEDS probe seeds, default 0,1,2;
-# ASR_PROBE the CTC probe, default base: about an hour of 2-core CPU per probe; LM an ARPA word
+# ASR_PROBE the CTC probe, default base: about 45 minutes of 2-core CPU per probe; LM an ARPA word
 # n-gram to decode with too), and with PARTS "phone" librispeech-phone (same seeds and probe).
 # Features and trained CTC probes are cached, and a cell whose folder has a `done` file is skipped,
 # so a rerun resumes; an ASR or phone cell's done file names its seeds, probe and LM, and a rerun
