@@ -124,10 +124,9 @@ class CtcConfig:
     rnn_layers: int = 3
     dropout: float = 0.2
     #: ``stack`` 10 ms frames are concatenated every ``stride`` frames (``stack >= stride`` so no
-    #: frame is lost). 3 and 3: 30 ms windows every 30 ms. ``recipes/asr_probe`` measured
-    #: every 20 ms (stride 2, as SUPERB's probe sees 20 ms frames) against every 30 ms on FBANK:
-    #: 0.6-0.8 points of WER and CER better for 52 % more training time (65 against 43
-    #: minutes), beyond the 60-minute budget once the wider features of an encoder come in.
+    #: frame is lost). 3 and 3: 30 ms windows every 30 ms; every 20 ms (stride 2, as SUPERB's
+    #: probe sees 20 ms frames) was measured against it in ``recipes/asr_probe`` and costs more
+    #: than the budget allows.
     stack: int = 3
     stride: int = 3
     #: SpecAugment-style masks on the standardised features, training batches only: per

@@ -67,8 +67,10 @@ def main() -> int:
     lm = asr.LmConfig(args.lm) if args.lm else None
     done = args.out / "curve.json"
     rows: list[dict[str, tp.Any]] = json.loads(done.read_text()) if done.is_file() else []
+    for r in rows:
+        r.setdefault("seed", 0)  # rows measured before --seed existed were seed 0
     for spec, cfg, budget in runs:
-        if any((r["config"], r.get("budget"), r.get("seed", 0)) == (spec, budget, args.seed) for r in rows):
+        if any((r["config"], r.get("budget"), r["seed"]) == (spec, budget, args.seed) for r in rows):
             print(
                 f"measured before: {spec} (budget {budget or 'its own'}, seed {args.seed})", file=sys.stderr
             )
@@ -104,8 +106,6 @@ def write(rows: list[dict[str, tp.Any]], out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     _write_text(out / "curve.json", json.dumps(rows, indent=2) + "\n")
-    for r in rows:
-        r.setdefault("seed", 0)
     cols = [
         "config",
         "budget",
